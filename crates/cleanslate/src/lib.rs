@@ -1,0 +1,48 @@
+//! Cleanslate runs untrusted WebAssembly functions in sandboxes and
+//! guarantees that **every call starts from a clean slate**: after each call
+//! — whether it returned, trapped, ran out of memory, overflowed its stack,
+//! hit its timeout or fuel limit, or a host function failed or panicked —
+//! the sandbox is back at its snapshot: memory bytes and size, globals,
+//! tables and dropped segments.
+//!
+//! ```
+//! use cleanslate::{Runtime, Sandbox, Val};
+//!
+//! let runtime = Runtime::new()?;
+//! let module = runtime.load_bytes(r#"(module
+//!     (memory 1)
+//!     (func (export "remember") (param i32) (result i32)
+//!         (i32.load (i32.const 0))                       ;; what the last caller left
+//!         (i32.store (i32.const 0) (local.get 0))))"#)?;
+//! let mut sandbox = Sandbox::builder(&module).build()?;
+//! assert_eq!(sandbox.call("remember", &[Val::I32(1234)])?, [Val::I32(0)]);
+//! assert_eq!(sandbox.call("remember", &[Val::I32(5678)])?, [Val::I32(0)], "nothing leaked");
+//! # Ok::<(), cleanslate::Error>(())
+//! ```
+//!
+//! The pieces: a [`Runtime`] loads [`Module`]s; [`Sandbox::builder`] sets
+//! limits and host functions and builds a [`Sandbox`]; every
+//! [`Sandbox::call`] is followed by a reset reported as a [`ResetReport`].
+//! Failures are [`Error`]s with an [`ErrorKind`].
+
+mod error;
+mod host;
+mod limits;
+mod module;
+mod reset;
+mod runtime;
+mod sandbox;
+mod snapshot;
+mod value;
+
+pub use error::{Error, ErrorKind, Result, TrapCode};
+pub use host::HostFnError;
+pub use limits::{DEFAULT_MEMORY_LIMIT, MAX_STACK_LIMIT, parse_duration, parse_size};
+pub use module::{FunctionInfo, ImportInfo, Module};
+#[cfg(feature = "fault-injection")]
+pub use reset::Fault;
+pub use reset::{ResetPath, ResetReport, Verify};
+pub use runtime::{Runtime, RuntimeConfig};
+pub use sandbox::{InterruptHandle, Sandbox, SandboxBuilder, Session, Status};
+pub use snapshot::Snapshot;
+pub use value::{Signature, Val, ValType, WasmScalar, WasmValues};

@@ -1,0 +1,226 @@
+//! Per-sandbox resource limits and the memory limiter that enforces them.
+
+use std::time::Duration;
+
+use crate::error::{Error, ErrorKind};
+use crate::module::DEFAULT_STACK_LIMIT;
+
+/// Default limit on each linear memory: 64 MiB.
+pub const DEFAULT_MEMORY_LIMIT: u64 = 64 << 20;
+/// Default limit on the number of elements of each table.
+pub const DEFAULT_TABLE_ELEMENTS: u64 = 100_000;
+/// The largest stack limit a sandbox may ask for. Calls run on the caller's
+/// thread, and guest frames must fit below its real stack.
+pub const MAX_STACK_LIMIT: usize = 64 << 20;
+
+/// The limits a sandbox's calls run under.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Limits {
+    /// Bytes each linear memory may grow to.
+    pub memory: u64,
+    /// Elements each table may grow to.
+    pub table_elements: u64,
+    /// Bytes of native stack guest code may use.
+    pub stack: usize,
+    /// Fuel units per call; `None` means unmetered.
+    pub fuel: Option<u64>,
+    /// Wall-clock time per call.
+    pub timeout: Option<Duration>,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            memory: DEFAULT_MEMORY_LIMIT,
+            table_elements: DEFAULT_TABLE_ELEMENTS,
+            stack: DEFAULT_STACK_LIMIT,
+            fuel: None,
+            timeout: None,
+        }
+    }
+}
+
+impl Limits {
+    pub(crate) fn validate(&self) -> Result<(), Error> {
+        let bad = |msg: String| Err(Error::new(ErrorKind::InvalidArguments, msg));
+        if self.stack < 16 * 1024 || self.stack > MAX_STACK_LIMIT {
+            return bad(format!(
+                "stack limit {} bytes is out of range: choose between 16 KiB and {} MiB",
+                self.stack,
+                MAX_STACK_LIMIT >> 20
+            ));
+        }
+        if self.fuel == Some(0) {
+            return bad(
+                "fuel of 0 cannot run any code: give at least 1 unit, or no fuel limit".into(),
+            );
+        }
+        if self.timeout == Some(Duration::ZERO) {
+            return bad("a timeout of 0 cannot run any code: give a positive duration".into());
+        }
+        Ok(())
+    }
+}
+
+/// Enforces [`Limits`] on memory and table growth, and remembers whether it
+/// refused any growth during the current call (a call that then fails ran
+/// out of memory; the spec makes a refused `memory.grow` return -1).
+pub(crate) struct GrowthLimiter {
+    memory: u64,
+    table_elements: u64,
+    pub refused_memory: Option<RefusedGrowth>,
+}
+
+/// A memory growth the limiter refused.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct RefusedGrowth {
+    pub current: u64,
+    pub desired: u64,
+    pub limit: u64,
+}
+
+impl GrowthLimiter {
+    pub(crate) fn new(limits: &Limits) -> Self {
+        GrowthLimiter {
+            memory: limits.memory,
+            table_elements: limits.table_elements,
+            refused_memory: None,
+        }
+    }
+}
+
+impl wasmtime::ResourceLimiter for GrowthLimiter {
+    fn memory_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        if desired as u64 > self.memory {
+            self.refused_memory = Some(RefusedGrowth {
+                current: current as u64,
+                desired: desired as u64,
+                limit: self.memory,
+            });
+            return Ok(false);
+        }
+        Ok(true)
+    }
+
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        Ok(desired as u64 <= self.table_elements)
+    }
+
+    fn instances(&self) -> usize {
+        1
+    }
+}
+
+/// Parse a size such as `65536`, `64KiB`, `1MiB`, `64MB` or `2GiB`.
+///
+/// ```
+/// assert_eq!(cleanslate::parse_size("1MiB")?, 1 << 20);
+/// assert_eq!(cleanslate::parse_size("64MB")?, 64_000_000);
+/// assert_eq!(cleanslate::parse_size("4096")?, 4096);
+/// assert!(cleanslate::parse_size("lots").is_err());
+/// # Ok::<(), cleanslate::Error>(())
+/// ```
+pub fn parse_size(text: &str) -> Result<u64, Error> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let bad = || {
+        Error::new(
+            ErrorKind::InvalidArguments,
+            format!(
+                "cannot read {text:?} as a size: write a whole number of bytes, optionally with a unit (KiB, MiB, GiB, KB, MB, GB)"
+            ),
+        )
+    };
+    let number: u64 = number.parse().map_err(|_| bad())?;
+    let multiplier: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kib" => 1 << 10,
+        "m" | "mib" => 1 << 20,
+        "g" | "gib" => 1 << 30,
+        "kb" => 1_000,
+        "mb" => 1_000_000,
+        "gb" => 1_000_000_000,
+        _ => return Err(bad()),
+    };
+    number.checked_mul(multiplier).ok_or_else(bad)
+}
+
+/// Parse a duration such as `200ms`, `2s`, `1.5s`, `500us` or `1m`.
+///
+/// ```
+/// use std::time::Duration;
+/// assert_eq!(cleanslate::parse_duration("200ms")?, Duration::from_millis(200));
+/// assert_eq!(cleanslate::parse_duration("1.5s")?, Duration::from_millis(1500));
+/// assert!(cleanslate::parse_duration("soon").is_err());
+/// # Ok::<(), cleanslate::Error>(())
+/// ```
+pub fn parse_duration(text: &str) -> Result<Duration, Error> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let bad = || {
+        Error::new(
+            ErrorKind::InvalidArguments,
+            format!(
+                "cannot read {text:?} as a duration: write a number with a unit (ns, us, ms, s, m), e.g. 200ms or 2s"
+            ),
+        )
+    };
+    let value: f64 = number.parse().map_err(|_| bad())?;
+    let seconds_per_unit = match unit.trim() {
+        "ns" => 1e-9,
+        "us" | "µs" => 1e-6,
+        "ms" => 1e-3,
+        "s" => 1.0,
+        "m" | "min" => 60.0,
+        _ => return Err(bad()),
+    };
+    Duration::try_from_secs_f64(value * seconds_per_unit).map_err(|_| bad())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_and_durations_reject_garbage_and_overflow() {
+        assert_eq!(parse_size("2GiB").unwrap(), 2 << 30);
+        assert_eq!(parse_size("1 KiB").unwrap(), 1024);
+        assert!(parse_size("18446744073709551615GiB").is_err());
+        assert!(parse_size("-1").is_err());
+        assert!(parse_size("").is_err());
+        assert_eq!(parse_duration("500us").unwrap(), Duration::from_micros(500));
+        assert!(parse_duration("5").is_err());
+        assert!(parse_duration("1e400s").is_err());
+        assert!(parse_duration("-1s").is_err());
+    }
+
+    #[test]
+    fn limits_reject_values_that_cannot_run_code() {
+        let mut limits = Limits::default();
+        assert!(limits.validate().is_ok());
+        limits.fuel = Some(0);
+        assert_eq!(
+            limits.validate().unwrap_err().kind(),
+            ErrorKind::InvalidArguments
+        );
+        limits.fuel = None;
+        limits.stack = usize::MAX;
+        assert!(limits.validate().is_err());
+    }
+}

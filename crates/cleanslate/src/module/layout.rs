@@ -1,0 +1,419 @@
+//! What a module contains and what its code can change: the facts a reset
+//! and a snapshot are planned from.
+//!
+//! The scan is static: it reads every function body once at load time and
+//! records which kinds of state any instruction could touch. "No instruction
+//! can do X" lets a reset skip X entirely with a proof rather than a hope.
+
+use std::collections::BTreeSet;
+
+use wasmparser::{
+    DataKind, ElementKind, ExternalKind, FuncValidatorAllocations, Operator, Parser, Payload,
+    TypeRef, Validator, WasmFeatures,
+};
+
+use crate::error::Error;
+use crate::value::{Signature, ValType};
+
+/// A memory defined (not imported) by the module.
+#[derive(Clone, Debug)]
+pub(crate) struct MemoryLayout {
+    /// Index in the module's memory index space.
+    pub index: u32,
+    pub memory64: bool,
+    pub initial_pages: u64,
+    pub maximum_pages: Option<u64>,
+    pub page_size_log2: u32,
+}
+
+/// A table defined by the module.
+#[derive(Clone, Debug)]
+pub(crate) struct TableLayout {
+    pub index: u32,
+    pub table64: bool,
+    pub initial: u64,
+    pub maximum: Option<u64>,
+    /// Holds funcrefs (as opposed to another reference type).
+    pub funcref: bool,
+}
+
+/// A global defined by the module.
+#[derive(Clone, Debug)]
+pub(crate) struct GlobalLayout {
+    pub index: u32,
+    pub mutable: bool,
+    pub ty: ValType,
+}
+
+/// A function import the host must satisfy.
+#[derive(Clone, Debug)]
+pub(crate) struct FunctionImport {
+    pub module: String,
+    pub name: String,
+    pub signature: Signature,
+}
+
+/// An import of something other than a function. Sandboxes own all their
+/// state, so these can never be satisfied.
+#[derive(Clone, Debug)]
+pub(crate) struct OtherImport {
+    pub module: String,
+    pub name: String,
+    pub what: &'static str,
+}
+
+/// An exported function a caller may invoke.
+#[derive(Clone, Debug)]
+pub(crate) struct ExportedFunction {
+    pub name: String,
+    pub signature: Signature,
+}
+
+/// A passive segment, which `data.drop`/`elem.drop` can drop.
+#[derive(Clone, Debug)]
+pub(crate) struct PassiveSegment {
+    /// Index in the data or element segment index space.
+    pub index: u32,
+    /// Length in bytes (data) or elements (element segments).
+    pub len: u32,
+    /// For element segments: the segment holds funcrefs.
+    pub funcref: bool,
+}
+
+/// Which kinds of state some instruction in the module can change.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Mutations {
+    /// Indices of globals targeted by `global.set`.
+    pub globals_set: BTreeSet<u32>,
+    pub memory_grow: bool,
+    pub data_drop: bool,
+    pub elem_drop: bool,
+    /// `table.set`, `table.grow`, `table.fill`, `table.copy` or `table.init`.
+    pub table_write: bool,
+}
+
+/// Everything the sandbox needs to know about a module's shape.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct ModuleLayout {
+    /// Number of types in the type index space (not rec groups).
+    pub type_count: u32,
+    pub function_imports: Vec<FunctionImport>,
+    pub other_imports: Vec<OtherImport>,
+    /// Number of functions defined in the module (not imported).
+    pub defined_functions: u32,
+    pub memories: Vec<MemoryLayout>,
+    pub tables: Vec<TableLayout>,
+    pub globals: Vec<GlobalLayout>,
+    pub exports: Vec<ExportedFunction>,
+    /// All export names (of any kind), to avoid collisions when adding ours.
+    pub export_names: BTreeSet<String>,
+    pub start: Option<u32>,
+    pub passive_data: Vec<PassiveSegment>,
+    pub passive_elements: Vec<PassiveSegment>,
+    /// Functions that can become funcref values: those named in element
+    /// segments or by `ref.func`, or exported.
+    pub referenceable_functions: BTreeSet<u32>,
+    pub mutations: Mutations,
+}
+
+impl ModuleLayout {
+    /// Number of imported functions, which come first in the function space.
+    pub fn imported_functions(&self) -> u32 {
+        self.function_imports.len() as u32
+    }
+
+    pub fn function(&self, name: &str) -> Option<&ExportedFunction> {
+        self.exports.iter().find(|f| f.name == name)
+    }
+}
+
+/// The WebAssembly features Cleanslate accepts.
+pub(crate) fn features() -> WasmFeatures {
+    // The standard set that wasmtime supports without a GC heap: what
+    // mainstream toolchains emit today.
+    let mut f = WasmFeatures::WASM2
+        | WasmFeatures::TAIL_CALL
+        | WasmFeatures::EXTENDED_CONST
+        | WasmFeatures::MULTI_MEMORY
+        | WasmFeatures::MEMORY64
+        | WasmFeatures::RELAXED_SIMD
+        | WasmFeatures::CUSTOM_PAGE_SIZES
+        | WasmFeatures::WIDE_ARITHMETIC;
+    // Reference types are part of WASM2; without a GC heap only funcref and
+    // null externref exist, which our snapshot covers.
+    f.remove(WasmFeatures::GC_TYPES);
+    f
+}
+
+/// Validate `wasm` and record its layout.
+pub(crate) fn analyse(wasm: &[u8]) -> Result<ModuleLayout, Error> {
+    let mut validator = Validator::new_with_features(features());
+    let mut layout = ModuleLayout::default();
+    let mut func_types: Vec<Option<Signature>> = Vec::new();
+    let mut defined_function_types: Vec<u32> = Vec::new();
+    let mut allocs = FuncValidatorAllocations::default();
+    let mut pending_exports: Vec<(String, u32)> = Vec::new();
+    let invalid = |e: wasmparser::BinaryReaderError| {
+        Error::invalid_module(e.message().to_string(), Some(e.offset()))
+    };
+
+    for payload in Parser::new(0).parse_all(wasm) {
+        let payload = payload.map_err(invalid)?;
+        match &payload {
+            Payload::TypeSection(reader) => {
+                for group in reader.clone() {
+                    for sub in group.map_err(invalid)?.into_types() {
+                        let sig = match &sub.composite_type.inner {
+                            wasmparser::CompositeInnerType::Func(f) => Some(Signature::new(
+                                f.params()
+                                    .iter()
+                                    .map(|t| ValType::from_wasmparser(*t))
+                                    .collect(),
+                                f.results()
+                                    .iter()
+                                    .map(|t| ValType::from_wasmparser(*t))
+                                    .collect(),
+                            )),
+                            _ => None,
+                        };
+                        func_types.push(sig);
+                    }
+                }
+                layout.type_count = func_types.len() as u32;
+            }
+            Payload::ImportSection(reader) => {
+                for import in reader.clone().into_imports() {
+                    let import = import.map_err(invalid)?;
+                    let what = match import.ty {
+                        TypeRef::Func(ty) | TypeRef::FuncExact(ty) => {
+                            let signature = func_types
+                                .get(ty as usize)
+                                .cloned()
+                                .flatten()
+                                .unwrap_or_else(|| Signature::new(vec![], vec![]));
+                            layout.function_imports.push(FunctionImport {
+                                module: import.module.to_string(),
+                                name: import.name.to_string(),
+                                signature,
+                            });
+                            continue;
+                        }
+                        TypeRef::Memory(_) => "memory",
+                        TypeRef::Table(_) => "table",
+                        TypeRef::Global(_) => "global",
+                        TypeRef::Tag(_) => "tag",
+                    };
+                    layout.other_imports.push(OtherImport {
+                        module: import.module.to_string(),
+                        name: import.name.to_string(),
+                        what,
+                    });
+                }
+            }
+            Payload::FunctionSection(reader) => {
+                for ty in reader.clone() {
+                    defined_function_types.push(ty.map_err(invalid)?);
+                }
+                layout.defined_functions = defined_function_types.len() as u32;
+            }
+            Payload::TableSection(reader) => {
+                for table in reader.clone() {
+                    let table = table.map_err(invalid)?;
+                    layout.tables.push(TableLayout {
+                        index: layout.tables.len() as u32,
+                        table64: table.ty.table64,
+                        initial: table.ty.initial,
+                        maximum: table.ty.maximum,
+                        funcref: table.ty.element_type.is_func_ref(),
+                    });
+                }
+            }
+            Payload::MemorySection(reader) => {
+                for memory in reader.clone() {
+                    let memory = memory.map_err(invalid)?;
+                    layout.memories.push(MemoryLayout {
+                        index: layout.memories.len() as u32,
+                        memory64: memory.memory64,
+                        initial_pages: memory.initial,
+                        maximum_pages: memory.maximum,
+                        page_size_log2: memory.page_size_log2.unwrap_or(16),
+                    });
+                }
+            }
+            Payload::GlobalSection(reader) => {
+                for global in reader.clone() {
+                    let global = global.map_err(invalid)?;
+                    layout.globals.push(GlobalLayout {
+                        index: layout.globals.len() as u32,
+                        mutable: global.ty.mutable,
+                        ty: ValType::from_wasmparser(global.ty.content_type),
+                    });
+                }
+            }
+            Payload::ExportSection(reader) => {
+                for export in reader.clone() {
+                    let export = export.map_err(invalid)?;
+                    layout.export_names.insert(export.name.to_string());
+                    if export.kind == ExternalKind::Func {
+                        pending_exports.push((export.name.to_string(), export.index));
+                        layout.referenceable_functions.insert(export.index);
+                    }
+                }
+            }
+            Payload::StartSection { func, .. } => layout.start = Some(*func),
+            Payload::ElementSection(reader) => {
+                for (index, element) in reader.clone().into_iter().enumerate() {
+                    let element = element.map_err(invalid)?;
+                    let (len, funcref) = match &element.items {
+                        wasmparser::ElementItems::Functions(funcs) => {
+                            for f in funcs.clone() {
+                                layout.referenceable_functions.insert(f.map_err(invalid)?);
+                            }
+                            (funcs.count(), true)
+                        }
+                        wasmparser::ElementItems::Expressions(ty, exprs) => {
+                            for expr in exprs.clone() {
+                                let mut ops = expr.map_err(invalid)?.get_operators_reader();
+                                while !ops.eof() {
+                                    if let Operator::RefFunc { function_index } =
+                                        ops.read().map_err(invalid)?
+                                    {
+                                        layout.referenceable_functions.insert(function_index);
+                                    }
+                                }
+                            }
+                            (exprs.count(), ty.is_func_ref())
+                        }
+                    };
+                    if matches!(element.kind, ElementKind::Passive) {
+                        layout.passive_elements.push(PassiveSegment {
+                            index: index as u32,
+                            len,
+                            funcref,
+                        });
+                    }
+                }
+            }
+            Payload::DataSection(reader) => {
+                for (index, data) in reader.clone().into_iter().enumerate() {
+                    let data = data.map_err(invalid)?;
+                    if matches!(data.kind, DataKind::Passive) {
+                        layout.passive_data.push(PassiveSegment {
+                            index: index as u32,
+                            len: data.data.len() as u32,
+                            funcref: false,
+                        });
+                    }
+                }
+            }
+            Payload::CodeSectionEntry(body) => {
+                scan_body(body, &mut layout).map_err(invalid)?;
+            }
+            _ => {}
+        }
+
+        match validator.payload(&payload).map_err(invalid)? {
+            wasmparser::ValidPayload::Func(to_validate, body) => {
+                let mut func = to_validate.into_validator(std::mem::take(&mut allocs));
+                func.validate(&body).map_err(invalid)?;
+                allocs = func.into_allocations();
+            }
+            wasmparser::ValidPayload::End(_) => break,
+            _ => {}
+        }
+    }
+
+    let imported = layout.imported_functions();
+    for (name, index) in pending_exports {
+        let signature = if index < imported {
+            layout.function_imports[index as usize].signature.clone()
+        } else {
+            let ty = defined_function_types[(index - imported) as usize];
+            func_types
+                .get(ty as usize)
+                .cloned()
+                .flatten()
+                .unwrap_or_else(|| Signature::new(vec![], vec![]))
+        };
+        layout.exports.push(ExportedFunction { name, signature });
+    }
+    Ok(layout)
+}
+
+fn scan_body(
+    body: &wasmparser::FunctionBody<'_>,
+    layout: &mut ModuleLayout,
+) -> wasmparser::Result<()> {
+    let mut ops = body.get_operators_reader()?;
+    let m = &mut layout.mutations;
+    while !ops.eof() {
+        match ops.read()? {
+            Operator::GlobalSet { global_index } => {
+                m.globals_set.insert(global_index);
+            }
+            Operator::MemoryGrow { .. } => m.memory_grow = true,
+            Operator::DataDrop { .. } => m.data_drop = true,
+            Operator::ElemDrop { .. } => m.elem_drop = true,
+            Operator::TableSet { .. }
+            | Operator::TableGrow { .. }
+            | Operator::TableFill { .. }
+            | Operator::TableCopy { .. }
+            | Operator::TableInit { .. } => m.table_write = true,
+            Operator::RefFunc { function_index } => {
+                layout.referenceable_functions.insert(function_index);
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn layout(wat: &str) -> ModuleLayout {
+        analyse(&wat::parse_str(wat).unwrap()).unwrap()
+    }
+
+    #[test]
+    fn records_state_and_what_code_can_change() {
+        let l = layout(
+            r#"(module
+                (import "env" "log" (func $log (param i32)))
+                (memory 1 4)
+                (table 2 funcref)
+                (global $g (mut i32) (i32.const 0))
+                (global $c i64 (i64.const 1))
+                (data $d "abc")
+                (elem $e func $f)
+                (func $f (export "f") (param i32) (result i32)
+                    (global.set $g (local.get 0))
+                    (drop (memory.grow (i32.const 1)))
+                    (data.drop $d)
+                    (local.get 0)))"#,
+        );
+        assert_eq!(l.function_imports.len(), 1);
+        assert_eq!(l.memories[0].maximum_pages, Some(4));
+        assert_eq!(l.globals.len(), 2);
+        assert!(l.globals[0].mutable && !l.globals[1].mutable);
+        assert!(l.mutations.globals_set.contains(&0));
+        assert!(l.mutations.memory_grow && l.mutations.data_drop);
+        assert!(!l.mutations.elem_drop && !l.mutations.table_write);
+        assert_eq!(l.passive_data.len(), 1);
+        assert_eq!(l.passive_elements.len(), 1);
+        assert!(l.referenceable_functions.contains(&1));
+        assert_eq!(
+            l.function("f").unwrap().signature.to_string(),
+            "(i32) -> i32"
+        );
+    }
+
+    #[test]
+    fn invalid_code_is_reported_with_offset() {
+        let wasm = wat::parse_str("(module (func (result i32)))").unwrap();
+        let err = analyse(&wasm).unwrap_err();
+        assert_eq!(err.kind(), crate::ErrorKind::InvalidModule);
+        assert!(err.offset().is_some());
+    }
+}

@@ -1,0 +1,226 @@
+//! Loading a module: parse (binary or WAT), validate, analyse what a reset
+//! must cover, rewrite so all state is reachable, compile.
+
+mod instrument;
+mod layout;
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::{Arc, Mutex};
+
+pub(crate) use instrument::Hooks;
+pub(crate) use layout::ModuleLayout;
+
+use crate::error::{Error, ErrorKind};
+use crate::runtime::{EngineFlavor, Runtime};
+use crate::value::Signature;
+
+/// The stack limit sandboxes get unless they ask for another.
+pub(crate) const DEFAULT_STACK_LIMIT: usize = 512 * 1024;
+
+/// A validated, compiled WebAssembly module. Cheap to clone.
+///
+/// ```
+/// use cleanslate::Runtime;
+/// let runtime = Runtime::new()?;
+/// let module = runtime.load_bytes(br#"(module
+///     (import "env" "now" (func (result i64)))
+///     (func (export "twice") (param i32) (result i32) local.get 0 i32.const 2 i32.mul))"#)?;
+/// let names: Vec<_> = module.functions().map(|f| f.name().to_string()).collect();
+/// assert_eq!(names, ["twice"]);
+/// assert_eq!(module.imports().next().unwrap().to_string(), "env.now: () -> i64");
+/// # Ok::<(), cleanslate::Error>(())
+/// ```
+#[derive(Clone)]
+pub struct Module {
+    pub(crate) inner: Arc<ModuleInner>,
+}
+
+pub(crate) struct ModuleInner {
+    pub runtime: Runtime,
+    pub layout: ModuleLayout,
+    pub hooks: Hooks,
+    /// The rewritten binary, compiled per engine flavor on demand.
+    instrumented: Vec<u8>,
+    compiled: Mutex<HashMap<EngineFlavor, wasmtime::Module>>,
+}
+
+impl Module {
+    pub(crate) fn load(runtime: Runtime, bytes: &[u8]) -> Result<Module, Error> {
+        let binary = to_binary(bytes)?;
+        let layout = layout::analyse(&binary)?;
+        let (instrumented, hooks) = instrument::instrument(&binary, &layout)?;
+        let module = Module {
+            inner: Arc::new(ModuleInner {
+                runtime,
+                layout,
+                hooks,
+                instrumented,
+                compiled: Mutex::new(HashMap::new()),
+            }),
+        };
+        // Compile once now so that problems surface at load time.
+        module.compiled(EngineFlavor {
+            fuel: false,
+            max_stack: DEFAULT_STACK_LIMIT,
+        })?;
+        Ok(module)
+    }
+
+    /// The compiled code for an engine flavor, compiling it on first use.
+    pub(crate) fn compiled(&self, flavor: EngineFlavor) -> Result<wasmtime::Module, Error> {
+        let mut compiled = self
+            .inner
+            .compiled
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if let Some(module) = compiled.get(&flavor) {
+            return Ok(module.clone());
+        }
+        let engine = self.inner.runtime.engine(flavor)?;
+        // Flavors that differ only in stack limit generate identical code, so
+        // reuse an existing compilation through (de)serialization instead of
+        // running the compiler again.
+        let sibling = compiled
+            .iter()
+            .find(|(f, _)| f.fuel == flavor.fuel)
+            .map(|(_, m)| m.clone());
+        let module = match sibling.and_then(|m| m.serialize().ok()) {
+            // SAFETY: the bytes were produced just now by `serialize` from a
+            // module of this same process and wasmtime build, with a
+            // compatible engine configuration (only the stack limit, which
+            // does not affect code, differs); wasmtime re-checks that
+            // compatibility and rejects mismatches with an error.
+            Some(bytes) => unsafe { wasmtime::Module::deserialize(&engine, &bytes) },
+            None => wasmtime::Module::new(&engine, &self.inner.instrumented),
+        }
+        .map_err(|e| Error::invalid_module(format!("cannot compile the module: {e:#}"), None))?;
+        compiled.insert(flavor, module.clone());
+        Ok(module)
+    }
+
+    /// The runtime this module belongs to.
+    pub fn runtime(&self) -> &Runtime {
+        &self.inner.runtime
+    }
+
+    /// The exported functions a sandbox can call.
+    pub fn functions(&self) -> impl Iterator<Item = FunctionInfo<'_>> {
+        self.inner.layout.exports.iter().map(|f| FunctionInfo {
+            name: &f.name,
+            signature: &f.signature,
+        })
+    }
+
+    /// The exported function named `name`.
+    pub fn function(&self, name: &str) -> Option<FunctionInfo<'_>> {
+        self.functions().find(|f| f.name == name)
+    }
+
+    /// The functions this module imports, which the host must provide with
+    /// [`SandboxBuilder::host_fn`](crate::SandboxBuilder::host_fn).
+    pub fn imports(&self) -> impl Iterator<Item = ImportInfo<'_>> {
+        self.inner
+            .layout
+            .function_imports
+            .iter()
+            .map(|i| ImportInfo {
+                module: &i.module,
+                name: &i.name,
+                signature: Some(&i.signature),
+            })
+    }
+}
+
+impl fmt::Debug for Module {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Module")
+            .field(
+                "exports",
+                &self.functions().map(|f| f.name).collect::<Vec<_>>(),
+            )
+            .finish_non_exhaustive()
+    }
+}
+
+/// An exported function: its name and signature.
+#[derive(Clone, Copy, Debug)]
+pub struct FunctionInfo<'a> {
+    name: &'a str,
+    signature: &'a Signature,
+}
+
+impl<'a> FunctionInfo<'a> {
+    /// The export name.
+    pub fn name(&self) -> &'a str {
+        self.name
+    }
+    /// The parameter and result types.
+    pub fn signature(&self) -> &'a Signature {
+        self.signature
+    }
+    /// The parameter types.
+    pub fn params(&self) -> &'a [crate::ValType] {
+        self.signature.params()
+    }
+    /// The result types.
+    pub fn results(&self) -> &'a [crate::ValType] {
+        self.signature.results()
+    }
+}
+
+impl fmt::Display for FunctionInfo<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.name, self.signature)
+    }
+}
+
+/// An import the module needs.
+#[derive(Clone, Copy, Debug)]
+pub struct ImportInfo<'a> {
+    module: &'a str,
+    name: &'a str,
+    signature: Option<&'a Signature>,
+}
+
+impl<'a> ImportInfo<'a> {
+    /// The import's module name (`"env"`, ...).
+    pub fn module(&self) -> &'a str {
+        self.module
+    }
+    /// The import's field name.
+    pub fn name(&self) -> &'a str {
+        self.name
+    }
+    /// The function signature, for function imports.
+    pub fn signature(&self) -> Option<&'a Signature> {
+        self.signature
+    }
+}
+
+impl fmt::Display for ImportInfo<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}.{}", self.module, self.name)?;
+        if let Some(sig) = self.signature {
+            write!(f, ": {sig}")?;
+        }
+        Ok(())
+    }
+}
+
+/// Accept the binary format as is and translate WAT text.
+fn to_binary(bytes: &[u8]) -> Result<Vec<u8>, Error> {
+    if bytes.starts_with(b"\0asm") {
+        return Ok(bytes.to_vec());
+    }
+    let text = std::str::from_utf8(bytes).map_err(|e| {
+        Error::invalid_module(
+            "not a WebAssembly module: neither the binary format (which starts with \\0asm) nor UTF-8 WAT text",
+            Some(e.valid_up_to()),
+        )
+    })?;
+    wat::parse_str(text).map_err(|e| {
+        // The parser's message names the line and column of the problem.
+        Error::new(ErrorKind::InvalidModule, format!("invalid WAT text: {e}"))
+    })
+}

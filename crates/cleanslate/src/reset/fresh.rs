@@ -1,0 +1,191 @@
+//! The fresh-instance path: a new instance from the module, brought to the
+//! snapshot by applying only what differs from a fresh instance's state.
+
+use std::ops::Range;
+
+use wasmtime::{Ref, Val as WasmVal};
+
+use crate::error::{Error, ErrorKind};
+use crate::sandbox::instance::{InstanceFactory, LiveInstance};
+use crate::snapshot::SnapshotImage;
+use crate::snapshot::image::{GlobalValue, HOST_PAGE};
+
+/// Instantiate and apply `image`; returns the instance and the number of
+/// host pages copied.
+pub(super) fn restore_fresh(
+    factory: &InstanceFactory,
+    image: &SnapshotImage,
+) -> Result<(LiveInstance, u64), Error> {
+    let mut live = factory.instantiate()?;
+    let pages = apply_memories(&mut live, image)?;
+    apply_globals(&mut live, image)?;
+    if factory.module.inner.layout.mutations.table_write {
+        apply_tables(factory, &mut live, image)?;
+    }
+    apply_dropped_segments(factory, &mut live, image)?;
+    Ok((live, pages))
+}
+
+fn failed(what: String) -> Error {
+    Error::new(ErrorKind::ResetFailed, what)
+}
+
+fn apply_memories(live: &mut LiveInstance, image: &SnapshotImage) -> Result<u64, Error> {
+    let mut pages = 0;
+    for (i, target) in image.memories.iter().enumerate() {
+        let memory = live.memories[i];
+        let current = memory.data_size(&live.store);
+        let wanted = target.bytes.len();
+        if wanted < current {
+            return Err(failed(format!(
+                "memory {i} of a fresh instance ({current} bytes) is larger than the snapshot's ({wanted} bytes)"
+            )));
+        }
+        if wanted > current {
+            let page = memory.page_size(&live.store) as usize;
+            memory
+                .grow(&mut live.store, ((wanted - current) / page) as u64)
+                .map_err(|e| {
+                    failed(format!(
+                        "cannot grow memory {i} to the snapshot's size: {e:#}"
+                    ))
+                })?;
+        }
+        let data = memory.data_mut(&mut live.store);
+        let ranges = target
+            .diff_from_fresh
+            .get_or_init(|| differing_ranges(data, &target.bytes));
+        for range in ranges {
+            data[range.clone()].copy_from_slice(&target.bytes[range.clone()]);
+            pages += (range.len() / HOST_PAGE) as u64;
+        }
+    }
+    live.store.data_mut().limiter.refused_memory = None;
+    Ok(pages)
+}
+
+/// Host-page-aligned ranges where `a` and `b` differ, merged when adjacent.
+pub(crate) fn differing_ranges(a: &[u8], b: &[u8]) -> Vec<Range<usize>> {
+    let mut ranges: Vec<Range<usize>> = Vec::new();
+    for (n, (pa, pb)) in a.chunks(HOST_PAGE).zip(b.chunks(HOST_PAGE)).enumerate() {
+        if pa != pb {
+            let start = n * HOST_PAGE;
+            let end = start + pa.len();
+            match ranges.last_mut() {
+                Some(last) if last.end == start => last.end = end,
+                _ => ranges.push(start..end),
+            }
+        }
+    }
+    ranges
+}
+
+fn apply_globals(live: &mut LiveInstance, image: &SnapshotImage) -> Result<(), Error> {
+    for (i, (index, value)) in image.globals.iter().enumerate() {
+        let global = live.globals[i].1;
+        let val = match *value {
+            GlobalValue::I32(v) => WasmVal::I32(v),
+            GlobalValue::I64(v) => WasmVal::I64(v),
+            GlobalValue::F32(v) => WasmVal::F32(v),
+            GlobalValue::F64(v) => WasmVal::F64(v),
+            GlobalValue::V128(v) => WasmVal::V128(v.into()),
+            GlobalValue::FuncRef(f) => WasmVal::FuncRef(function(live, f)?),
+            GlobalValue::NullRef => WasmVal::ExternRef(None),
+        };
+        global
+            .set(&mut live.store, val)
+            .map_err(|e| failed(format!("cannot restore global {index}: {e:#}")))?;
+    }
+    Ok(())
+}
+
+fn function(live: &LiveInstance, index: Option<u32>) -> Result<Option<wasmtime::Func>, Error> {
+    match index {
+        None => Ok(None),
+        Some(i) => live
+            .functions
+            .get(&i)
+            .copied()
+            .map(Some)
+            .ok_or_else(|| failed(format!("function {i} of the snapshot is not reachable"))),
+    }
+}
+
+fn apply_tables(
+    factory: &InstanceFactory,
+    live: &mut LiveInstance,
+    image: &SnapshotImage,
+) -> Result<(), Error> {
+    for (i, target) in image.tables.iter().enumerate() {
+        let table = live.tables[i];
+        let funcref = factory.module.inner.layout.tables[i].funcref;
+        let null = if funcref {
+            Ref::Func(None)
+        } else {
+            Ref::Extern(None)
+        };
+        let current = table.size(&live.store);
+        let wanted = target.elements.len() as u64;
+        if wanted > current {
+            table
+                .grow(&mut live.store, wanted - current, null.clone())
+                .map_err(|e| failed(format!("cannot grow table {i}: {e:#}")))?;
+        }
+        for (slot, element) in target.elements.iter().enumerate() {
+            let value = match element {
+                Some(_) => Ref::Func(function(live, *element)?),
+                None => null.clone(),
+            };
+            table
+                .set(&mut live.store, slot as u64, value)
+                .map_err(|e| failed(format!("cannot restore table {i} slot {slot}: {e:#}")))?;
+        }
+    }
+    Ok(())
+}
+
+fn apply_dropped_segments(
+    factory: &InstanceFactory,
+    live: &mut LiveInstance,
+    image: &SnapshotImage,
+) -> Result<(), Error> {
+    let hooks = &factory.module.inner.hooks;
+    let drops = hooks
+        .data_segments
+        .iter()
+        .filter(|s| image.dropped_data.contains(&s.segment))
+        .chain(
+            hooks
+                .element_segments
+                .iter()
+                .filter(|s| image.dropped_elements.contains(&s.segment)),
+        );
+    for segment in drops {
+        if live.call_helper(&segment.drop)? {
+            return Err(failed(format!(
+                "dropping segment {} of a fresh instance trapped",
+                segment.segment
+            )));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn differing_ranges_are_page_aligned_and_merged() {
+        let a = vec![0u8; HOST_PAGE * 4];
+        let mut b = a.clone();
+        b[10] = 1; // page 0
+        b[HOST_PAGE + 5] = 1; // page 1, adjacent: merged
+        b[3 * HOST_PAGE] = 1; // page 3
+        assert_eq!(
+            differing_ranges(&a, &b),
+            vec![0..2 * HOST_PAGE, 3 * HOST_PAGE..4 * HOST_PAGE]
+        );
+        assert!(differing_ranges(&a, &a).is_empty());
+    }
+}

@@ -1,0 +1,184 @@
+//! One live wasmtime instance in its own store, with handles to every piece
+//! of its state (reached through the exports the load-time rewrite added).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+use wasmtime::{AsContextMut, Func, Global, Instance, InstancePre, Memory, Store, Table};
+
+use crate::error::{Error, ErrorKind};
+use crate::limits::{GrowthLimiter, Limits};
+use crate::module::Module;
+use crate::sandbox::interrupt::{InterruptState, Interruption};
+
+/// Per-store host state.
+pub(crate) struct StoreData {
+    pub limiter: GrowthLimiter,
+    pub interrupt: Arc<InterruptState>,
+    /// When the running call must stop; `None` for no timeout.
+    pub deadline: Option<Instant>,
+    /// The call generation the interrupt state must match to cancel.
+    pub generation: u64,
+}
+
+/// Everything needed to stamp out identical fresh instances.
+pub(crate) struct InstanceFactory {
+    pub module: Module,
+    pub engine: wasmtime::Engine,
+    pub pre: InstancePre<StoreData>,
+    pub limits: Limits,
+    pub interrupt: Arc<InterruptState>,
+}
+
+/// A live instance and handles to its state.
+pub(crate) struct LiveInstance {
+    pub store: Store<StoreData>,
+    pub instance: Instance,
+    /// Defined memories, in index order.
+    pub memories: Vec<Memory>,
+    /// Defined tables, in index order.
+    pub tables: Vec<Table>,
+    /// Mutable defined globals with their indices.
+    pub globals: Vec<(u32, Global)>,
+    /// Function index -> function, for rebuilding funcrefs.
+    pub functions: HashMap<u32, Func>,
+    /// Funcref identity -> function index, for recording funcrefs.
+    function_indices: HashMap<usize, u32>,
+}
+
+/// Fuel given to internal helper calls (start, probes), which are either
+/// tiny or the module's own initialisation.
+const INTERNAL_FUEL: u64 = u64::MAX / 2;
+
+impl InstanceFactory {
+    /// A fresh instance in a fresh store: the module's initial state, with
+    /// no start function run.
+    pub(crate) fn instantiate(&self) -> Result<LiveInstance, Error> {
+        let data = StoreData {
+            limiter: GrowthLimiter::new(&self.limits),
+            interrupt: self.interrupt.clone(),
+            deadline: None,
+            generation: 0,
+        };
+        let mut store = Store::new(&self.engine, data);
+        store.limiter(|data| &mut data.limiter);
+        store.epoch_deadline_callback(|ctx| {
+            let data = ctx.data();
+            if let Some(why) = data.interrupt.requested(data.generation) {
+                return Err(wasmtime::Error::new(why));
+            }
+            if data.deadline.is_some_and(|d| Instant::now() >= d) {
+                return Err(wasmtime::Error::new(Interruption::Timeout));
+            }
+            Ok(wasmtime::UpdateDeadline::Continue(1))
+        });
+        store.set_epoch_deadline(1);
+        if self.limits.fuel.is_some() {
+            store
+                .set_fuel(INTERNAL_FUEL)
+                .map_err(|e| Error::new(ErrorKind::Instantiation, format!("{e:#}")))?;
+        }
+        let instance = self.pre.instantiate(&mut store).map_err(|e| {
+            if let Some(refused) = store.data().limiter.refused_memory {
+                return Error::new(
+                    ErrorKind::OutOfMemory,
+                    format!(
+                        "the module's initial memory ({} bytes) exceeds the sandbox's memory limit ({} bytes): raise the limit",
+                        refused.desired, refused.limit
+                    ),
+                );
+            }
+            Error::new(ErrorKind::Instantiation, format!("cannot instantiate the module: {e:#}"))
+        })?;
+        let hooks = &self.module.inner.hooks;
+        let missing = |what: &str| {
+            Error::new(
+                ErrorKind::Instantiation,
+                format!("internal error: the rewritten module lacks its {what} export"),
+            )
+        };
+        let mut memories = Vec::new();
+        for name in &hooks.memories {
+            memories.push(
+                instance
+                    .get_memory(&mut store, name)
+                    .ok_or_else(|| missing(name))?,
+            );
+        }
+        let mut tables = Vec::new();
+        for name in &hooks.tables {
+            tables.push(
+                instance
+                    .get_table(&mut store, name)
+                    .ok_or_else(|| missing(name))?,
+            );
+        }
+        let mut globals = Vec::new();
+        for (index, name) in &hooks.globals {
+            globals.push((
+                *index,
+                instance
+                    .get_global(&mut store, name)
+                    .ok_or_else(|| missing(name))?,
+            ));
+        }
+        let mut functions = HashMap::new();
+        let mut function_indices = HashMap::new();
+        for (index, name) in &hooks.functions {
+            let func = instance
+                .get_func(&mut store, name)
+                .ok_or_else(|| missing(name))?;
+            function_indices.insert(func.to_raw(&mut store) as usize, *index);
+            functions.insert(*index, func);
+        }
+        Ok(LiveInstance {
+            store,
+            instance,
+            memories,
+            tables,
+            globals,
+            functions,
+            function_indices,
+        })
+    }
+}
+
+impl LiveInstance {
+    /// The module function index behind a funcref of this instance.
+    pub(crate) fn function_index(&mut self, func: &Func) -> Option<u32> {
+        let raw = func.to_raw(self.store.as_context_mut()) as usize;
+        self.function_indices.get(&raw).copied()
+    }
+
+    /// Call an internal helper export (start, probe, drop) with no arguments.
+    /// Returns whether it trapped.
+    pub(crate) fn call_helper(&mut self, name: &str) -> Result<bool, Error> {
+        let func = self
+            .instance
+            .get_typed_func::<(), ()>(&mut self.store, name)
+            .map_err(|e| {
+                Error::new(
+                    ErrorKind::Instantiation,
+                    format!("internal error: helper `{name}` missing: {e:#}"),
+                )
+            })?;
+        self.prepare_internal_call()?;
+        Ok(func.call(&mut self.store, ()).is_err())
+    }
+
+    /// Arm the store for a call the sandbox itself makes (no user limits on
+    /// time; fuel topped up so metering cannot refuse it).
+    pub(crate) fn prepare_internal_call(&mut self) -> Result<(), Error> {
+        let data = self.store.data_mut();
+        data.deadline = None;
+        data.generation = 0;
+        self.store.set_epoch_deadline(1);
+        if self.store.get_fuel().is_ok() {
+            self.store
+                .set_fuel(INTERNAL_FUEL)
+                .map_err(|e| Error::new(ErrorKind::Instantiation, format!("{e:#}")))?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,320 @@
+//! The sandbox: a module instance with limits and host functions that is
+//! back at its snapshot after every call.
+
+mod builder;
+mod call;
+pub(crate) mod instance;
+pub(crate) mod interrupt;
+mod session;
+
+use std::fmt;
+use std::sync::Arc;
+
+pub use builder::SandboxBuilder;
+pub(crate) use instance::StoreData;
+pub use interrupt::InterruptHandle;
+pub use session::Session;
+
+use crate::error::{Error, ErrorKind};
+use crate::module::Module;
+use crate::reset::guard::ResetGuard;
+use crate::reset::{ResetPlan, ResetReport, VerifySchedule};
+use crate::snapshot::{Snapshot, SnapshotImage};
+use crate::value::{Val, WasmValues};
+use instance::{InstanceFactory, LiveInstance};
+
+/// Whether a sandbox can take calls.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Status {
+    /// At its snapshot, ready for a call.
+    Ready,
+    /// A call inside a [`Session`] failed; the session's state is unknown.
+    /// Dropping the session or [`Sandbox::restore`] recovers the sandbox.
+    Poisoned,
+    /// A reset failed; the sandbox refuses all calls. Build a new one.
+    Unrecoverable,
+}
+
+impl Status {
+    /// The snake_case name (`ready`, `poisoned`, `unrecoverable`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Ready => "ready",
+            Status::Poisoned => "poisoned",
+            Status::Unrecoverable => "unrecoverable",
+        }
+    }
+}
+
+impl fmt::Display for Status {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A sandboxed instance of a module that starts every call from its snapshot.
+///
+/// Build one with [`Sandbox::builder`]. Building instantiates the module,
+/// runs its start function, `_initialize` and the optional init export, and
+/// takes the snapshot. After every [`call`](Sandbox::call) — whatever way it
+/// ends — the sandbox is reset to that snapshot.
+///
+/// ```
+/// use cleanslate::{ErrorKind, Runtime, Sandbox, Val};
+///
+/// let runtime = Runtime::new()?;
+/// let module = runtime.load_bytes(r#"(module
+///     (memory 1)
+///     (func (export "stash") (param i32) (i32.store (i32.const 0) (local.get 0)))
+///     (func (export "peek") (result i32) (i32.load (i32.const 0)))
+///     (func (export "crash") (param i32) (i32.store (i32.const 0) (local.get 0)) unreachable))"#)?;
+/// let mut sandbox = Sandbox::builder(&module).build()?;
+///
+/// sandbox.call("stash", &[Val::I32(42)])?;
+/// assert_eq!(sandbox.call("peek", &[])?, [Val::I32(0)], "the write is gone");
+///
+/// let err = sandbox.call("crash", &[Val::I32(7)]).unwrap_err();
+/// assert_eq!(err.kind(), ErrorKind::Trap(cleanslate::TrapCode::Unreachable));
+/// assert_eq!(sandbox.call("peek", &[])?, [Val::I32(0)], "also on the error path");
+/// # Ok::<(), cleanslate::Error>(())
+/// ```
+pub struct Sandbox {
+    core: SandboxCore,
+}
+
+/// The sandbox's state, shared by the call path, sessions and the guard.
+pub(crate) struct SandboxCore {
+    pub module: Module,
+    pub factory: InstanceFactory,
+    /// `None` only when unrecoverable.
+    pub live: Option<LiveInstance>,
+    /// The clean slate.
+    pub baseline: Snapshot,
+    pub status: Status,
+    pub verify: VerifySchedule,
+    pub last_reset: Option<ResetReport>,
+    /// The outcome of the reset the guard last ran, for the call to merge.
+    pub reset_outcome: Option<Result<(), Error>>,
+    #[cfg(feature = "fault-injection")]
+    pub fault: Option<crate::reset::Fault>,
+}
+
+impl Sandbox {
+    /// Start building a sandbox for `module`.
+    pub fn builder(module: &Module) -> SandboxBuilder {
+        SandboxBuilder::new(module)
+    }
+
+    /// Call the exported function `name` with `args`; the sandbox is reset to
+    /// its snapshot afterwards, whether the call succeeded or not.
+    ///
+    /// If the reset itself fails, the error is [`ErrorKind::ResetFailed`]
+    /// with the call's own error in [`Error::original_error`], and the
+    /// sandbox becomes [`Status::Unrecoverable`].
+    pub fn call(&mut self, name: &str, args: &[Val]) -> Result<Vec<Val>, Error> {
+        self.core.ensure_status_allows_calls()?;
+        let target = self.core.resolve(name, args)?;
+        let mut guard = ResetGuard::arm(&mut self.core);
+        let outcome = guard.invoke(&target, args);
+        guard.finish().merge_reset_outcome(outcome)
+    }
+
+    /// Like [`call`](Sandbox::call) with Rust types for parameters and
+    /// results: `()`, a scalar, or a tuple of scalars.
+    ///
+    /// ```
+    /// # use cleanslate::{Runtime, Sandbox};
+    /// # let runtime = Runtime::new()?;
+    /// let module = runtime.load_bytes(r#"(module (func (export "add") (param i32 i32) (result i32)
+    ///     (i32.add (local.get 0) (local.get 1))))"#)?;
+    /// let mut sandbox = Sandbox::builder(&module).build()?;
+    /// let sum: i32 = sandbox.call_typed("add", (2, 3))?;
+    /// assert_eq!(sum, 5);
+    /// # Ok::<(), cleanslate::Error>(())
+    /// ```
+    pub fn call_typed<P: WasmValues, R: WasmValues>(
+        &mut self,
+        name: &str,
+        params: P,
+    ) -> Result<R, Error> {
+        let results = self.call(name, &params.into_vals())?;
+        R::from_vals(&results).ok_or_else(|| {
+            Error::new(
+                ErrorKind::InvalidArguments,
+                format!(
+                    "`{name}` returned {results:?}, which does not fit the requested result type"
+                ),
+            )
+        })
+    }
+
+    /// Start a session: calls made through it keep their state between them,
+    /// and the sandbox is reset when the session is dropped (also when the
+    /// holder panics).
+    pub fn session(&mut self) -> Session<'_> {
+        Session::new(&mut self.core)
+    }
+
+    /// Capture the sandbox's current state (outside a session this is its
+    /// clean slate).
+    pub fn snapshot(&mut self) -> Result<Snapshot, Error> {
+        self.core.capture()
+    }
+
+    /// Make `snapshot` the sandbox's clean slate and reset to it. Recovers a
+    /// [`Status::Poisoned`] sandbox. The snapshot must come from a sandbox
+    /// of the same module.
+    pub fn restore(&mut self, snapshot: &Snapshot) -> Result<(), Error> {
+        self.core.restore(snapshot)
+    }
+
+    /// A handle that cancels this sandbox's running call from any thread.
+    pub fn interrupt_handle(&self) -> InterruptHandle {
+        InterruptHandle {
+            state: self.core.factory.interrupt.clone(),
+        }
+    }
+
+    /// Whether the sandbox can take calls.
+    pub fn status(&self) -> Status {
+        self.core.status
+    }
+
+    /// What the most recent reset did; `None` before the first reset.
+    pub fn last_reset(&self) -> Option<&ResetReport> {
+        self.core.last_reset.as_ref()
+    }
+
+    /// The module this sandbox runs.
+    pub fn module(&self) -> &Module {
+        &self.core.module
+    }
+
+    /// Make the next reset suffer `fault` (tests of the verifier and of
+    /// atomicity only).
+    #[cfg(feature = "fault-injection")]
+    pub fn inject_fault(&mut self, fault: crate::reset::Fault) {
+        self.core.fault = Some(fault);
+    }
+}
+
+impl fmt::Debug for Sandbox {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Sandbox")
+            .field("status", &self.core.status)
+            .field("last_reset", &self.core.last_reset)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SandboxCore {
+    pub(crate) fn ensure_status_allows_calls(&self) -> Result<(), Error> {
+        match self.status {
+            Status::Ready => Ok(()),
+            Status::Poisoned => Err(Error::new(
+                ErrorKind::Poisoned,
+                "the sandbox is poisoned by a failed call in a session: drop the session or restore a snapshot",
+            )),
+            Status::Unrecoverable => Err(Error::new(
+                ErrorKind::Unrecoverable,
+                "the sandbox is unrecoverable after a failed reset and refuses calls: build a new sandbox",
+            )),
+        }
+    }
+
+    /// Put the sandbox back at its baseline, atomically: on success the new
+    /// instance replaces the old; on failure no instance is left and the
+    /// sandbox is unrecoverable. Records the outcome for the caller.
+    pub(crate) fn reset_to_baseline(&mut self) {
+        if self.status == Status::Unrecoverable {
+            // Never bring an unrecoverable sandbox back to life.
+            self.reset_outcome = Some(self.ensure_status_allows_calls());
+            return;
+        }
+        let verify = self.verify.next_is_due();
+        let image = self.baseline.image.clone();
+        let outcome = self.reset_with(&image, verify);
+        self.reset_outcome = Some(outcome);
+    }
+
+    fn reset_with(&mut self, image: &Arc<SnapshotImage>, verify: bool) -> Result<(), Error> {
+        let plan = ResetPlan {
+            factory: &self.factory,
+            image,
+            verify,
+            #[cfg(feature = "fault-injection")]
+            fault: self.fault.take(),
+        };
+        // Drop the used instance first: nothing of it may survive, and
+        // whatever happens next, it is never called again.
+        self.live = None;
+        match plan.run() {
+            Ok((live, report)) => {
+                self.live = Some(live);
+                self.last_reset = Some(report);
+                self.status = Status::Ready;
+                Ok(())
+            }
+            Err(e) => {
+                self.status = Status::Unrecoverable;
+                tracing::error!(error = %e, "reset failed; sandbox is unrecoverable");
+                Err(e)
+            }
+        }
+    }
+
+    /// Combine a call's outcome with the reset that followed it; a failed
+    /// reset never hides the call's own error.
+    pub(crate) fn merge_reset_outcome<T>(&mut self, outcome: Result<T, Error>) -> Result<T, Error> {
+        match self.reset_outcome.take() {
+            Some(Err(reset_error)) => {
+                let message = format!("the reset after the call failed: {}", reset_error.message());
+                Err(Error::reset_failed(message, outcome.err()))
+            }
+            _ => outcome,
+        }
+    }
+
+    pub(crate) fn live(&mut self) -> Result<&mut LiveInstance, Error> {
+        self.live.as_mut().ok_or_else(|| {
+            Error::new(
+                ErrorKind::Unrecoverable,
+                "the sandbox is unrecoverable and has no instance: build a new sandbox",
+            )
+        })
+    }
+
+    pub(crate) fn capture(&mut self) -> Result<Snapshot, Error> {
+        if self.status == Status::Unrecoverable {
+            self.ensure_status_allows_calls()?;
+        }
+        let module = self.module.clone();
+        let live = self.live()?;
+        let image = SnapshotImage::capture(&module, live)?;
+        Ok(Snapshot {
+            image: Arc::new(image),
+            module_id: module_id(&module),
+        })
+    }
+
+    pub(crate) fn restore(&mut self, snapshot: &Snapshot) -> Result<(), Error> {
+        if self.status == Status::Unrecoverable {
+            self.ensure_status_allows_calls()?;
+        }
+        if snapshot.module_id != module_id(&self.module) {
+            return Err(Error::new(
+                ErrorKind::InvalidArguments,
+                "the snapshot belongs to a sandbox of another module and cannot be restored here",
+            ));
+        }
+        let verify = self.verify.next_is_due();
+        self.reset_with(&snapshot.image, verify)?;
+        self.baseline = snapshot.clone();
+        Ok(())
+    }
+}
+
+/// Identity of a loaded module, to match snapshots to sandboxes.
+pub(crate) fn module_id(module: &Module) -> usize {
+    Arc::as_ptr(&module.inner) as usize
+}
