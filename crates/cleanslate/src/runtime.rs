@@ -136,6 +136,9 @@ impl Runtime {
             .epoch_interruption(true)
             .consume_fuel(flavor.fuel)
             .max_wasm_stack(flavor.max_stack)
+            // Only a bound here (no async calls are made); it must not be below
+            // the stack limit.
+            .async_stack_size(flavor.max_stack + (1 << 20))
             .wasm_bulk_memory(true)
             .wasm_multi_value(true)
             .wasm_multi_memory(true)

@@ -1,0 +1,101 @@
+//! Shared fixtures: the example guest, its host function, and the clean-slate
+//! check every exit-path test ends with.
+#![allow(dead_code)]
+
+use cleanslate::{Module, Runtime, Sandbox, SandboxBuilder, Snapshot, Status, Val};
+
+pub const EXAMPLE_WAT: &str = include_str!("../../../../guests/example.wat");
+
+/// A value the failing calls write everywhere; it must never be seen again.
+pub const SECRET: i32 = 0x5EC2E7;
+
+pub fn example_module() -> Module {
+    Runtime::new().unwrap().load_bytes(EXAMPLE_WAT).unwrap()
+}
+
+/// `env.host_op`: 0 succeeds with 7, 1 returns an error, 2 panics.
+pub fn with_host(builder: SandboxBuilder) -> SandboxBuilder {
+    builder.host_fn("env", "host_op", |args| match args {
+        [Val::I32(0)] => Ok(vec![Val::I32(7)]),
+        [Val::I32(1)] => Err("the host refused the operation".into()),
+        [Val::I32(2)] => panic!("host function exploded on purpose"),
+        other => Err(format!("unexpected arguments {other:?}").into()),
+    })
+}
+
+/// A sandbox of the example guest, plus the snapshot of an independently
+/// built twin: the oracle for "equal to a fresh sandbox".
+pub struct Fixture {
+    pub sandbox: Sandbox,
+    pub fresh: Snapshot,
+}
+
+pub fn fixture(configure: impl Fn(SandboxBuilder) -> SandboxBuilder) -> Fixture {
+    let module = example_module();
+    let build = || {
+        configure(with_host(Sandbox::builder(&module).init("init")))
+            .build()
+            .unwrap()
+    };
+    let sandbox = build();
+    let fresh = build().snapshot().unwrap();
+    Fixture { sandbox, fresh }
+}
+
+/// Check every kind of state against the fresh twin and through the guest's
+/// own eyes, then that the sandbox still computes what a fresh one does.
+pub fn assert_clean_slate(fx: &mut Fixture) {
+    let sandbox = &mut fx.sandbox;
+    assert_eq!(sandbox.status(), Status::Ready);
+    let now = sandbox.snapshot().unwrap();
+    let diff = fx.fresh.differences(&now);
+    assert!(
+        diff.is_empty(),
+        "state differs from a fresh sandbox: {diff:?}"
+    );
+    assert_eq!(now.memory_sizes(), vec![65536], "grown pages are gone");
+
+    let i32_of = |sandbox: &mut Sandbox, f: &str| sandbox.call_typed::<(), i32>(f, ()).unwrap();
+    assert_eq!(i32_of(sandbox, "read_secret"), 0, "memory secret visible");
+    assert_eq!(
+        sandbox.call_typed::<(), i64>("read_global", ()).unwrap(),
+        0,
+        "global secret visible"
+    );
+    assert_eq!(
+        i32_of(sandbox, "table_slot_3_is_null"),
+        1,
+        "table secret visible"
+    );
+    assert_eq!(i32_of(sandbox, "table_size"), 4, "table growth visible");
+    assert_eq!(i32_of(sandbox, "memory_pages"), 1, "memory growth visible");
+    assert_eq!(
+        i32_of(sandbox, "read_passive"),
+        i32::from_le_bytes(*b"pass"),
+        "dropped segment visible"
+    );
+    assert_eq!(
+        i32_of(sandbox, "grow_and_read"),
+        0,
+        "a later grow must yield zeroed pages"
+    );
+    assert_eq!(
+        i32_of(sandbox, "initialised"),
+        1 + 0x1217,
+        "init's effects are part of the snapshot"
+    );
+    assert_eq!(i32_of(sandbox, "read_calls"), 0, "call counter survived");
+    assert_eq!(
+        sandbox
+            .call_typed::<(i32, i32), i32>("add", (2, 3))
+            .unwrap(),
+        5
+    );
+}
+
+/// Resident set size of this process in bytes.
+pub fn rss_bytes() -> u64 {
+    let statm = std::fs::read_to_string("/proc/self/statm").unwrap();
+    let pages: u64 = statm.split_whitespace().nth(1).unwrap().parse().unwrap();
+    pages * 4096
+}
