@@ -168,10 +168,15 @@ pub(super) fn inject(live: &mut LiveInstance, fault: Option<super::Fault>) {
             }
         }
         Some(Fault::CorruptGlobal) => {
-            if let Some((_, global)) = live.globals.first().copied()
-                && let wasmtime::Val::I32(v) = global.get(&mut live.store)
-            {
-                let _ = global.set(&mut live.store, wasmtime::Val::I32(v ^ 0x5a));
+            if let Some((_, global)) = live.globals.first().copied() {
+                let damaged = match global.get(&mut live.store) {
+                    wasmtime::Val::I32(v) => wasmtime::Val::I32(v ^ 0x5a),
+                    wasmtime::Val::I64(v) => wasmtime::Val::I64(v ^ 0x5a),
+                    wasmtime::Val::F32(v) => wasmtime::Val::F32(v ^ 0x5a),
+                    wasmtime::Val::F64(v) => wasmtime::Val::F64(v ^ 0x5a),
+                    other => other,
+                };
+                let _ = global.set(&mut live.store, damaged);
             }
         }
         _ => {}
