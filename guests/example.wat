@@ -5,7 +5,7 @@
 ;; dropped passive segment — so a test (or `cleanslate demo`) can show that
 ;; none of it is visible to the next call.
 (module
-  (import "env" "host_op" (func $host_op (param i32) (result i32)))
+  (import "cleanslate_demo" "host_op" (func $host_op (param i32) (result i32)))
 
   (type $binary (func (param i32 i32) (result i32)))
   (type $nullary (func))

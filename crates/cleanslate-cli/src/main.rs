@@ -1,1 +1,65 @@
-fn main() {}
+//! The `cleanslate` command: a thin layer that parses arguments, calls the
+//! library and prints. Every decision about sandboxes lives in the library.
+
+mod call_spec;
+mod demo;
+mod demo_host;
+mod options;
+mod record;
+mod run;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Run untrusted WebAssembly functions; every call starts from a clean slate.
+#[derive(Parser)]
+#[command(name = "cleanslate", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    Run(run::RunArgs),
+    Demo(demo::DemoArgs),
+}
+
+/// Exit status: all calls succeeded.
+pub const EXIT_OK: u8 = 0;
+/// Exit status: at least one call failed.
+pub const EXIT_CALL_FAILED: u8 = 1;
+/// Exit status: bad usage, or a module that does not load.
+pub const EXIT_USAGE: u8 = 2;
+
+fn main() -> ExitCode {
+    quiet_demo_host_panics();
+    let cli = Cli::parse();
+    let outcome = match cli.command {
+        Command::Run(args) => run::run(args),
+        Command::Demo(args) => demo::demo(args),
+    };
+    match outcome {
+        Ok(code) => ExitCode::from(code),
+        Err(message) => {
+            eprintln!("cleanslate: {message}");
+            ExitCode::from(EXIT_USAGE)
+        }
+    }
+}
+
+/// The built-in `host_op` panics on request to show that host panics are
+/// caught; keep the default hook's backtrace noise out of the output for
+/// that one, and only that one.
+fn quiet_demo_host_panics() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let from_demo_host = info
+            .location()
+            .is_some_and(|l| l.file().ends_with("demo_host.rs"));
+        if !from_demo_host {
+            default(info);
+        }
+    }));
+}

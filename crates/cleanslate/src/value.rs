@@ -241,6 +241,42 @@ impl Signature {
         &self.results
     }
 
+    /// Read argument texts (as for [`Val::parse`]) as this signature's
+    /// parameters; a wrong count or an unreadable value is
+    /// [`ErrorKind::InvalidArguments`] naming the signature.
+    ///
+    /// ```
+    /// # use cleanslate::{Runtime, Val};
+    /// # let module = Runtime::new()?.load_bytes(r#"(module (func (export "f") (param i32 f64)))"#)?;
+    /// let sig = module.function("f").unwrap().signature();
+    /// assert_eq!(sig.parse_args("f", &["1", "2.5"])?, [Val::I32(1), Val::F64(2.5)]);
+    /// assert!(sig.parse_args("f", &["1"]).is_err());
+    /// # Ok::<(), cleanslate::Error>(())
+    /// ```
+    pub fn parse_args<S: AsRef<str>>(
+        &self,
+        function: &str,
+        texts: &[S],
+    ) -> Result<Vec<Val>, Error> {
+        if texts.len() != self.params.len() {
+            return Err(Error::new(
+                ErrorKind::InvalidArguments,
+                format!(
+                    "`{function}` takes {self} but was given {} argument(s)",
+                    texts.len()
+                ),
+            ));
+        }
+        self.params
+            .iter()
+            .zip(texts)
+            .map(|(ty, text)| {
+                Val::parse(*ty, text.as_ref())
+                    .map_err(|e| e.context(format!("argument of `{function}` {self}")))
+            })
+            .collect()
+    }
+
     /// Check that `args` fit the parameters.
     pub(crate) fn check_args(&self, function: &str, args: &[Val]) -> Result<(), Error> {
         let fits = args.len() == self.params.len()

@@ -198,7 +198,7 @@ fn host_function_panic_is_caught_and_reset() {
 fn host_function_returning_wrong_types_is_a_host_error() {
     let module = common::example_module();
     let mut sandbox = Sandbox::builder(&module)
-        .host_fn("env", "host_op", |_| Ok(vec![Val::I64(1)]))
+        .host_fn("cleanslate_demo", "host_op", |_| Ok(vec![Val::I64(1)]))
         .build()
         .unwrap();
     let err = sandbox

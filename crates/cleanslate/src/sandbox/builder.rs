@@ -171,6 +171,7 @@ impl SandboxBuilder {
                 status: Status::Ready,
                 verify: VerifySchedule::new(self.verify),
                 last_reset: None,
+                resets: 0,
                 reset_outcome: None,
                 #[cfg(feature = "fault-injection")]
                 fault: None,

@@ -177,7 +177,7 @@ pub(crate) fn classify(
             Interruption::Timeout => Error::new(
                 ErrorKind::Timeout,
                 format!(
-                    "`{function}` ran longer than its timeout of {:?} and was stopped (raise the timeout if the work is legitimate)",
+                    "`{function}` ran longer than its timeout of {:?} and was stopped; raise the timeout if the work is legitimate",
                     limits.timeout.unwrap_or_default()
                 ),
             ),
@@ -198,7 +198,7 @@ pub(crate) fn classify(
             return Error::new(
                 ErrorKind::StackOverflow,
                 format!(
-                    "`{function}` overflowed its stack limit of {} KiB (deep recursion or large frames) (raise stack_limit if legitimate)",
+                    "`{function}` overflowed its stack limit of {} KiB (deep recursion or large frames); raise stack_limit if legitimate",
                     limits.stack / 1024
                 ),
             );
@@ -207,7 +207,7 @@ pub(crate) fn classify(
             return Error::new(
                 ErrorKind::OutOfFuel,
                 format!(
-                    "`{function}` used up its fuel of {} units (raise the fuel limit if the work is legitimate)",
+                    "`{function}` used up its fuel of {} units; raise the fuel limit if the work is legitimate",
                     limits.fuel.unwrap_or_default()
                 ),
             );
@@ -236,7 +236,7 @@ pub(crate) fn classify(
         return Error::new(
             ErrorKind::OutOfMemory,
             format!(
-                "`{function}` ran out of memory: growing a memory from {} to {} bytes was refused by the limit of {} bytes, and the call then failed ({description}) (raise memory_limit if legitimate)",
+                "`{function}` ran out of memory: growing a memory from {} to {} bytes was refused by the limit of {} bytes, and the call then failed ({description}); raise memory_limit if legitimate",
                 refused.current, refused.desired, refused.limit
             ),
         );

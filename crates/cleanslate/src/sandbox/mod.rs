@@ -93,6 +93,8 @@ pub(crate) struct SandboxCore {
     pub status: Status,
     pub verify: VerifySchedule,
     pub last_reset: Option<ResetReport>,
+    /// Resets attempted so far.
+    pub resets: u64,
     /// The outcome of the reset the guard last ran, for the call to merge.
     pub reset_outcome: Option<Result<(), Error>>,
     #[cfg(feature = "fault-injection")]
@@ -185,6 +187,12 @@ impl Sandbox {
         self.core.last_reset.as_ref()
     }
 
+    /// How many resets this sandbox has attempted. Compare before and after
+    /// a call to learn whether it needed one (a refused call does not).
+    pub fn resets(&self) -> u64 {
+        self.core.resets
+    }
+
     /// The module this sandbox runs.
     pub fn module(&self) -> &Module {
         &self.core.module
@@ -245,6 +253,7 @@ impl SandboxCore {
             #[cfg(feature = "fault-injection")]
             fault: self.fault.take(),
         };
+        self.resets += 1;
         // Drop the used instance first: nothing of it may survive, and
         // whatever happens next, it is never called again.
         self.live = None;

@@ -13,9 +13,9 @@ pub fn example_module() -> Module {
     Runtime::new().unwrap().load_bytes(EXAMPLE_WAT).unwrap()
 }
 
-/// `env.host_op`: 0 succeeds with 7, 1 returns an error, 2 panics.
+/// `cleanslate_demo.host_op`: 0 succeeds with 7, 1 returns an error, 2 panics.
 pub fn with_host(builder: SandboxBuilder) -> SandboxBuilder {
-    builder.host_fn("env", "host_op", |args| match args {
+    builder.host_fn("cleanslate_demo", "host_op", |args| match args {
         [Val::I32(0)] => Ok(vec![Val::I32(7)]),
         [Val::I32(1)] => Err("the host refused the operation".into()),
         [Val::I32(2)] => panic!("host function exploded on purpose"),

@@ -1,0 +1,82 @@
+//! `FUNC` or `FUNC:ARG,ARG,...`: a call written on the command line, with
+//! its arguments read according to the export's signature.
+
+use cleanslate::{Error, Module, Val};
+
+/// A call as the user wrote it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CallSpec {
+    pub function: String,
+    /// The argument texts, in order.
+    pub args: Vec<String>,
+}
+
+impl CallSpec {
+    /// Split `text` into function name and argument texts. Never fails: a
+    /// call that cannot be made is reported when it is made, so later calls
+    /// still run.
+    pub fn parse(text: &str) -> CallSpec {
+        let text = text.trim();
+        match text.split_once(':') {
+            Some((function, args)) if !args.trim().is_empty() => CallSpec {
+                function: function.trim().to_string(),
+                args: args.split(',').map(|a| a.trim().to_string()).collect(),
+            },
+            Some((function, _)) => CallSpec {
+                function: function.trim().to_string(),
+                args: Vec::new(),
+            },
+            None => CallSpec {
+                function: text.to_string(),
+                args: Vec::new(),
+            },
+        }
+    }
+
+    /// Read the argument texts as the export's parameter types. An unknown
+    /// function is left for the sandbox to refuse, so the error kind is the
+    /// library's `function_not_found`.
+    pub fn values(&self, module: &Module) -> Result<Vec<Val>, Error> {
+        match module.function(&self.function) {
+            Some(function) => function.signature().parse_args(&self.function, &self.args),
+            None => Ok(Vec::new()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn splits_function_and_arguments() {
+        assert_eq!(
+            CallSpec::parse("add:2, 3"),
+            CallSpec {
+                function: "add".into(),
+                args: vec!["2".into(), "3".into()]
+            }
+        );
+        assert_eq!(
+            CallSpec::parse("nop"),
+            CallSpec {
+                function: "nop".into(),
+                args: vec![]
+            }
+        );
+        assert_eq!(
+            CallSpec::parse("nop:"),
+            CallSpec {
+                function: "nop".into(),
+                args: vec![]
+            }
+        );
+        assert_eq!(
+            CallSpec::parse("f:,"),
+            CallSpec {
+                function: "f".into(),
+                args: vec!["".into(), "".into()]
+            }
+        );
+    }
+}

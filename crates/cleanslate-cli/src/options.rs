@@ -1,0 +1,66 @@
+//! Sandbox options shared by the verbs that build sandboxes.
+
+use std::time::Duration;
+
+use clap::Args;
+use cleanslate::{Module, Sandbox, SandboxBuilder, Verify};
+
+#[derive(Args, Debug, Clone)]
+pub struct SandboxOptions {
+    /// Export to run once before the snapshot (its effects are the clean slate).
+    #[arg(long, value_name = "FUNC")]
+    pub init: Option<String>,
+    /// Largest size each linear memory may grow to, e.g. 1MiB, 64MB, 65536.
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    pub memory_limit: Option<u64>,
+    /// Native stack the guest may use, e.g. 512KiB.
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    pub stack_limit: Option<u64>,
+    /// Wall-clock limit per call, e.g. 200ms, 2s.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub timeout: Option<Duration>,
+    /// Fuel units per call (about one per instruction).
+    #[arg(long, value_name = "N")]
+    pub fuel: Option<u64>,
+    /// Re-check resets against the snapshot: off, always or sampled:N.
+    #[arg(long, value_name = "MODE", default_value = "off", value_parser = parse_verify)]
+    pub verify: Verify,
+}
+
+fn parse_size(text: &str) -> Result<u64, String> {
+    cleanslate::parse_size(text).map_err(|e| e.to_string())
+}
+
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    cleanslate::parse_duration(text).map_err(|e| e.to_string())
+}
+
+fn parse_verify(text: &str) -> Result<Verify, String> {
+    text.parse::<Verify>().map_err(|e| e.to_string())
+}
+
+impl SandboxOptions {
+    /// A builder with these options and the built-in host functions.
+    pub fn builder(&self, module: &Module) -> Result<SandboxBuilder, String> {
+        let mut builder =
+            crate::demo_host::provide(Sandbox::builder(module), module).verify(self.verify);
+        if let Some(init) = &self.init {
+            builder = builder.init(init.clone());
+        }
+        if let Some(bytes) = self.memory_limit {
+            builder = builder.memory_limit(bytes);
+        }
+        if let Some(bytes) = self.stack_limit {
+            let bytes =
+                usize::try_from(bytes).map_err(|_| format!("stack limit {bytes} is too large"))?;
+            builder = builder.stack_limit(bytes);
+        }
+        if let Some(timeout) = self.timeout {
+            builder = builder.timeout(timeout);
+        }
+        if let Some(fuel) = self.fuel {
+            builder = builder.fuel(fuel);
+        }
+        Ok(builder)
+    }
+}
