@@ -46,3 +46,8 @@ pub use runtime::{Runtime, RuntimeConfig};
 pub use sandbox::{InterruptHandle, Sandbox, SandboxBuilder, Session, Status};
 pub use snapshot::Snapshot;
 pub use value::{Signature, Val, ValType, WasmScalar, WasmValues};
+
+/// The README's examples, compiled and run as doctests so they stay true.
+#[cfg(doctest)]
+#[doc = include_str!("../../../README.md")]
+struct ReadmeExamples;

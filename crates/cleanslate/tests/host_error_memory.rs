@@ -12,7 +12,7 @@ use common::{SECRET, assert_clean_slate, fixture};
 #[test]
 fn host_function_error_a_thousand_times_without_growth() {
     let mut fx = fixture(|b| b);
-    let mut call_failing_host = |fx: &mut common::Fixture| {
+    let call_failing_host = |fx: &mut common::Fixture| {
         let err = fx
             .sandbox
             .call("call_host", &[Val::I32(SECRET), Val::I32(1)])

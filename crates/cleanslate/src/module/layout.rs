@@ -21,9 +21,6 @@ pub(crate) struct MemoryLayout {
     /// Index in the module's memory index space.
     pub index: u32,
     pub memory64: bool,
-    pub initial_pages: u64,
-    pub maximum_pages: Option<u64>,
-    pub page_size_log2: u32,
 }
 
 /// A table defined by the module.
@@ -31,8 +28,6 @@ pub(crate) struct MemoryLayout {
 pub(crate) struct TableLayout {
     pub index: u32,
     pub table64: bool,
-    pub initial: u64,
-    pub maximum: Option<u64>,
     /// Holds funcrefs (as opposed to another reference type).
     pub funcref: bool,
 }
@@ -222,8 +217,6 @@ pub(crate) fn analyse(wasm: &[u8]) -> Result<ModuleLayout, Error> {
                     layout.tables.push(TableLayout {
                         index: layout.tables.len() as u32,
                         table64: table.ty.table64,
-                        initial: table.ty.initial,
-                        maximum: table.ty.maximum,
                         funcref: table.ty.element_type.is_func_ref(),
                     });
                 }
@@ -234,9 +227,6 @@ pub(crate) fn analyse(wasm: &[u8]) -> Result<ModuleLayout, Error> {
                     layout.memories.push(MemoryLayout {
                         index: layout.memories.len() as u32,
                         memory64: memory.memory64,
-                        initial_pages: memory.initial,
-                        maximum_pages: memory.maximum,
-                        page_size_log2: memory.page_size_log2.unwrap_or(16),
                     });
                 }
             }
@@ -394,7 +384,7 @@ mod tests {
                     (local.get 0)))"#,
         );
         assert_eq!(l.function_imports.len(), 1);
-        assert_eq!(l.memories[0].maximum_pages, Some(4));
+        assert_eq!(l.memories.len(), 1);
         assert_eq!(l.globals.len(), 2);
         assert!(l.globals[0].mutable && !l.globals[1].mutable);
         assert!(l.mutations.globals_set.contains(&0));

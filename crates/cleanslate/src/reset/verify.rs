@@ -88,7 +88,7 @@ impl VerifySchedule {
         match self.mode {
             Verify::Off => false,
             Verify::Always => true,
-            Verify::Sampled(n) => self.resets % n.max(1) == 0,
+            Verify::Sampled(n) => self.resets.is_multiple_of(n.max(1)),
         }
     }
 }

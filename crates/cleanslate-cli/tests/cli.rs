@@ -1,0 +1,228 @@
+//! The `cleanslate` command as a user runs it: real processes, real output.
+
+use std::io::Write;
+use std::process::{Command, Output, Stdio};
+
+use serde_json::Value;
+
+const EXAMPLE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../guests/example.wat");
+
+fn cleanslate(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_cleanslate"))
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+fn json_lines(output: &Output) -> Vec<Value> {
+    String::from_utf8(output.stdout.clone())
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect()
+}
+
+#[test]
+fn run_json_prints_one_record_per_call_with_the_reset() {
+    let out = cleanslate(&[
+        "run",
+        EXAMPLE,
+        "--json",
+        "add:2,3",
+        "leave_secret:99",
+        "read_secret",
+    ]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let records = json_lines(&out);
+    assert_eq!(records.len(), 3);
+    let add = &records[0];
+    assert_eq!(add["call"], "add");
+    assert_eq!(add["args"], serde_json::json!([2, 3]));
+    assert_eq!(add["ok"], true);
+    assert_eq!(add["results"], serde_json::json!([5]));
+    assert_eq!(add["reset"]["path"], "fresh_instance");
+    assert!(add["reset"]["dirty_pages"].is_u64());
+    assert!(add["reset"]["micros"].as_f64().unwrap() > 0.0);
+    assert_eq!(add["reset"]["verified"], false);
+    // The secret written by the second call is gone for the third.
+    assert_eq!(records[2]["results"], serde_json::json!([0]));
+}
+
+#[test]
+fn failures_are_records_and_later_calls_still_run() {
+    let out = cleanslate(&[
+        "run",
+        EXAMPLE,
+        "--json",
+        "--memory-limit",
+        "1MiB",
+        "--verify",
+        "always",
+        "trap_divide_by_zero:7",
+        "out_of_memory:7",
+        "nope",
+        "add:1",
+        "add:x,2",
+        "read_secret",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    let r = json_lines(&out);
+    assert_eq!(r.len(), 6);
+    assert_eq!(r[0]["ok"], false);
+    assert_eq!(r[0]["error"]["kind"], "trap");
+    assert_eq!(r[0]["error"]["trap"], "integer_divide_by_zero");
+    assert_eq!(r[0]["reset"]["verified"], true);
+    assert_eq!(r[1]["error"]["kind"], "out_of_memory");
+    assert_eq!(r[2]["error"]["kind"], "function_not_found");
+    assert_eq!(
+        r[2]["reset"]["path"], "none",
+        "nothing ran, nothing to reset"
+    );
+    assert_eq!(r[3]["error"]["kind"], "invalid_arguments");
+    assert!(
+        r[3]["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("(i32, i32) -> i32")
+    );
+    assert_eq!(r[4]["error"]["kind"], "invalid_arguments");
+    assert_eq!(r[4]["args"], serde_json::json!(["x", "2"]));
+    assert_eq!(r[5]["ok"], true);
+    assert_eq!(r[5]["results"], serde_json::json!([0]));
+}
+
+#[test]
+fn limits_from_flags_produce_the_right_kinds() {
+    let out = cleanslate(&[
+        "run",
+        EXAMPLE,
+        "--json",
+        "--timeout",
+        "50ms",
+        "--stack-limit",
+        "128KiB",
+        "spin:1",
+        "stack_overflow:1",
+        "call_host:1,1",
+        "call_host:1,2",
+    ]);
+    let kinds: Vec<Value> = json_lines(&out)
+        .iter()
+        .map(|r| r["error"]["kind"].clone())
+        .collect();
+    assert_eq!(
+        kinds,
+        ["timeout", "stack_overflow", "host_error", "host_panic"]
+    );
+    let out = cleanslate(&["run", EXAMPLE, "--json", "--fuel", "10000", "spin:1"]);
+    assert_eq!(json_lines(&out)[0]["error"]["kind"], "out_of_fuel");
+}
+
+#[test]
+fn calls_can_come_from_a_file_or_standard_input() {
+    let dir = std::env::temp_dir().join(format!("cleanslate-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("calls.txt");
+    std::fs::write(&file, "# a comment\nadd:1,2\n\nadd:3,4\n").unwrap();
+    let out = cleanslate(&["run", EXAMPLE, "--json", "--calls", file.to_str().unwrap()]);
+    let results: Vec<Value> = json_lines(&out)
+        .iter()
+        .map(|r| r["results"][0].clone())
+        .collect();
+    assert_eq!(results, [3, 7]);
+
+    let mut child = Command::new(env!("CARGO_BIN_EXE_cleanslate"))
+        .args(["run", EXAMPLE, "--json", "add:0,1", "--calls", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(b"add:5,5\n").unwrap();
+    let out = child.wait_with_output().unwrap();
+    let results: Vec<Value> = json_lines(&out)
+        .iter()
+        .map(|r| r["results"][0].clone())
+        .collect();
+    assert_eq!(results, [1, 10]);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn text_output_is_one_readable_line_per_call() {
+    let out = cleanslate(&["run", EXAMPLE, "add:2,3", "trap_unreachable:1"]);
+    assert_eq!(out.status.code(), Some(1));
+    let text = String::from_utf8(out.stdout).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 2, "{text}");
+    assert!(lines[0].starts_with("add(2, 3) = 5"), "{text}");
+    assert!(lines[0].contains("reset: fresh_instance"), "{text}");
+    assert!(lines[1].contains("failed [trap]"), "{text}");
+}
+
+#[test]
+fn bad_usage_exits_2_with_one_clear_line() {
+    let cases: &[&[&str]] = &[
+        &["run", "/no/such/file.wasm", "f"],
+        &["run", EXAMPLE],
+        &["run", EXAMPLE, "--memory-limit", "lots", "add:1,2"],
+        &["run", EXAMPLE, "--timeout", "5", "add:1,2"],
+        &["run", EXAMPLE, "--verify", "sometimes", "add:1,2"],
+        &["run", EXAMPLE, "--fuel", "0", "add:1,2"],
+        &["run", EXAMPLE, "--init", "missing", "add:1,2"],
+        &["run", EXAMPLE, "--calls", "/no/such/calls.txt"],
+        &["bogus-verb"],
+    ];
+    for args in cases {
+        let out = cleanslate(args);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+        assert!(!stderr.trim().is_empty(), "{args:?} printed no reason");
+        assert!(out.stdout.is_empty(), "{args:?} printed to stdout");
+    }
+}
+
+#[test]
+fn an_invalid_module_is_exit_2_with_the_parser_message() {
+    let dir = std::env::temp_dir().join(format!("cleanslate-bad-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let bad = dir.join("bad.wat");
+    std::fs::write(&bad, "(module (func (result i32)))").unwrap();
+    let out = cleanslate(&["run", bad.to_str().unwrap(), "f"]);
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("type mismatch"), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn demo_walks_every_exit_path_and_finds_no_trace() {
+    let out = cleanslate(&["demo"]);
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    for kind in [
+        "[trap]",
+        "[stack_overflow]",
+        "[out_of_memory]",
+        "[timeout]",
+        "[out_of_fuel]",
+        "[cancelled]",
+        "[host_error]",
+        "[host_panic]",
+    ] {
+        assert!(text.contains(kind), "demo lacks {kind}");
+    }
+    assert!(!text.contains("LEAKED"), "{text}");
+    assert!(text.contains("left no trace"), "{text}");
+    assert!(
+        out.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
