@@ -1,9 +1,10 @@
 ;; The bundled example guest: one function per way a call can end.
 ;;
-;; Every failing function first leaves a "secret" everywhere a guest can
-;; leave state — memory, a grown page, a non-exported global, a table slot, a
-;; dropped passive segment — so a test (or `cleanslate demo`) can show that
-;; none of it is visible to the next call.
+;; Every failing function first leaves a "secret" wherever a guest can leave
+;; state — memory, a non-exported global, a table slot and, when bit 30 of the
+;; secret is set, a grown page, a grown table and dropped passive segments —
+;; so a test (or `cleanslate demo`) can show that none of it is visible to
+;; the next call.
 (module
   (import "cleanslate_demo" "host_op" (func $host_op (param i32) (result i32)))
 
@@ -53,18 +54,22 @@
     (if (i32.lt_s (local.get $old) (i32.const 0)) (then (return (i32.const -1))))
     (i32.load (i32.mul (local.get $old) (i32.const 65536))))
 
-  ;; Leave the secret in every kind of state.
+  ;; Leave the secret in memory, a non-exported global and a table slot.
+  ;; With bit 30 of the secret set, also in a grown page, a grown table, and
+  ;; by dropping passive segments: changes only a fresh instance can undo.
   (func $leave_secret (export "leave_secret") (param $secret i32)
     (local $page i32)
     (i32.store (i32.const 1024) (local.get $secret))
     (global.set $secret_global (i64.extend_i32_u (local.get $secret)))
     (table.set $table (i32.const 3) (ref.func $nop))
-    (drop (table.grow $table (ref.func $nop) (i32.const 2)))
-    (local.set $page (memory.grow (i32.const 1)))
-    (if (i32.ge_s (local.get $page) (i32.const 0))
-      (then (i32.store (i32.mul (local.get $page) (i32.const 65536)) (local.get $secret))))
-    (data.drop $passive)
-    (elem.drop $declared))
+    (if (i32.and (local.get $secret) (i32.const 0x40000000))
+      (then
+        (drop (table.grow $table (ref.func $nop) (i32.const 2)))
+        (local.set $page (memory.grow (i32.const 1)))
+        (if (i32.ge_s (local.get $page) (i32.const 0))
+          (then (i32.store (i32.mul (local.get $page) (i32.const 65536)) (local.get $secret))))
+        (data.drop $passive)
+        (elem.drop $declared))))
 
   ;; ---- traps ------------------------------------------------------------
   (func (export "trap_unreachable") (param i32)
@@ -167,9 +172,10 @@
     unreachable)
   ;; Growth the limit allows, a secret in the grown pages, then a trap.
   (func (export "grow_then_trap") (param i32)
+    (local $old i32)
     (call $leave_secret (local.get 0))
-    (drop (memory.grow (i32.const 2)))
-    (i32.store (i32.const 196608) (local.get 0))
+    (local.set $old (memory.grow (i32.const 2)))
+    (i32.store (i32.mul (local.get $old) (i32.const 65536)) (local.get 0))
     unreachable)
   (func (export "spin") (param i32)
     (call $leave_secret (local.get 0))

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use clap::Args;
-use cleanslate::{Module, Sandbox, SandboxBuilder, Verify};
+use cleanslate::{Module, ResetStrategy, Sandbox, SandboxBuilder, Verify};
 
 #[derive(Args, Debug, Clone)]
 pub struct SandboxOptions {
@@ -25,6 +25,14 @@ pub struct SandboxOptions {
     /// Re-check resets against the snapshot: off, always or sampled:N.
     #[arg(long, value_name = "MODE", default_value = "off", value_parser = parse_verify)]
     pub verify: Verify,
+    /// Reset paths allowed: auto (in place when provably complete, else a
+    /// fresh instance) or fresh_instance (always).
+    #[arg(long = "reset", value_name = "STRATEGY", default_value = "auto", value_parser = parse_strategy)]
+    pub reset_strategy: ResetStrategy,
+}
+
+fn parse_strategy(text: &str) -> Result<ResetStrategy, String> {
+    text.parse::<ResetStrategy>().map_err(|e| e.to_string())
 }
 
 fn parse_size(text: &str) -> Result<u64, String> {
@@ -42,8 +50,9 @@ fn parse_verify(text: &str) -> Result<Verify, String> {
 impl SandboxOptions {
     /// A builder with these options and the built-in host functions.
     pub fn builder(&self, module: &Module) -> Result<SandboxBuilder, String> {
-        let mut builder =
-            crate::demo_host::provide(Sandbox::builder(module), module).verify(self.verify);
+        let mut builder = crate::demo_host::provide(Sandbox::builder(module), module)
+            .verify(self.verify)
+            .reset_strategy(self.reset_strategy);
         if let Some(init) = &self.init {
             builder = builder.init(init.clone());
         }

@@ -30,6 +30,9 @@ pub struct ErrorRecord {
 #[derive(Serialize)]
 pub struct ResetRecord {
     pub path: &'static str,
+    /// Why the fresh-instance path ran instead of the in-place one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<&'static str>,
     pub dirty_pages: u64,
     pub micros: f64,
     pub verified: bool,
@@ -55,12 +58,14 @@ impl ResetRecord {
         match report {
             Some(r) => ResetRecord {
                 path: r.path().as_str(),
+                reason: r.fallback_reason().map(|f| f.as_str()),
                 dirty_pages: r.dirty_pages(),
                 micros: (r.duration().as_nanos() as f64 / 10.0).round() / 100.0,
                 verified: r.verified(),
             },
             None => ResetRecord {
                 path: "none",
+                reason: None,
                 dirty_pages: 0,
                 micros: 0.0,
                 verified: false,
@@ -112,8 +117,12 @@ impl CallRecord {
             return format!("{body}  (nothing ran, no reset needed)");
         }
         format!(
-            "{body}  (reset: {}, {} page(s), {:.1} µs{})",
+            "{body}  (reset: {}{}, {} page(s), {:.1} µs{})",
             reset.path,
+            reset
+                .reason
+                .map(|r| format!(" because {r}"))
+                .unwrap_or_default(),
             reset.dirty_pages,
             reset.micros,
             if reset.verified { ", verified" } else { "" }

@@ -45,7 +45,7 @@ fn run_json_prints_one_record_per_call_with_the_reset() {
     assert_eq!(add["args"], serde_json::json!([2, 3]));
     assert_eq!(add["ok"], true);
     assert_eq!(add["results"], serde_json::json!([5]));
-    assert_eq!(add["reset"]["path"], "fresh_instance");
+    assert_eq!(add["reset"]["path"], "in_place");
     assert!(add["reset"]["dirty_pages"].is_u64());
     assert!(add["reset"]["micros"].as_f64().unwrap() > 0.0);
     assert_eq!(add["reset"]["verified"], false);
@@ -160,7 +160,7 @@ fn text_output_is_one_readable_line_per_call() {
     let lines: Vec<&str> = text.lines().collect();
     assert_eq!(lines.len(), 2, "{text}");
     assert!(lines[0].starts_with("add(2, 3) = 5"), "{text}");
-    assert!(lines[0].contains("reset: fresh_instance"), "{text}");
+    assert!(lines[0].contains("reset: in_place"), "{text}");
     assert!(lines[1].contains("failed [trap]"), "{text}");
 }
 
@@ -225,4 +225,34 @@ fn demo_walks_every_exit_path_and_finds_no_trace() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+#[test]
+fn the_reset_object_names_the_path_and_why_it_fell_back() {
+    // 1073741825 has bit 30 set: the guest also grows memory.
+    let out = cleanslate(&[
+        "run",
+        EXAMPLE,
+        "--json",
+        "leave_secret:5",
+        "leave_secret:1073741825",
+    ]);
+    let r = json_lines(&out);
+    assert_eq!(r[0]["reset"]["path"], "in_place");
+    assert_eq!(r[0]["reset"]["dirty_pages"], 1);
+    assert!(r[0]["reset"].get("reason").is_none());
+    assert_eq!(r[1]["reset"]["path"], "fresh_instance");
+    assert_eq!(r[1]["reset"]["reason"], "memory_grew");
+
+    let out = cleanslate(&[
+        "run",
+        EXAMPLE,
+        "--json",
+        "--reset",
+        "fresh_instance",
+        "add:1,2",
+    ]);
+    let r = json_lines(&out);
+    assert_eq!(r[0]["reset"]["path"], "fresh_instance");
+    assert_eq!(r[0]["reset"]["reason"], "requested");
 }

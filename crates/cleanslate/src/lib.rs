@@ -41,7 +41,7 @@ pub use limits::{DEFAULT_MEMORY_LIMIT, MAX_STACK_LIMIT, parse_duration, parse_si
 pub use module::{FunctionInfo, ImportInfo, Module};
 #[cfg(feature = "fault-injection")]
 pub use reset::Fault;
-pub use reset::{ResetPath, ResetReport, Verify};
+pub use reset::{FallbackReason, ResetPath, ResetReport, ResetStrategy, Verify};
 pub use runtime::{Runtime, RuntimeConfig};
 pub use sandbox::{InterruptHandle, Sandbox, SandboxBuilder, Session, Status};
 pub use snapshot::Snapshot;

@@ -134,6 +134,9 @@ impl Runtime {
         let mut config = wasmtime::Config::new();
         config
             .epoch_interruption(true)
+            // Memories must be plain anonymous mappings for write tracking
+            // (a copy-on-write image mapping is file-backed).
+            .memory_init_cow(false)
             .consume_fuel(flavor.fuel)
             .max_wasm_stack(flavor.max_stack)
             // Only a bound here (no async calls are made); it must not be below

@@ -8,190 +8,229 @@ use std::thread;
 use std::time::Duration;
 
 use cleanslate::{ErrorKind, Runtime, Sandbox, TrapCode, Val};
-use common::{SECRET, assert_clean_slate, fixture};
+use common::{assert_clean_slate, on_every_path};
 
 #[test]
 fn success_leaves_nothing_behind() {
-    let mut fx = fixture(|b| b);
-    assert_eq!(
+    on_every_path(|path| {
+        let mut fx = path.fixture(|b| b);
+        assert_eq!(
+            fx.sandbox
+                .call("add", &[Val::I32(40), Val::I32(2)])
+                .unwrap(),
+            [Val::I32(42)]
+        );
+        assert_clean_slate(&mut fx);
+        // A successful call that writes the secret everywhere.
         fx.sandbox
-            .call("add", &[Val::I32(40), Val::I32(2)])
-            .unwrap(),
-        [Val::I32(42)]
-    );
-    assert_clean_slate(&mut fx);
-    // A successful call that writes the secret everywhere.
-    fx.sandbox
-        .call("leave_secret", &[Val::I32(SECRET)])
-        .unwrap();
-    assert_clean_slate(&mut fx);
+            .call("leave_secret", &[Val::I32(path.secret)])
+            .unwrap();
+        assert_clean_slate(&mut fx);
+    });
 }
 
 #[test]
 fn every_trap_code_is_typed_and_reset() {
-    let cases = [
-        ("trap_unreachable", TrapCode::Unreachable),
-        ("trap_memory_out_of_bounds", TrapCode::MemoryOutOfBounds),
-        ("trap_divide_by_zero", TrapCode::IntegerDivideByZero),
-        ("trap_integer_overflow", TrapCode::IntegerOverflow),
-        ("trap_bad_conversion", TrapCode::BadConversionToInteger),
-        (
-            "trap_indirect_type_mismatch",
-            TrapCode::IndirectCallTypeMismatch,
-        ),
-        ("trap_table_out_of_bounds", TrapCode::TableOutOfBounds),
-        ("trap_null_reference", TrapCode::NullReference),
-    ];
-    let mut fx = fixture(|b| b);
-    for (function, code) in cases {
-        let err = fx.sandbox.call(function, &[Val::I32(SECRET)]).unwrap_err();
-        assert_eq!(err.kind(), ErrorKind::Trap(code), "{function}: {err}");
-        assert!(
-            err.to_string().contains(function),
-            "message names the function: {err}"
-        );
-        assert_clean_slate(&mut fx);
-    }
+    on_every_path(|path| {
+        let cases = [
+            ("trap_unreachable", TrapCode::Unreachable),
+            ("trap_memory_out_of_bounds", TrapCode::MemoryOutOfBounds),
+            ("trap_divide_by_zero", TrapCode::IntegerDivideByZero),
+            ("trap_integer_overflow", TrapCode::IntegerOverflow),
+            ("trap_bad_conversion", TrapCode::BadConversionToInteger),
+            (
+                "trap_indirect_type_mismatch",
+                TrapCode::IndirectCallTypeMismatch,
+            ),
+            ("trap_table_out_of_bounds", TrapCode::TableOutOfBounds),
+            ("trap_null_reference", TrapCode::NullReference),
+        ];
+        let mut fx = path.fixture(|b| b);
+        for (function, code) in cases {
+            let err = fx
+                .sandbox
+                .call(function, &[Val::I32(path.secret)])
+                .unwrap_err();
+            assert_eq!(err.kind(), ErrorKind::Trap(code), "{function}: {err}");
+            assert!(
+                err.to_string().contains(function),
+                "message names the function: {err}"
+            );
+            assert_clean_slate(&mut fx);
+        }
+    });
 }
 
 #[test]
 fn stack_overflow_from_deep_recursion() {
-    let mut fx = fixture(|b| b.stack_limit(256 * 1024));
-    let err = fx
-        .sandbox
-        .call("stack_overflow", &[Val::I32(SECRET)])
-        .unwrap_err();
-    assert_eq!(err.kind(), ErrorKind::StackOverflow, "{err}");
-    assert!(err.to_string().contains("256 KiB"), "{err}");
-    assert_clean_slate(&mut fx);
-    // Recursion within the limit still works afterwards.
-    assert_eq!(
-        fx.sandbox.call("recurse", &[Val::I32(1000)]).unwrap(),
-        [Val::I32(1000)]
-    );
+    on_every_path(|path| {
+        let mut fx = path.fixture(|b| b.stack_limit(256 * 1024));
+        let err = fx
+            .sandbox
+            .call("stack_overflow", &[Val::I32(path.secret)])
+            .unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::StackOverflow, "{err}");
+        assert!(err.to_string().contains("256 KiB"), "{err}");
+        assert_clean_slate(&mut fx);
+        // Recursion within the limit still works afterwards.
+        assert_eq!(
+            fx.sandbox.call("recurse", &[Val::I32(1000)]).unwrap(),
+            [Val::I32(1000)]
+        );
+    });
 }
 
 #[test]
 fn stack_overflow_from_large_frames() {
-    let mut fx = fixture(|b| b.stack_limit(128 * 1024));
-    let err = fx
-        .sandbox
-        .call("stack_overflow_big_frames", &[Val::I32(SECRET)])
-        .unwrap_err();
-    assert_eq!(err.kind(), ErrorKind::StackOverflow, "{err}");
-    assert_clean_slate(&mut fx);
+    on_every_path(|path| {
+        let mut fx = path.fixture(|b| b.stack_limit(128 * 1024));
+        let err = fx
+            .sandbox
+            .call("stack_overflow_big_frames", &[Val::I32(path.secret)])
+            .unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::StackOverflow, "{err}");
+        assert_clean_slate(&mut fx);
+    });
 }
 
 #[test]
 fn a_large_stack_limit_works_from_a_small_thread() {
-    // The calling thread has far less stack than the guest may use; the call
-    // must still overflow cleanly at the guest's limit, not crash the host.
-    let handle = thread::Builder::new()
-        .stack_size(256 * 1024)
-        .spawn(|| {
-            let mut fx = fixture(|b| b.stack_limit(8 << 20));
-            let err = fx
-                .sandbox
-                .call("stack_overflow", &[Val::I32(SECRET)])
-                .unwrap_err();
-            assert_eq!(err.kind(), ErrorKind::StackOverflow, "{err}");
-            assert_clean_slate(&mut fx);
-        })
-        .unwrap();
-    handle.join().unwrap();
+    on_every_path(|path| {
+        // The calling thread has far less stack than the guest may use; the call
+        // must still overflow cleanly at the guest's limit, not crash the host.
+        let handle = thread::Builder::new()
+            .stack_size(256 * 1024)
+            .spawn(move || {
+                let mut fx = path.fixture(|b| b.stack_limit(8 << 20));
+                let err = fx
+                    .sandbox
+                    .call("stack_overflow", &[Val::I32(path.secret)])
+                    .unwrap_err();
+                assert_eq!(err.kind(), ErrorKind::StackOverflow, "{err}");
+                assert_clean_slate(&mut fx);
+            })
+            .unwrap();
+        handle.join().unwrap();
+    });
 }
 
 #[test]
 fn out_of_memory_when_the_limit_refuses_growth() {
-    let mut fx = fixture(|b| b.memory_limit(1 << 20));
-    let err = fx
-        .sandbox
-        .call("out_of_memory", &[Val::I32(SECRET)])
-        .unwrap_err();
-    assert_eq!(err.kind(), ErrorKind::OutOfMemory, "{err}");
-    assert!(
-        err.to_string().contains("1048576"),
-        "message names the limit: {err}"
-    );
-    assert_clean_slate(&mut fx);
+    on_every_path(|path| {
+        let mut fx = path.fixture(|b| b.memory_limit(1 << 20));
+        let err = fx
+            .sandbox
+            .call("out_of_memory", &[Val::I32(path.secret)])
+            .unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::OutOfMemory, "{err}");
+        assert!(
+            err.to_string().contains("1048576"),
+            "message names the limit: {err}"
+        );
+        assert_clean_slate(&mut fx);
+    });
 }
 
 #[test]
 fn growth_within_the_limit_then_a_trap_is_a_trap_and_the_pages_are_gone() {
-    let mut fx = fixture(|b| b.memory_limit(1 << 20));
-    let err = fx
-        .sandbox
-        .call("grow_then_trap", &[Val::I32(SECRET)])
-        .unwrap_err();
-    assert_eq!(err.kind(), ErrorKind::Trap(TrapCode::Unreachable), "{err}");
-    assert_clean_slate(&mut fx);
+    on_every_path(|path| {
+        let mut fx = path.fixture(|b| b.memory_limit(1 << 20));
+        let err = fx
+            .sandbox
+            .call("grow_then_trap", &[Val::I32(path.secret)])
+            .unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Trap(TrapCode::Unreachable), "{err}");
+        assert_clean_slate(&mut fx);
+    });
 }
 
 #[test]
 fn out_of_fuel() {
-    let mut fx = fixture(|b| b.fuel(200_000));
-    let err = fx.sandbox.call("spin", &[Val::I32(SECRET)]).unwrap_err();
-    assert_eq!(err.kind(), ErrorKind::OutOfFuel, "{err}");
-    assert_clean_slate(&mut fx);
-    // Fuel is per call: a later call gets the full amount again.
-    assert_eq!(
-        fx.sandbox.call("recurse", &[Val::I32(100)]).unwrap(),
-        [Val::I32(100)]
-    );
+    on_every_path(|path| {
+        let mut fx = path.fixture(|b| b.fuel(200_000));
+        let err = fx
+            .sandbox
+            .call("spin", &[Val::I32(path.secret)])
+            .unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::OutOfFuel, "{err}");
+        assert_clean_slate(&mut fx);
+        // Fuel is per call: a later call gets the full amount again.
+        assert_eq!(
+            fx.sandbox.call("recurse", &[Val::I32(100)]).unwrap(),
+            [Val::I32(100)]
+        );
+    });
 }
 
 #[test]
 fn timeout_stops_an_infinite_loop() {
-    let mut fx = fixture(|b| b.timeout(Duration::from_millis(50)));
-    let err = fx.sandbox.call("spin", &[Val::I32(SECRET)]).unwrap_err();
-    assert_eq!(err.kind(), ErrorKind::Timeout, "{err}");
-    assert_clean_slate(&mut fx);
+    on_every_path(|path| {
+        let mut fx = path.fixture(|b| b.timeout(Duration::from_millis(50)));
+        let err = fx
+            .sandbox
+            .call("spin", &[Val::I32(path.secret)])
+            .unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Timeout, "{err}");
+        assert_clean_slate(&mut fx);
+    });
 }
 
 #[test]
 fn cancel_from_another_thread_mid_call() {
-    let mut fx = fixture(|b| b);
-    let handle = fx.sandbox.interrupt_handle();
-    let canceller = thread::spawn(move || {
-        // Wait until the call is really running, then stop it.
-        while !handle.is_running() {
-            thread::sleep(Duration::from_millis(1));
-        }
-        thread::sleep(Duration::from_millis(10));
-        assert!(handle.cancel(), "a call was running");
+    on_every_path(|path| {
+        let mut fx = path.fixture(|b| b);
+        let handle = fx.sandbox.interrupt_handle();
+        let canceller = thread::spawn(move || {
+            // Wait until the call is really running, then stop it.
+            while !handle.is_running() {
+                thread::sleep(Duration::from_millis(1));
+            }
+            thread::sleep(Duration::from_millis(10));
+            assert!(handle.cancel(), "a call was running");
+        });
+        let err = fx
+            .sandbox
+            .call("spin", &[Val::I32(path.secret)])
+            .unwrap_err();
+        canceller.join().unwrap();
+        assert_eq!(err.kind(), ErrorKind::Cancelled, "{err}");
+        assert_clean_slate(&mut fx);
     });
-    let err = fx.sandbox.call("spin", &[Val::I32(SECRET)]).unwrap_err();
-    canceller.join().unwrap();
-    assert_eq!(err.kind(), ErrorKind::Cancelled, "{err}");
-    assert_clean_slate(&mut fx);
 }
 
 #[test]
 fn cancel_with_no_call_running_does_not_affect_the_next_call() {
-    let mut fx = fixture(|b| b.timeout(Duration::from_millis(30)));
-    let handle = fx.sandbox.interrupt_handle();
-    assert!(!handle.cancel(), "nothing was running");
-    assert!(!handle.cancel());
-    assert_eq!(
-        fx.sandbox.call("recurse", &[Val::I32(10)]).unwrap(),
-        [Val::I32(10)]
-    );
-    // A long call is stopped by its timeout, not by the stale cancel.
-    let err = fx.sandbox.call("spin", &[Val::I32(SECRET)]).unwrap_err();
-    assert_eq!(err.kind(), ErrorKind::Timeout, "{err}");
-    assert_clean_slate(&mut fx);
+    on_every_path(|path| {
+        let mut fx = path.fixture(|b| b.timeout(Duration::from_millis(30)));
+        let handle = fx.sandbox.interrupt_handle();
+        assert!(!handle.cancel(), "nothing was running");
+        assert!(!handle.cancel());
+        assert_eq!(
+            fx.sandbox.call("recurse", &[Val::I32(10)]).unwrap(),
+            [Val::I32(10)]
+        );
+        // A long call is stopped by its timeout, not by the stale cancel.
+        let err = fx
+            .sandbox
+            .call("spin", &[Val::I32(path.secret)])
+            .unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Timeout, "{err}");
+        assert_clean_slate(&mut fx);
+    });
 }
 
 #[test]
 fn host_function_panic_is_caught_and_reset() {
-    let mut fx = fixture(|b| b);
-    let err = fx
-        .sandbox
-        .call("call_host", &[Val::I32(SECRET), Val::I32(2)])
-        .unwrap_err();
-    assert_eq!(err.kind(), ErrorKind::HostPanic, "{err}");
-    assert!(err.to_string().contains("exploded on purpose"), "{err}");
-    assert_clean_slate(&mut fx);
+    on_every_path(|path| {
+        let mut fx = path.fixture(|b| b);
+        let err = fx
+            .sandbox
+            .call("call_host", &[Val::I32(path.secret), Val::I32(2)])
+            .unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::HostPanic, "{err}");
+        assert!(err.to_string().contains("exploded on purpose"), "{err}");
+        assert_clean_slate(&mut fx);
+    });
 }
 
 #[test]
@@ -202,7 +241,7 @@ fn host_function_returning_wrong_types_is_a_host_error() {
         .build()
         .unwrap();
     let err = sandbox
-        .call("call_host", &[Val::I32(SECRET), Val::I32(0)])
+        .call("call_host", &[Val::I32(common::SECRET), Val::I32(0)])
         .unwrap_err();
     assert_eq!(err.kind(), ErrorKind::HostError, "{err}");
     assert!(err.to_string().contains("(i32) -> i32"), "{err}");
@@ -211,30 +250,34 @@ fn host_function_returning_wrong_types_is_a_host_error() {
 
 #[test]
 fn unknown_function_is_refused_and_changes_nothing() {
-    let mut fx = fixture(|b| b);
-    let err = fx.sandbox.call("no_such_function", &[]).unwrap_err();
-    assert_eq!(err.kind(), ErrorKind::FunctionNotFound);
-    assert!(err.to_string().contains("add"), "lists what exists: {err}");
-    // The rewrite's internal exports are not callable either.
-    let err = fx.sandbox.call("cleanslate#memory:0", &[]).unwrap_err();
-    assert_eq!(err.kind(), ErrorKind::FunctionNotFound);
-    assert_clean_slate(&mut fx);
+    on_every_path(|path| {
+        let mut fx = path.fixture(|b| b);
+        let err = fx.sandbox.call("no_such_function", &[]).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::FunctionNotFound);
+        assert!(err.to_string().contains("add"), "lists what exists: {err}");
+        // The rewrite's internal exports are not callable either.
+        let err = fx.sandbox.call("cleanslate#memory:0", &[]).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::FunctionNotFound);
+        assert_clean_slate(&mut fx);
+    });
 }
 
 #[test]
 fn wrong_arguments_are_refused_and_change_nothing() {
-    let mut fx = fixture(|b| b);
-    for args in [
-        vec![],
-        vec![Val::I32(1)],
-        vec![Val::I32(1), Val::I64(2)],
-        vec![Val::I32(1); 3],
-    ] {
-        let err = fx.sandbox.call("add", &args).unwrap_err();
-        assert_eq!(err.kind(), ErrorKind::InvalidArguments, "{args:?}");
-        assert!(err.to_string().contains("(i32, i32) -> i32"), "{err}");
-    }
-    assert_clean_slate(&mut fx);
+    on_every_path(|path| {
+        let mut fx = path.fixture(|b| b);
+        for args in [
+            vec![],
+            vec![Val::I32(1)],
+            vec![Val::I32(1), Val::I64(2)],
+            vec![Val::I32(1); 3],
+        ] {
+            let err = fx.sandbox.call("add", &args).unwrap_err();
+            assert_eq!(err.kind(), ErrorKind::InvalidArguments, "{args:?}");
+            assert!(err.to_string().contains("(i32, i32) -> i32"), "{err}");
+        }
+        assert_clean_slate(&mut fx);
+    });
 }
 
 #[test]
@@ -304,31 +347,35 @@ fn init_failure_fails_the_build_with_its_kind() {
 
 #[test]
 fn ten_thousand_alternating_calls_end_identical_to_the_snapshot() {
-    let mut fx = fixture(|b| b.memory_limit(1 << 20).fuel(1_000_000));
-    let failing = [
-        "trap_unreachable",
-        "trap_memory_out_of_bounds",
-        "trap_null_reference",
-        "out_of_memory",
-        "grow_then_trap",
-        "spin",
-    ];
-    for i in 0..10_000u32 {
-        if i % 2 == 0 {
-            let f = failing[(i as usize / 2) % failing.len()];
-            assert!(
-                fx.sandbox.call(f, &[Val::I32(SECRET ^ i as i32)]).is_err(),
-                "{f}"
-            );
-        } else {
-            fx.sandbox
-                .call("leave_secret", &[Val::I32(SECRET ^ i as i32)])
-                .unwrap();
-            assert_eq!(
-                fx.sandbox.call_typed::<(), i32>("read_secret", ()).unwrap(),
-                0
-            );
+    on_every_path(|path| {
+        let mut fx = path.fixture(|b| b.memory_limit(1 << 20).fuel(1_000_000));
+        let failing = [
+            "trap_unreachable",
+            "trap_memory_out_of_bounds",
+            "trap_null_reference",
+            "out_of_memory",
+            "grow_then_trap",
+            "spin",
+        ];
+        for i in 0..10_000u32 {
+            if i % 2 == 0 {
+                let f = failing[(i as usize / 2) % failing.len()];
+                assert!(
+                    fx.sandbox
+                        .call(f, &[Val::I32(path.secret ^ i as i32)])
+                        .is_err(),
+                    "{f}"
+                );
+            } else {
+                fx.sandbox
+                    .call("leave_secret", &[Val::I32(path.secret ^ i as i32)])
+                    .unwrap();
+                assert_eq!(
+                    fx.sandbox.call_typed::<(), i32>("read_secret", ()).unwrap(),
+                    0
+                );
+            }
         }
-    }
-    assert_clean_slate(&mut fx);
+        assert_clean_slate(&mut fx);
+    });
 }

@@ -6,160 +6,184 @@ mod common;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 
 use cleanslate::{ErrorKind, Runtime, Sandbox, Status, Val};
-use common::{SECRET, assert_clean_slate, fixture};
+use common::{assert_clean_slate, on_every_path};
 
 #[test]
 fn a_session_keeps_state_between_calls_and_resets_when_dropped() {
-    let mut fx = fixture(|b| b);
-    {
-        let mut session = fx.sandbox.session();
-        session.call("leave_secret", &[Val::I32(SECRET)]).unwrap();
-        assert_eq!(
-            session.call_typed::<(), i32>("read_secret", ()).unwrap(),
-            SECRET
-        );
-        assert_eq!(
-            session.call_typed::<(), i64>("read_global", ()).unwrap(),
-            SECRET as i64
-        );
-        assert_eq!(
-            session.call_typed::<(), i32>("memory_pages", ()).unwrap(),
-            2
-        );
-        session.call("add", &[Val::I32(1), Val::I32(1)]).unwrap();
-        session.call("add", &[Val::I32(1), Val::I32(1)]).unwrap();
-        assert_eq!(session.call_typed::<(), i32>("read_calls", ()).unwrap(), 2);
-    }
-    assert_clean_slate(&mut fx);
+    on_every_path(|path| {
+        let mut fx = path.fixture(|b| b);
+        {
+            let mut session = fx.sandbox.session();
+            session
+                .call("leave_secret", &[Val::I32(common::SECRET_EVERYWHERE)])
+                .unwrap();
+            assert_eq!(
+                session.call_typed::<(), i32>("read_secret", ()).unwrap(),
+                common::SECRET_EVERYWHERE
+            );
+            assert_eq!(
+                session.call_typed::<(), i64>("read_global", ()).unwrap(),
+                common::SECRET_EVERYWHERE as i64
+            );
+            assert_eq!(
+                session.call_typed::<(), i32>("memory_pages", ()).unwrap(),
+                2
+            );
+            session.call("add", &[Val::I32(1), Val::I32(1)]).unwrap();
+            session.call("add", &[Val::I32(1), Val::I32(1)]).unwrap();
+            assert_eq!(session.call_typed::<(), i32>("read_calls", ()).unwrap(), 2);
+        }
+        assert_clean_slate(&mut fx);
+    });
 }
 
 #[test]
 fn a_session_resets_when_its_holder_panics() {
-    let mut fx = fixture(|b| b);
-    let sandbox = &mut fx.sandbox;
-    let result = catch_unwind(AssertUnwindSafe(|| {
-        let mut session = sandbox.session();
-        session.call("leave_secret", &[Val::I32(SECRET)]).unwrap();
-        panic!("the embedder's code failed while holding the session");
-    }));
-    assert!(result.is_err());
-    assert_clean_slate(&mut fx);
+    on_every_path(|path| {
+        let mut fx = path.fixture(|b| b);
+        let sandbox = &mut fx.sandbox;
+        let result = catch_unwind(AssertUnwindSafe(|| {
+            let mut session = sandbox.session();
+            session
+                .call("leave_secret", &[Val::I32(path.secret)])
+                .unwrap();
+            panic!("the embedder's code failed while holding the session");
+        }));
+        assert!(result.is_err());
+        assert_clean_slate(&mut fx);
+    });
 }
 
 #[test]
 fn a_failed_call_poisons_the_session_until_it_ends() {
-    let mut fx = fixture(|b| b);
-    {
-        let mut session = fx.sandbox.session();
-        session.call("leave_secret", &[Val::I32(SECRET)]).unwrap();
-        let err = session
-            .call("trap_unreachable", &[Val::I32(SECRET)])
-            .unwrap_err();
-        assert_eq!(
-            err.kind(),
-            ErrorKind::Trap(cleanslate::TrapCode::Unreachable)
-        );
-        assert_eq!(session.status(), Status::Poisoned);
-        let err = session
-            .call("add", &[Val::I32(1), Val::I32(2)])
-            .unwrap_err();
-        assert_eq!(err.kind(), ErrorKind::Poisoned);
-        // A refused request (not a guest failure) does not poison; but the
-        // session is already poisoned here, so check finish reports Ok.
-        session.finish().unwrap();
-    }
-    assert_eq!(fx.sandbox.status(), Status::Ready);
-    assert_clean_slate(&mut fx);
+    on_every_path(|path| {
+        let mut fx = path.fixture(|b| b);
+        {
+            let mut session = fx.sandbox.session();
+            session
+                .call("leave_secret", &[Val::I32(path.secret)])
+                .unwrap();
+            let err = session
+                .call("trap_unreachable", &[Val::I32(path.secret)])
+                .unwrap_err();
+            assert_eq!(
+                err.kind(),
+                ErrorKind::Trap(cleanslate::TrapCode::Unreachable)
+            );
+            assert_eq!(session.status(), Status::Poisoned);
+            let err = session
+                .call("add", &[Val::I32(1), Val::I32(2)])
+                .unwrap_err();
+            assert_eq!(err.kind(), ErrorKind::Poisoned);
+            // A refused request (not a guest failure) does not poison; but the
+            // session is already poisoned here, so check finish reports Ok.
+            session.finish().unwrap();
+        }
+        assert_eq!(fx.sandbox.status(), Status::Ready);
+        assert_clean_slate(&mut fx);
+    });
 }
 
 #[test]
 fn a_bad_request_in_a_session_does_not_poison_it() {
-    let mut fx = fixture(|b| b);
-    let mut session = fx.sandbox.session();
-    session.call("leave_secret", &[Val::I32(SECRET)]).unwrap();
-    assert_eq!(
-        session.call("nope", &[]).unwrap_err().kind(),
-        ErrorKind::FunctionNotFound
-    );
-    assert_eq!(
-        session.call("add", &[]).unwrap_err().kind(),
-        ErrorKind::InvalidArguments
-    );
-    assert_eq!(session.status(), Status::Ready);
-    assert_eq!(
-        session.call_typed::<(), i32>("read_secret", ()).unwrap(),
-        SECRET
-    );
-    drop(session);
-    assert_clean_slate(&mut fx);
+    on_every_path(|path| {
+        let mut fx = path.fixture(|b| b);
+        let mut session = fx.sandbox.session();
+        session
+            .call("leave_secret", &[Val::I32(path.secret)])
+            .unwrap();
+        assert_eq!(
+            session.call("nope", &[]).unwrap_err().kind(),
+            ErrorKind::FunctionNotFound
+        );
+        assert_eq!(
+            session.call("add", &[]).unwrap_err().kind(),
+            ErrorKind::InvalidArguments
+        );
+        assert_eq!(session.status(), Status::Ready);
+        assert_eq!(
+            session.call_typed::<(), i32>("read_secret", ()).unwrap(),
+            path.secret
+        );
+        drop(session);
+        assert_clean_slate(&mut fx);
+    });
 }
 
 #[test]
 fn restore_moves_the_clean_slate_and_back() {
-    let mut fx = fixture(|b| b);
-    let original = fx.sandbox.snapshot().unwrap();
-    let moved = {
-        let mut session = fx.sandbox.session();
-        session.call("leave_secret", &[Val::I32(SECRET)]).unwrap();
-        session.snapshot().unwrap()
-    };
-    assert_ne!(moved, original);
-    fx.sandbox.restore(&moved).unwrap();
-    // Now every call starts from the moved slate, including after failures.
-    for _ in 0..3 {
-        assert_eq!(
-            fx.sandbox.call_typed::<(), i32>("read_secret", ()).unwrap(),
-            SECRET
-        );
-        let err = fx
-            .sandbox
-            .call("trap_divide_by_zero", &[Val::I32(99)])
-            .unwrap_err();
+    on_every_path(|path| {
+        let mut fx = path.fixture(|b| b);
+        let original = fx.sandbox.snapshot().unwrap();
+        let moved = {
+            let mut session = fx.sandbox.session();
+            session
+                .call("leave_secret", &[Val::I32(common::SECRET_EVERYWHERE)])
+                .unwrap();
+            session.snapshot().unwrap()
+        };
+        assert_ne!(moved, original);
+        fx.sandbox.restore(&moved).unwrap();
+        // Now every call starts from the moved slate, including after failures.
+        for _ in 0..3 {
+            assert_eq!(
+                fx.sandbox.call_typed::<(), i32>("read_secret", ()).unwrap(),
+                common::SECRET_EVERYWHERE
+            );
+            let err = fx
+                .sandbox
+                .call("trap_divide_by_zero", &[Val::I32(99)])
+                .unwrap_err();
+            assert_eq!(
+                err.kind(),
+                ErrorKind::Trap(cleanslate::TrapCode::IntegerDivideByZero)
+            );
+            assert_eq!(fx.sandbox.snapshot().unwrap(), moved);
+        }
+        // The moved slate has a dropped passive segment: it stays dropped.
+        let err = fx.sandbox.call("read_passive", &[]).unwrap_err();
         assert_eq!(
             err.kind(),
-            ErrorKind::Trap(cleanslate::TrapCode::IntegerDivideByZero)
+            ErrorKind::Trap(cleanslate::TrapCode::MemoryOutOfBounds)
         );
-        assert_eq!(fx.sandbox.snapshot().unwrap(), moved);
-    }
-    // The moved slate has a dropped passive segment: it stays dropped.
-    let err = fx.sandbox.call("read_passive", &[]).unwrap_err();
-    assert_eq!(
-        err.kind(),
-        ErrorKind::Trap(cleanslate::TrapCode::MemoryOutOfBounds)
-    );
-    assert_eq!(
-        fx.sandbox.snapshot().unwrap().memory_sizes(),
-        vec![2 * 65536]
-    );
-    fx.sandbox.restore(&original).unwrap();
-    assert_clean_slate(&mut fx);
+        assert_eq!(
+            fx.sandbox.snapshot().unwrap().memory_sizes(),
+            vec![2 * 65536]
+        );
+        fx.sandbox.restore(&original).unwrap();
+        assert_clean_slate(&mut fx);
+    });
 }
 
 #[test]
 fn restore_recovers_a_poisoned_sandbox() {
-    let mut fx = fixture(|b| b);
-    let original = fx.sandbox.snapshot().unwrap();
-    let mut session = fx.sandbox.session();
-    let _ = session.call("trap_unreachable", &[Val::I32(SECRET)]);
-    assert_eq!(session.status(), Status::Poisoned);
-    drop(session);
-    fx.sandbox.restore(&original).unwrap();
-    assert_clean_slate(&mut fx);
+    on_every_path(|path| {
+        let mut fx = path.fixture(|b| b);
+        let original = fx.sandbox.snapshot().unwrap();
+        let mut session = fx.sandbox.session();
+        let _ = session.call("trap_unreachable", &[Val::I32(path.secret)]);
+        assert_eq!(session.status(), Status::Poisoned);
+        drop(session);
+        fx.sandbox.restore(&original).unwrap();
+        assert_clean_slate(&mut fx);
+    });
 }
 
 #[test]
 fn snapshots_of_another_module_are_refused() {
-    let mut fx = fixture(|b| b);
-    let runtime = Runtime::new().unwrap();
-    let other = runtime.load_bytes("(module (memory 1))").unwrap();
-    let foreign = Sandbox::builder(&other)
-        .build()
-        .unwrap()
-        .snapshot()
-        .unwrap();
-    let err = fx.sandbox.restore(&foreign).unwrap_err();
-    assert_eq!(err.kind(), ErrorKind::InvalidArguments);
-    assert_clean_slate(&mut fx);
+    on_every_path(|path| {
+        let mut fx = path.fixture(|b| b);
+        let runtime = Runtime::new().unwrap();
+        let other = runtime.load_bytes("(module (memory 1))").unwrap();
+        let foreign = Sandbox::builder(&other)
+            .build()
+            .unwrap()
+            .snapshot()
+            .unwrap();
+        let err = fx.sandbox.restore(&foreign).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::InvalidArguments);
+        assert_clean_slate(&mut fx);
+    });
 }
 
 #[test]

@@ -3,12 +3,12 @@
 
 use std::ops::Range;
 
-use wasmtime::{Ref, Val as WasmVal};
+use wasmtime::Ref;
 
 use crate::error::{Error, ErrorKind};
 use crate::sandbox::instance::{InstanceFactory, LiveInstance};
 use crate::snapshot::SnapshotImage;
-use crate::snapshot::image::{GlobalValue, HOST_PAGE};
+use crate::snapshot::image::{HOST_PAGE, write_globals};
 
 /// Instantiate and apply `image`; returns the instance and the number of
 /// host pages copied.
@@ -18,7 +18,7 @@ pub(super) fn restore_fresh(
 ) -> Result<(LiveInstance, u64), Error> {
     let mut live = factory.instantiate()?;
     let pages = apply_memories(&mut live, image)?;
-    apply_globals(&mut live, image)?;
+    write_globals(image, &mut live).map_err(failed)?;
     if factory.module.inner.layout.mutations.table_write {
         apply_tables(factory, &mut live, image)?;
     }
@@ -78,25 +78,6 @@ pub(crate) fn differing_ranges(a: &[u8], b: &[u8]) -> Vec<Range<usize>> {
         }
     }
     ranges
-}
-
-fn apply_globals(live: &mut LiveInstance, image: &SnapshotImage) -> Result<(), Error> {
-    for (i, (index, value)) in image.globals.iter().enumerate() {
-        let global = live.globals[i].1;
-        let val = match *value {
-            GlobalValue::I32(v) => WasmVal::I32(v),
-            GlobalValue::I64(v) => WasmVal::I64(v),
-            GlobalValue::F32(v) => WasmVal::F32(v),
-            GlobalValue::F64(v) => WasmVal::F64(v),
-            GlobalValue::V128(v) => WasmVal::V128(v.into()),
-            GlobalValue::FuncRef(f) => WasmVal::FuncRef(function(live, f)?),
-            GlobalValue::NullRef => WasmVal::ExternRef(None),
-        };
-        global
-            .set(&mut live.store, val)
-            .map_err(|e| failed(format!("cannot restore global {index}: {e:#}")))?;
-    }
-    Ok(())
 }
 
 fn function(live: &LiveInstance, index: Option<u32>) -> Result<Option<wasmtime::Func>, Error> {

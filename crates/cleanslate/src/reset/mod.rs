@@ -6,14 +6,16 @@
 //! discards the sandbox's instance (the sandbox turns `Unrecoverable`). There
 //! is no third outcome, so a half-reset instance can never be called.
 
+pub(crate) mod dirty;
 mod fresh;
 pub(crate) mod guard;
+mod in_place;
 mod report;
 mod verify;
 
 use std::time::Instant;
 
-pub use report::{ResetPath, ResetReport};
+pub use report::{FallbackReason, ResetPath, ResetReport};
 pub use verify::Verify;
 
 pub(crate) use verify::VerifySchedule;
@@ -37,11 +39,59 @@ pub enum Fault {
     FailInstantiation,
 }
 
+/// Which reset paths a sandbox may use.
+///
+/// ```
+/// use cleanslate::{ResetStrategy, Runtime, Sandbox};
+/// # let module = Runtime::new()?.load_bytes("(module (memory 1) (func (export \"f\")))")?;
+/// let sandbox = Sandbox::builder(&module).reset_strategy(ResetStrategy::FreshInstance).build()?;
+/// # Ok::<(), cleanslate::Error>(())
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+#[non_exhaustive]
+pub enum ResetStrategy {
+    /// Reset in place (copy back only written pages) whenever that provably
+    /// covers the call's changes, else replace the instance. The default.
+    #[default]
+    Auto,
+    /// Always replace the instance with a fresh one.
+    FreshInstance,
+}
+
+impl ResetStrategy {
+    /// The snake_case name (`auto`, `fresh_instance`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ResetStrategy::Auto => "auto",
+            ResetStrategy::FreshInstance => "fresh_instance",
+        }
+    }
+}
+
+impl std::str::FromStr for ResetStrategy {
+    type Err = Error;
+    fn from_str(text: &str) -> Result<Self, Error> {
+        match text {
+            "auto" => Ok(ResetStrategy::Auto),
+            "fresh" | "fresh_instance" => Ok(ResetStrategy::FreshInstance),
+            _ => Err(Error::new(
+                crate::ErrorKind::InvalidArguments,
+                format!("cannot read {text:?} as a reset strategy: use auto or fresh_instance"),
+            )),
+        }
+    }
+}
+
 /// One reset to perform.
 pub(crate) struct ResetPlan<'a> {
     pub factory: &'a InstanceFactory,
     pub image: &'a SnapshotImage,
     pub verify: bool,
+    pub strategy: ResetStrategy,
+    /// The used instance, if the in-place path may reuse it.
+    pub live: Option<LiveInstance>,
+    /// Forces the fresh path with this reason (e.g. a new snapshot).
+    pub force_fresh: Option<FallbackReason>,
     #[cfg(feature = "fault-injection")]
     pub fault: Option<Fault>,
 }
@@ -58,14 +108,44 @@ impl ResetPlan<'_> {
                 "injected fault: creating the fresh instance failed",
             ));
         }
-        let (mut live, pages) = fresh::restore_fresh(self.factory, self.image)?;
+        let module = &self.factory.module;
+        let mut fallback = self.force_fresh.or(match self.strategy {
+            ResetStrategy::FreshInstance => Some(FallbackReason::Requested),
+            ResetStrategy::Auto => None,
+        });
+        let mut restored = None;
+        if let (None, Some(mut live)) = (fallback, self.live) {
+            match in_place::restore_in_place(module, self.image, &mut live) {
+                Ok(pages) => restored = Some((live, pages)),
+                Err(in_place::Declined::NotApplicable(reason)) => fallback = Some(reason),
+                Err(in_place::Declined::Failed(problem)) => {
+                    tracing::warn!(%problem, "in-place reset failed; replacing the instance");
+                    fallback = Some(FallbackReason::InPlaceFailed);
+                }
+            }
+        }
+        let (mut live, pages) = match restored {
+            Some(done) => done,
+            None => {
+                let (mut live, pages) = fresh::restore_fresh(self.factory, self.image)?;
+                if self.strategy == ResetStrategy::Auto {
+                    live.start_tracking();
+                }
+                (live, pages)
+            }
+        };
         #[cfg(feature = "fault-injection")]
         verify::inject(&mut live, self.fault);
         if self.verify {
-            verify::check(&self.factory.module, self.image, &mut live)?;
+            verify::check(module, self.image, &mut live)?;
         }
         let report = ResetReport {
-            path: ResetPath::FreshInstance,
+            path: if fallback.is_some() {
+                ResetPath::FreshInstance
+            } else {
+                ResetPath::InPlace
+            },
+            fallback,
             dirty_pages: pages,
             duration: started.elapsed(),
             verified: self.verify,

@@ -7,6 +7,10 @@ use std::time::Duration;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum ResetPath {
+    /// The instance was kept; only the pages the call wrote were copied back
+    /// from the snapshot, and globals and changed table slots restored. Cost
+    /// follows the pages a call dirtied, not the memory's size.
+    InPlace,
     /// The instance was replaced by a fresh one and the snapshot applied to
     /// it. Always correct; cost follows how much the snapshot differs from
     /// the module's initial state.
@@ -17,12 +21,55 @@ impl ResetPath {
     /// The snake_case name used in CLI and JSON output.
     pub fn as_str(self) -> &'static str {
         match self {
+            ResetPath::InPlace => "in_place",
             ResetPath::FreshInstance => "fresh_instance",
         }
     }
 }
 
 impl fmt::Display for ResetPath {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Why a reset took the fresh-instance path rather than the in-place one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum FallbackReason {
+    /// The sandbox was built with [`ResetStrategy::FreshInstance`](crate::ResetStrategy).
+    Requested,
+    /// This machine cannot track written pages (needs Linux 6.7+ with
+    /// userfaultfd write-protect and `PAGEMAP_SCAN`).
+    TrackingUnavailable,
+    /// A memory grew during the call; memories cannot shrink in place.
+    MemoryGrew,
+    /// A table grew during the call.
+    TableResized,
+    /// The call dropped a passive segment, which cannot be undone in place.
+    SegmentDropped,
+    /// A new snapshot was restored with [`Sandbox::restore`](crate::Sandbox::restore).
+    SnapshotRestored,
+    /// The in-place path failed part-way (the instance was discarded).
+    InPlaceFailed,
+}
+
+impl FallbackReason {
+    /// The snake_case name used in CLI and JSON output.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FallbackReason::Requested => "requested",
+            FallbackReason::TrackingUnavailable => "tracking_unavailable",
+            FallbackReason::MemoryGrew => "memory_grew",
+            FallbackReason::TableResized => "table_resized",
+            FallbackReason::SegmentDropped => "segment_dropped",
+            FallbackReason::SnapshotRestored => "snapshot_restored",
+            FallbackReason::InPlaceFailed => "in_place_failed",
+        }
+    }
+}
+
+impl fmt::Display for FallbackReason {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
     }
@@ -38,13 +85,15 @@ impl fmt::Display for ResetPath {
 /// let mut sandbox = Sandbox::builder(&module).build()?;
 /// sandbox.call("poke", &[])?;
 /// let report = sandbox.last_reset().unwrap();
-/// assert_eq!(report.path(), ResetPath::FreshInstance);
+/// // In place where the machine can track written pages:
+/// assert!(matches!(report.path(), ResetPath::InPlace | ResetPath::FreshInstance));
 /// println!("reset took {:?}", report.duration());
 /// # Ok::<(), cleanslate::Error>(())
 /// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ResetReport {
     pub(crate) path: ResetPath,
+    pub(crate) fallback: Option<FallbackReason>,
     pub(crate) dirty_pages: u64,
     pub(crate) duration: Duration,
     pub(crate) verified: bool,
@@ -54,6 +103,11 @@ impl ResetReport {
     /// The mechanism that ran.
     pub fn path(&self) -> ResetPath {
         self.path
+    }
+
+    /// Why the fresh-instance path ran, when it did.
+    pub fn fallback_reason(&self) -> Option<FallbackReason> {
+        self.fallback
     }
 
     /// Host pages (4 KiB) of memory written back from the snapshot.

@@ -8,7 +8,7 @@ use crate::error::{Error, ErrorKind};
 use crate::host::{HostFnError, HostFunctions};
 use crate::limits::Limits;
 use crate::module::Module;
-use crate::reset::{Verify, VerifySchedule};
+use crate::reset::{ResetStrategy, Verify, VerifySchedule};
 use crate::runtime::EngineFlavor;
 use crate::sandbox::call::enter;
 use crate::sandbox::instance::{InstanceFactory, LiveInstance};
@@ -53,6 +53,7 @@ pub struct SandboxBuilder {
     limits: Limits,
     init: Option<String>,
     verify: Verify,
+    strategy: ResetStrategy,
     host: HostFunctions,
 }
 
@@ -63,6 +64,7 @@ impl SandboxBuilder {
             limits: Limits::default(),
             init: None,
             verify: Verify::Off,
+            strategy: ResetStrategy::Auto,
             host: HostFunctions::default(),
         }
     }
@@ -117,6 +119,13 @@ impl SandboxBuilder {
         self
     }
 
+    /// Which reset paths the sandbox may use (default [`ResetStrategy::Auto`]:
+    /// in place when provably complete, else a fresh instance).
+    pub fn reset_strategy(mut self, strategy: ResetStrategy) -> Self {
+        self.strategy = strategy;
+        self
+    }
+
     /// Provide the import `module`.`name` as a host function over core
     /// values. The closure gets the arguments as the import declares them
     /// and must return values of the import's result types. An `Err` fails
@@ -158,6 +167,9 @@ impl SandboxBuilder {
         let mut live = factory.instantiate()?;
         initialise(&self.module, &factory, &mut live, self.init.as_deref())?;
         let image = SnapshotImage::capture(&self.module, &mut live)?;
+        if self.strategy == ResetStrategy::Auto {
+            live.start_tracking();
+        }
         let baseline = Snapshot {
             image: Arc::new(image),
             module_id: module_id(&self.module),
@@ -170,6 +182,7 @@ impl SandboxBuilder {
                 baseline,
                 status: Status::Ready,
                 verify: VerifySchedule::new(self.verify),
+                strategy: self.strategy,
                 last_reset: None,
                 resets: 0,
                 reset_outcome: None,

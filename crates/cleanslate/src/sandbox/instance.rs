@@ -10,6 +10,7 @@ use wasmtime::{AsContextMut, Func, Global, Instance, InstancePre, Memory, Store,
 use crate::error::{Error, ErrorKind};
 use crate::limits::{GrowthLimiter, Limits};
 use crate::module::Module;
+use crate::reset::dirty::DirtyTracker;
 use crate::sandbox::interrupt::{InterruptState, Interruption};
 
 /// Per-store host state.
@@ -45,6 +46,9 @@ pub(crate) struct LiveInstance {
     pub functions: HashMap<u32, Func>,
     /// Funcref identity -> function index, for recording funcrefs.
     function_indices: HashMap<usize, u32>,
+    /// Whether writes to every memory are being tracked (in-place resets
+    /// are possible).
+    pub tracked: bool,
 }
 
 /// Fuel given to internal helper calls (start, probes), which are either
@@ -140,11 +144,30 @@ impl InstanceFactory {
             globals,
             functions,
             function_indices,
+            tracked: false,
         })
     }
 }
 
 impl LiveInstance {
+    /// Start tracking writes to every memory, from the current contents on.
+    /// Where the machine cannot, the instance stays untracked and resets
+    /// take the fresh-instance path.
+    pub(crate) fn start_tracking(&mut self) {
+        let Ok(tracker) = DirtyTracker::get() else {
+            return;
+        };
+        for memory in &self.memories {
+            let base = memory.data_ptr(&self.store) as usize;
+            let len = memory.data_size(&self.store);
+            if let Err(e) = tracker.track(base, len) {
+                tracing::warn!(error = %e, "cannot track memory writes; resets will replace the instance");
+                return;
+            }
+        }
+        self.tracked = true;
+    }
+
     /// The module function index behind a funcref of this instance.
     pub(crate) fn function_index(&mut self, func: &Func) -> Option<u32> {
         let raw = func.to_raw(self.store.as_context_mut()) as usize;

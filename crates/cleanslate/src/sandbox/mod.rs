@@ -18,7 +18,7 @@ pub use session::Session;
 use crate::error::{Error, ErrorKind};
 use crate::module::Module;
 use crate::reset::guard::ResetGuard;
-use crate::reset::{ResetPlan, ResetReport, VerifySchedule};
+use crate::reset::{FallbackReason, ResetPlan, ResetReport, ResetStrategy, VerifySchedule};
 use crate::snapshot::{Snapshot, SnapshotImage};
 use crate::value::{Val, WasmValues};
 use instance::{InstanceFactory, LiveInstance};
@@ -92,6 +92,7 @@ pub(crate) struct SandboxCore {
     pub baseline: Snapshot,
     pub status: Status,
     pub verify: VerifySchedule,
+    pub strategy: ResetStrategy,
     pub last_reset: Option<ResetReport>,
     /// Resets attempted so far.
     pub resets: u64,
@@ -241,22 +242,29 @@ impl SandboxCore {
         }
         let verify = self.verify.next_is_due();
         let image = self.baseline.image.clone();
-        let outcome = self.reset_with(&image, verify);
+        let outcome = self.reset_with(&image, verify, None);
         self.reset_outcome = Some(outcome);
     }
 
-    fn reset_with(&mut self, image: &Arc<SnapshotImage>, verify: bool) -> Result<(), Error> {
+    fn reset_with(
+        &mut self,
+        image: &Arc<SnapshotImage>,
+        verify: bool,
+        force_fresh: Option<FallbackReason>,
+    ) -> Result<(), Error> {
+        self.resets += 1;
         let plan = ResetPlan {
             factory: &self.factory,
             image,
             verify,
+            strategy: self.strategy,
+            // The plan owns the used instance now: it is either restored in
+            // place and handed back, or dropped, never left half-reset here.
+            live: self.live.take(),
+            force_fresh,
             #[cfg(feature = "fault-injection")]
             fault: self.fault.take(),
         };
-        self.resets += 1;
-        // Drop the used instance first: nothing of it may survive, and
-        // whatever happens next, it is never called again.
-        self.live = None;
         match plan.run() {
             Ok((live, report)) => {
                 self.live = Some(live);
@@ -317,7 +325,11 @@ impl SandboxCore {
             ));
         }
         let verify = self.verify.next_is_due();
-        self.reset_with(&snapshot.image, verify)?;
+        self.reset_with(
+            &snapshot.image,
+            verify,
+            Some(FallbackReason::SnapshotRestored),
+        )?;
         self.baseline = snapshot.clone();
         Ok(())
     }

@@ -116,6 +116,34 @@ pub(crate) fn global_value(live: &mut LiveInstance, value: &WasmVal) -> Result<G
     })
 }
 
+/// Write the image's global values into `live` (either path's last step
+/// for globals).
+pub(crate) fn write_globals(image: &SnapshotImage, live: &mut LiveInstance) -> Result<(), String> {
+    for (i, (index, value)) in image.globals.iter().enumerate() {
+        let global = live.globals[i].1;
+        let val = match *value {
+            GlobalValue::I32(v) => WasmVal::I32(v),
+            GlobalValue::I64(v) => WasmVal::I64(v),
+            GlobalValue::F32(v) => WasmVal::F32(v),
+            GlobalValue::F64(v) => WasmVal::F64(v),
+            GlobalValue::V128(v) => WasmVal::V128(v.into()),
+            GlobalValue::FuncRef(None) => WasmVal::FuncRef(None),
+            GlobalValue::FuncRef(Some(f)) => {
+                let func = live.functions.get(&f).copied();
+                if func.is_none() {
+                    return Err(format!("function {f} of global {index} is not reachable"));
+                }
+                WasmVal::FuncRef(func)
+            }
+            GlobalValue::NullRef => WasmVal::ExternRef(None),
+        };
+        global
+            .set(&mut live.store, val)
+            .map_err(|e| format!("cannot restore global {index}: {e:#}"))?;
+    }
+    Ok(())
+}
+
 pub(crate) fn capture_table(live: &mut LiveInstance, i: usize) -> Result<TableImage, Error> {
     let table = live.tables[i];
     let size = table.size(&live.store);

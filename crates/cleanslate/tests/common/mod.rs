@@ -2,12 +2,68 @@
 //! check every exit-path test ends with.
 #![allow(dead_code)]
 
-use cleanslate::{Module, Runtime, Sandbox, SandboxBuilder, Snapshot, Status, Val};
+use cleanslate::{Module, ResetStrategy, Runtime, Sandbox, SandboxBuilder, Snapshot, Status, Val};
 
 pub const EXAMPLE_WAT: &str = include_str!("../../../../guests/example.wat");
 
-/// A value the failing calls write everywhere; it must never be seen again.
+/// A value the failing calls write into memory, a global and a table slot;
+/// it must never be seen again.
 pub const SECRET: i32 = 0x5EC2E7;
+/// The same, with the bit that makes the guest also grow memory and the
+/// table and drop segments (changes only a fresh instance can undo).
+pub const SECRET_EVERYWHERE: i32 = SECRET | 0x4000_0000;
+
+/// One way of resetting a sandbox that every exit-path test runs under.
+#[derive(Clone, Copy, Debug)]
+pub struct Path {
+    pub name: &'static str,
+    pub strategy: ResetStrategy,
+    /// The secret the calls leave.
+    pub secret: i32,
+}
+
+/// In place (the common case), in place falling back to a fresh instance
+/// (growth and dropped segments), and fresh instances only.
+pub const PATHS: [Path; 3] = [
+    Path {
+        name: "in_place",
+        strategy: ResetStrategy::Auto,
+        secret: SECRET,
+    },
+    Path {
+        name: "auto_with_fallbacks",
+        strategy: ResetStrategy::Auto,
+        secret: SECRET_EVERYWHERE,
+    },
+    Path {
+        name: "fresh_instance",
+        strategy: ResetStrategy::FreshInstance,
+        secret: SECRET_EVERYWHERE,
+    },
+];
+
+impl Path {
+    pub fn fixture(&self, configure: impl Fn(SandboxBuilder) -> SandboxBuilder) -> Fixture {
+        let strategy = self.strategy;
+        fixture(move |b| configure(b.reset_strategy(strategy)))
+    }
+}
+
+/// Run `test` once per reset path, naming the path when it fails.
+pub fn on_every_path(test: impl Fn(Path)) {
+    for path in PATHS {
+        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| test(path)));
+        if let Err(panic) = outcome {
+            eprintln!("failed on reset path `{}`", path.name);
+            std::panic::resume_unwind(panic);
+        }
+    }
+}
+
+/// Whether this machine must support in-place resets (CI sets it).
+pub fn expect_tracking() -> bool {
+    std::env::var_os("CLEANSLATE_EXPECT_TRACKING").is_some()
+}
 
 pub fn example_module() -> Module {
     Runtime::new().unwrap().load_bytes(EXAMPLE_WAT).unwrap()

@@ -1,0 +1,266 @@
+//! Finding the pages a call wrote, so a reset copies back only those.
+//!
+//! Mechanism (Linux ≥ 6.7): a linear memory is registered with a
+//! process-wide userfaultfd in asynchronous write-protect mode and its
+//! present pages are write-protected. A guest write to a protected page costs
+//! one minor fault that the kernel resolves by itself, clearing the page's
+//! protection; `PAGEMAP_SCAN` then lists exactly the pages written since
+//! they were last protected. After the reset copies those pages back from
+//! the snapshot, it protects them again — in that order, so the copy itself
+//! does not fault and mark them written.
+//!
+//! Pages the guest first touches after registration are not protected (they
+//! did not exist yet) and so count as written: they are restored and
+//! protected on the first reset after, which keeps the scan exact without
+//! protecting (and populating page tables for) untouched memory up front.
+
+mod sys;
+
+use std::io;
+use std::ops::Range;
+use std::sync::OnceLock;
+
+use sys::{
+    PAGE_IS_PFNZERO, PAGE_IS_PRESENT, PAGE_IS_WRITTEN, PageRegion, Pagemap, ScanQuery, Userfault,
+};
+
+/// Host page size the tracker works in.
+pub(crate) const PAGE: usize = 4096;
+
+/// Above this many dirty runs, re-protect with one call over their span
+/// instead of one call per run.
+const PROTECT_SPAN_THRESHOLD: usize = 32;
+
+/// The process-wide tracker: one userfaultfd and one pagemap descriptor
+/// serve every sandbox (both are safe to use from many threads at once).
+pub(crate) struct DirtyTracker {
+    userfault: Userfault,
+    pagemap: Pagemap,
+}
+
+/// Byte ranges (relative to a memory's base) written since the last reset.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub(crate) struct DirtyPages {
+    pub ranges: Vec<Range<usize>>,
+}
+
+impl DirtyPages {
+    pub(crate) fn pages(&self) -> u64 {
+        self.ranges.iter().map(|r| (r.len() / PAGE) as u64).sum()
+    }
+}
+
+impl DirtyTracker {
+    /// The tracker, or why this machine cannot provide one (kernel too old,
+    /// userfaultfd not permitted, ...), probed once per process.
+    pub(crate) fn get() -> Result<&'static DirtyTracker, &'static str> {
+        static TRACKER: OnceLock<Result<DirtyTracker, String>> = OnceLock::new();
+        TRACKER
+            .get_or_init(DirtyTracker::probe)
+            .as_ref()
+            .map_err(|reason| reason.as_str())
+    }
+
+    fn probe() -> Result<DirtyTracker, String> {
+        let userfault = Userfault::open().map_err(|e| {
+            format!("userfaultfd with asynchronous write-protect is unavailable ({e}); needs Linux 6.7+ and permission for user-mode userfaultfd")
+        })?;
+        let pagemap =
+            Pagemap::open().map_err(|e| format!("cannot open /proc/self/pagemap ({e})"))?;
+        let tracker = DirtyTracker { userfault, pagemap };
+        // A scan over an empty range proves the ioctl exists.
+        let mut out = [PageRegion::default(); 1];
+        tracker
+            .pagemap
+            .scan(0, 0, &written_query(), &mut out)
+            .map_err(|e| format!("PAGEMAP_SCAN is unavailable ({e}); needs Linux 6.7+"))?;
+        Ok(tracker)
+    }
+
+    /// Start tracking writes to `[base, base+len)`, an anonymous private
+    /// mapping (page aligned) owned by a linear memory.
+    pub(crate) fn track(&self, base: usize, len: usize) -> io::Result<()> {
+        if len == 0 {
+            return Ok(());
+        }
+        // Huge pages would make a one-byte write dirty 2 MiB.
+        // SAFETY: madvise only gives the kernel advice about the range's
+        // paging; it never changes contents or validity, and the range is a
+        // live mapping owned by the memory being tracked.
+        unsafe { libc::madvise(base as *mut libc::c_void, len, libc::MADV_NOHUGEPAGE) };
+        self.userfault.register(base, len)?;
+        self.userfault.protect(base, len)
+    }
+
+    /// The pages of `[base, base+len)` written since they were last
+    /// protected, as ranges relative to `base`.
+    pub(crate) fn written(&self, base: usize, len: usize) -> io::Result<DirtyPages> {
+        let mut dirty = DirtyPages::default();
+        let mut out = [PageRegion::default(); 256];
+        let end = base + len;
+        let mut start = base;
+        while start < end {
+            let (filled, _walk_end) = self.pagemap.scan(start, end, &written_query(), &mut out)?;
+            for region in &out[..filled] {
+                let r = (region.start as usize - base)..(region.end as usize - base);
+                match dirty.ranges.last_mut() {
+                    Some(last) if last.end == r.start => last.end = r.end,
+                    _ => dirty.ranges.push(r),
+                }
+            }
+            if filled < out.len() {
+                break;
+            }
+            // A full vector may leave a stale `walk_end`; resume after the
+            // last region reported instead, which cannot repeat a page.
+            start = out[filled - 1].end as usize;
+        }
+        Ok(dirty)
+    }
+
+    /// Protect `dirty` again after it was restored.
+    pub(crate) fn protect(&self, base: usize, dirty: &DirtyPages) -> io::Result<()> {
+        match (dirty.ranges.first(), dirty.ranges.last()) {
+            (Some(first), Some(last)) if dirty.ranges.len() > PROTECT_SPAN_THRESHOLD => self
+                .userfault
+                .protect(base + first.start, last.end - first.start),
+            _ => {
+                for r in &dirty.ranges {
+                    self.userfault.protect(base + r.start, r.len())?;
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+/// Present pages whose protection a write cleared; the shared zero page
+/// (mapped by a read of untouched memory) holds nothing and is excluded.
+fn written_query() -> ScanQuery {
+    ScanQuery {
+        required: PAGE_IS_WRITTEN | PAGE_IS_PRESENT,
+        absent: PAGE_IS_PFNZERO,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An anonymous private mapping, unmapped on drop.
+    struct Mapping {
+        base: usize,
+        len: usize,
+    }
+
+    impl Mapping {
+        fn new(pages: usize) -> Mapping {
+            let len = pages * PAGE;
+            // SAFETY: a fresh anonymous private mapping at an address the
+            // kernel chooses; it aliases nothing, and we check for failure.
+            let ptr = unsafe {
+                libc::mmap(
+                    std::ptr::null_mut(),
+                    len,
+                    libc::PROT_READ | libc::PROT_WRITE,
+                    libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                    -1,
+                    0,
+                )
+            };
+            assert_ne!(ptr, libc::MAP_FAILED);
+            Mapping {
+                base: ptr as usize,
+                len,
+            }
+        }
+
+        fn write(&self, page: usize, value: u8) {
+            assert!(page * PAGE < self.len);
+            // SAFETY: the address is inside our live read-write mapping.
+            unsafe { *((self.base + page * PAGE) as *mut u8) = value };
+        }
+
+        fn read(&self, page: usize) -> u8 {
+            assert!(page * PAGE < self.len);
+            // SAFETY: the address is inside our live read-write mapping.
+            unsafe { *((self.base + page * PAGE) as *const u8) }
+        }
+    }
+
+    impl Drop for Mapping {
+        fn drop(&mut self) {
+            // SAFETY: unmaps exactly the mapping `new` created, once.
+            unsafe { libc::munmap(self.base as *mut libc::c_void, self.len) };
+        }
+    }
+
+    #[test]
+    fn reports_exactly_the_pages_written_since_the_last_protect() {
+        let tracker = match DirtyTracker::get() {
+            Ok(tracker) => tracker,
+            Err(reason) => {
+                // Only machines that must track (CI sets the variable) fail.
+                assert!(
+                    std::env::var_os("CLEANSLATE_EXPECT_TRACKING").is_none(),
+                    "{reason}"
+                );
+                return;
+            }
+        };
+        let memory = Mapping::new(64);
+        for page in 0..32 {
+            memory.write(page, 1); // populated before tracking
+        }
+        tracker.track(memory.base, memory.len).unwrap();
+        assert_eq!(tracker.written(memory.base, memory.len).unwrap().pages(), 0);
+
+        memory.write(3, 2);
+        memory.write(4, 2);
+        memory.write(10, 2);
+        let _ = memory.read(20); // reads do not count
+        let _ = memory.read(50); // nor does reading untouched memory
+        memory.write(40, 2); // first touch after tracking started
+        let dirty = tracker.written(memory.base, memory.len).unwrap();
+        assert_eq!(
+            dirty.ranges,
+            vec![
+                3 * PAGE..5 * PAGE,
+                10 * PAGE..11 * PAGE,
+                40 * PAGE..41 * PAGE
+            ]
+        );
+
+        tracker.protect(memory.base, &dirty).unwrap();
+        assert_eq!(tracker.written(memory.base, memory.len).unwrap().pages(), 0);
+        memory.write(4, 3);
+        let dirty = tracker.written(memory.base, memory.len).unwrap();
+        assert_eq!(dirty.ranges, vec![4 * PAGE..5 * PAGE]);
+    }
+
+    #[test]
+    fn many_scattered_pages_are_all_found_once() {
+        let Ok(tracker) = DirtyTracker::get() else {
+            return;
+        };
+        let memory = Mapping::new(2048);
+        for page in 0..2048 {
+            memory.write(page, 1);
+        }
+        tracker.track(memory.base, memory.len).unwrap();
+        // 700 isolated runs: more than one scan vector holds.
+        let pages: Vec<usize> = (0..700).map(|i| i * 2 + 1).collect();
+        for &p in &pages {
+            memory.write(p, 9);
+        }
+        let dirty = tracker.written(memory.base, memory.len).unwrap();
+        let found: Vec<usize> = dirty
+            .ranges
+            .iter()
+            .flat_map(|r| (r.start / PAGE)..(r.end / PAGE))
+            .collect();
+        assert_eq!(found, pages);
+        tracker.protect(memory.base, &dirty).unwrap();
+        assert_eq!(tracker.written(memory.base, memory.len).unwrap().pages(), 0);
+    }
+}

@@ -1,0 +1,129 @@
+//! The in-place path: keep the instance, copy back only the pages this call
+//! wrote, restore globals and table slots. Its cost follows the pages a call
+//! dirtied, not the memory's size.
+//!
+//! It applies only when it can prove it covers every change; otherwise it
+//! declines with a [`FallbackReason`] and the fresh-instance path runs.
+
+use wasmtime::Ref;
+
+use super::dirty::{DirtyPages, DirtyTracker};
+use super::report::FallbackReason;
+use crate::module::Module;
+use crate::sandbox::instance::LiveInstance;
+use crate::snapshot::SnapshotImage;
+use crate::snapshot::image::{capture_table, write_globals};
+
+/// Why the in-place path did not finish.
+pub(super) enum Declined {
+    /// It cannot cover this call's changes; nothing was modified.
+    NotApplicable(FallbackReason),
+    /// It failed part-way; the instance must be discarded.
+    Failed(String),
+}
+
+/// Restore `live` to `image` in place; returns the host pages copied.
+pub(super) fn restore_in_place(
+    module: &Module,
+    image: &SnapshotImage,
+    live: &mut LiveInstance,
+) -> Result<u64, Declined> {
+    let tracker = match (live.tracked, DirtyTracker::get()) {
+        (true, Ok(tracker)) => tracker,
+        _ => return Err(Declined::NotApplicable(FallbackReason::TrackingUnavailable)),
+    };
+    check_applicable(module, image, live).map_err(Declined::NotApplicable)?;
+
+    let mut pages = 0;
+    for (i, expected) in image.memories.iter().enumerate() {
+        let memory = live.memories[i];
+        let base = memory.data_ptr(&live.store) as usize;
+        let len = memory.data_size(&live.store);
+        let dirty: DirtyPages = tracker.written(base, len).map_err(|e| {
+            Declined::Failed(format!("scanning memory {i} for written pages failed: {e}"))
+        })?;
+        let data = memory.data_mut(&mut live.store);
+        for range in &dirty.ranges {
+            data[range.clone()].copy_from_slice(&expected.bytes[range.clone()]);
+        }
+        tracker
+            .protect(base, &dirty)
+            .map_err(|e| Declined::Failed(format!("re-protecting memory {i} failed: {e}")))?;
+        pages += dirty.pages();
+    }
+    write_globals(image, live).map_err(Declined::Failed)?;
+    if module.inner.layout.mutations.table_write {
+        restore_table_slots(module, image, live)?;
+    }
+    Ok(pages)
+}
+
+/// Everything that only a fresh instance can undo.
+fn check_applicable(
+    module: &Module,
+    image: &SnapshotImage,
+    live: &mut LiveInstance,
+) -> Result<(), FallbackReason> {
+    for (i, expected) in image.memories.iter().enumerate() {
+        if live.memories[i].data_size(&live.store) != expected.bytes.len() {
+            return Err(FallbackReason::MemoryGrew);
+        }
+    }
+    for (i, expected) in image.tables.iter().enumerate() {
+        if live.tables[i].size(&live.store) != expected.elements.len() as u64 {
+            return Err(FallbackReason::TableResized);
+        }
+    }
+    // A dropped segment cannot be un-dropped. Probes of still-present
+    // segments return normally (cheap); one that traps was dropped.
+    let hooks = &module.inner.hooks;
+    let live_segments = hooks
+        .data_segments
+        .iter()
+        .filter(|s| !image.dropped_data.contains(&s.segment))
+        .chain(
+            hooks
+                .element_segments
+                .iter()
+                .filter(|s| !image.dropped_elements.contains(&s.segment)),
+        );
+    for segment in live_segments {
+        if let Some(probe) = &segment.probe {
+            match live.call_helper(probe) {
+                Ok(false) => {}
+                Ok(true) => return Err(FallbackReason::SegmentDropped),
+                Err(_) => return Err(FallbackReason::SegmentDropped),
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Rewrite only the table slots that differ from the image.
+fn restore_table_slots(
+    module: &Module,
+    image: &SnapshotImage,
+    live: &mut LiveInstance,
+) -> Result<(), Declined> {
+    for (i, expected) in image.tables.iter().enumerate() {
+        let funcref = module.inner.layout.tables[i].funcref;
+        let actual = capture_table(live, i).map_err(|e| Declined::Failed(e.to_string()))?;
+        let table = live.tables[i];
+        for (slot, (want, have)) in expected.elements.iter().zip(&actual.elements).enumerate() {
+            if want == have {
+                continue;
+            }
+            let value = match want {
+                Some(f) => Ref::Func(live.functions.get(f).copied()),
+                None if funcref => Ref::Func(None),
+                None => Ref::Extern(None),
+            };
+            table
+                .set(&mut live.store, slot as u64, value)
+                .map_err(|e| {
+                    Declined::Failed(format!("restoring table {i} slot {slot} failed: {e:#}"))
+                })?;
+        }
+    }
+    Ok(())
+}
