@@ -1,6 +1,7 @@
 //! The `cleanslate` command: a thin layer that parses arguments, calls the
 //! library and prints. Every decision about sandboxes lives in the library.
 
+mod bench;
 mod call_spec;
 mod demo;
 mod demo_host;
@@ -23,6 +24,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     Run(run::RunArgs),
+    Bench(bench::BenchArgs),
     Demo(demo::DemoArgs),
 }
 
@@ -38,6 +40,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let outcome = match cli.command {
         Command::Run(args) => run::run(args),
+        Command::Bench(args) => bench::bench(args),
         Command::Demo(args) => demo::demo(args),
     };
     match outcome {

@@ -256,3 +256,43 @@ fn the_reset_object_names_the_path_and_why_it_fell_back() {
     assert_eq!(r[0]["reset"]["path"], "fresh_instance");
     assert_eq!(r[0]["reset"]["reason"], "requested");
 }
+
+#[test]
+fn bench_json_is_one_line_with_the_contracted_fields() {
+    let out = cleanslate(&[
+        "bench",
+        EXAMPLE,
+        "leave_secret:5",
+        "--calls",
+        "300",
+        "--json",
+    ]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r = json_lines(&out);
+    assert_eq!(r.len(), 1);
+    let r = &r[0];
+    assert_eq!(r["calls"], 300);
+    for field in ["median_us", "p90_us", "p99_us"] {
+        assert!(r[field].as_f64().unwrap() > 0.0, "{field}: {r}");
+    }
+    assert!(r["median_us"].as_f64() <= r["p99_us"].as_f64());
+    assert!(r["reset"]["median_us"].as_f64().unwrap() > 0.0);
+    assert_eq!(
+        r["reset"]["median_dirty_pages"], 1,
+        "the call writes one page"
+    );
+    assert_eq!(r["reset"]["paths"]["in_place"], 300);
+    assert_eq!(r["reset"]["paths"]["fresh_instance"], 0);
+
+    let out = cleanslate(&["bench", EXAMPLE, "nope"]);
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "an unknown function is a usage error"
+    );
+}
