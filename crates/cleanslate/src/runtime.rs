@@ -134,9 +134,10 @@ impl Runtime {
         let mut config = wasmtime::Config::new();
         config
             .epoch_interruption(true)
-            // Memories must be plain anonymous mappings for write tracking
-            // (a copy-on-write image mapping is file-backed).
-            .memory_init_cow(false)
+            // Copy-on-write images keep fresh instances cheap (no eager copy
+            // of data segments); write tracking works on them as well as on
+            // anonymous memory (tested by the in-place verification tests).
+            .memory_init_cow(true)
             .consume_fuel(flavor.fuel)
             .max_wasm_stack(flavor.max_stack)
             // Only a bound here (no async calls are made); it must not be below

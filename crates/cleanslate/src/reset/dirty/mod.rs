@@ -21,7 +21,8 @@ use std::ops::Range;
 use std::sync::OnceLock;
 
 use sys::{
-    PAGE_IS_PFNZERO, PAGE_IS_PRESENT, PAGE_IS_WRITTEN, PageRegion, Pagemap, ScanQuery, Userfault,
+    PAGE_IS_PFNZERO, PAGE_IS_PRESENT, PAGE_IS_SWAPPED, PAGE_IS_WRITTEN, PageRegion, Pagemap,
+    ScanQuery, Userfault,
 };
 
 /// Host page size the tracker works in.
@@ -134,12 +135,14 @@ impl DirtyTracker {
     }
 }
 
-/// Present pages whose protection a write cleared; the shared zero page
-/// (mapped by a read of untouched memory) holds nothing and is excluded.
+/// Pages whose protection a write cleared, resident or swapped out (a
+/// written page that was swapped must still be restored); the shared zero
+/// page (mapped by a read of untouched memory) holds nothing and is excluded.
 fn written_query() -> ScanQuery {
     ScanQuery {
-        required: PAGE_IS_WRITTEN | PAGE_IS_PRESENT,
+        required: PAGE_IS_WRITTEN,
         absent: PAGE_IS_PFNZERO,
+        any_of: PAGE_IS_PRESENT | PAGE_IS_SWAPPED,
     }
 }
 

@@ -21,6 +21,7 @@ const UFFDIO_WRITEPROTECT_MODE_WP: u64 = 1 << 0;
 const PAGEMAP_SCAN: libc::c_ulong = 0xc060_6610;
 pub(crate) const PAGE_IS_WRITTEN: u64 = 1 << 1;
 pub(crate) const PAGE_IS_PRESENT: u64 = 1 << 3;
+pub(crate) const PAGE_IS_SWAPPED: u64 = 1 << 4;
 pub(crate) const PAGE_IS_PFNZERO: u64 = 1 << 5;
 
 #[repr(C)]
@@ -180,6 +181,8 @@ pub(crate) struct ScanQuery {
     pub required: u64,
     /// Categories that are required to be *absent* (inverted before test).
     pub absent: u64,
+    /// At least one of these categories is required (0: no such test).
+    pub any_of: u64,
 }
 
 impl Pagemap {
@@ -209,7 +212,7 @@ impl Pagemap {
             max_pages: 0,
             category_inverted: query.absent,
             category_mask: query.required | query.absent,
-            category_anyof_mask: 0,
+            category_anyof_mask: query.any_of,
             return_mask: query.required,
         };
         // SAFETY: PAGEMAP_SCAN reads and updates one `pm_scan_arg` (96 bytes,

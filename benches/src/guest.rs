@@ -1,0 +1,97 @@
+//! The benchmark guest: a memory of a given size whose first 16 MiB are
+//! initialised by a data segment, and `dirty(k, stride)`, which writes one
+//! byte into each of `k` host pages spread `stride` pages apart.
+
+use wasm_encoder::{
+    CodeSection, ConstExpr, DataSection, ExportKind, ExportSection, Function, FunctionSection,
+    Instruction, MemArg, MemorySection, MemoryType, Module, TypeSection, ValType,
+};
+
+pub const HOST_PAGE: u64 = 4096;
+const WASM_PAGE: u64 = 65536;
+/// How much of the memory the data segment initialises.
+pub const INITIALISED: u64 = 16 << 20;
+
+/// A module with `memory_bytes` of memory (fixed size).
+pub fn module(memory_bytes: u64) -> Vec<u8> {
+    let pages = memory_bytes / WASM_PAGE;
+    let mut types = TypeSection::new();
+    types.ty().function([ValType::I32, ValType::I32], []);
+    types.ty().function([], []);
+    let mut functions = FunctionSection::new();
+    functions.function(0); // dirty
+    functions.function(1); // noop
+    let mut memories = MemorySection::new();
+    memories.memory(MemoryType {
+        minimum: pages,
+        maximum: Some(pages),
+        memory64: false,
+        shared: false,
+        page_size_log2: None,
+    });
+    let mut exports = ExportSection::new();
+    exports.export("dirty", ExportKind::Func, 0);
+    exports.export("noop", ExportKind::Func, 1);
+    exports.export("memory", ExportKind::Memory, 0);
+
+    // for (i = 0; i < k; i++) mem[(i * stride) * 4096 + 8] = 0xab
+    let mut dirty = Function::new([(1, ValType::I32)]);
+    let (k, stride, i) = (0, 1, 2);
+    let store = MemArg {
+        offset: 8,
+        align: 0,
+        memory_index: 0,
+    };
+    dirty
+        .instructions()
+        .block(wasm_encoder::BlockType::Empty)
+        .loop_(wasm_encoder::BlockType::Empty)
+        .local_get(i)
+        .local_get(k)
+        .i32_ge_u()
+        .br_if(1)
+        .local_get(i)
+        .local_get(stride)
+        .i32_mul()
+        .i32_const(HOST_PAGE as i32)
+        .i32_mul()
+        .i32_const(0xab)
+        .i32_store8(store)
+        .local_get(i)
+        .i32_const(1)
+        .i32_add()
+        .local_set(i)
+        .br(0)
+        .end()
+        .end()
+        .end();
+    let mut noop = Function::new([]);
+    noop.instruction(&Instruction::End);
+    let mut code = CodeSection::new();
+    code.function(&dirty);
+    code.function(&noop);
+
+    let initialised = INITIALISED.min(memory_bytes) as usize;
+    let pattern: Vec<u8> = (0..initialised).map(|b| (b % 251) as u8 | 1).collect();
+    let mut data = DataSection::new();
+    data.active(0, &ConstExpr::i32_const(0), pattern);
+
+    let mut module = Module::new();
+    module
+        .section(&types)
+        .section(&functions)
+        .section(&memories)
+        .section(&exports)
+        .section(&code)
+        .section(&data);
+    module.finish()
+}
+
+/// The stride that spreads `k` pages over the whole memory.
+pub fn stride(memory_bytes: u64, k: u64) -> u64 {
+    if k == 0 {
+        1
+    } else {
+        (memory_bytes / HOST_PAGE / k).max(1)
+    }
+}

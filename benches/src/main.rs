@@ -1,0 +1,119 @@
+//! `compare`: Cleanslate's resets against plain-wasmtime baselines, side by
+//! side in one process and run, on guests that dirty K scattered pages of a
+//! 16 MiB and a 1 GiB memory. Prints a markdown table and writes it, the
+//! target checks and a plot into docs/BENCHMARKS.md and docs/benchmarks/.
+//!
+//! Run: `cargo run --release -p cleanslate-benches --bin compare`
+//! (`-- --quick` for a short smoke run that writes nothing).
+
+mod guest;
+mod methods;
+mod plot;
+mod report;
+
+use std::time::{Duration, Instant};
+
+use methods::{ALL, Method};
+
+/// Dirty-page counts measured.
+const KS: [u64; 5] = [0, 1, 16, 256, 4096];
+/// Memory sizes measured.
+const SIZES: [(u64, &str); 2] = [(16 << 20, "16 MiB"), (1 << 30, "1 GiB")];
+
+/// One measured cell.
+#[derive(Clone, Debug)]
+pub struct Cell {
+    pub size: &'static str,
+    pub k: u64,
+    pub method: Method,
+    pub median_us: f64,
+    pub iterations: usize,
+}
+
+struct Budget {
+    warmup: usize,
+    min_iterations: usize,
+    max_iterations: usize,
+    time: Duration,
+}
+
+fn main() {
+    let quick = std::env::args().any(|a| a == "--quick");
+    let budget = if quick {
+        Budget {
+            warmup: 3,
+            min_iterations: 10,
+            max_iterations: 50,
+            time: Duration::from_millis(50),
+        }
+    } else {
+        Budget {
+            warmup: 30,
+            min_iterations: 50,
+            max_iterations: 3000,
+            time: Duration::from_millis(1500),
+        }
+    };
+    let mut cells = Vec::new();
+    for (bytes, size) in SIZES {
+        let wasm = guest::module(bytes);
+        for k in KS {
+            let stride = guest::stride(bytes, k);
+            for method in ALL {
+                match measure(method, &wasm, bytes, k, stride, &budget) {
+                    Ok((median_us, iterations)) => {
+                        eprintln!(
+                            "{size:>6} K={k:<5} {:<58} {median_us:>10.2} µs ({iterations} calls)",
+                            method.name()
+                        );
+                        cells.push(Cell {
+                            size,
+                            k,
+                            method,
+                            median_us,
+                            iterations,
+                        });
+                    }
+                    Err(e) => eprintln!("{size:>6} K={k:<5} {:<58} failed: {e}", method.name()),
+                }
+            }
+        }
+    }
+    let soak = if quick {
+        None
+    } else {
+        Some(report::soak(1_000_000))
+    };
+    let markdown = report::markdown(&cells, soak.as_ref());
+    println!("{markdown}");
+    if !quick {
+        report::write(&markdown, &cells)
+            .unwrap_or_else(|e| eprintln!("could not write the report: {e}"));
+    }
+}
+
+/// Median microseconds per call (call + reset) and the calls measured.
+fn measure(
+    method: Method,
+    wasm: &[u8],
+    bytes: u64,
+    k: u64,
+    stride: u64,
+    budget: &Budget,
+) -> Result<(f64, usize), String> {
+    let mut call = methods::prepare(method, wasm, bytes, k, stride)?;
+    for _ in 0..budget.warmup {
+        call();
+    }
+    let started = Instant::now();
+    let mut samples = Vec::new();
+    while samples.len() < budget.max_iterations
+        && (samples.len() < budget.min_iterations || started.elapsed() < budget.time)
+    {
+        let t = Instant::now();
+        call();
+        samples.push(t.elapsed().as_nanos() as u64);
+    }
+    samples.sort_unstable();
+    Ok((samples[samples.len() / 2] as f64 / 1000.0, samples.len()))
+}
