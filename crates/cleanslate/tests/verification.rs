@@ -197,3 +197,38 @@ fn the_fresh_instance_strategy_is_honoured() {
     assert_eq!(r.path(), ResetPath::FreshInstance);
     assert_eq!(r.fallback_reason(), Some(FallbackReason::Requested));
 }
+
+#[test]
+fn pages_written_every_call_stay_restored_and_are_still_caught_after_cooling() {
+    // A page written on every call is left unprotected ("hot") and compared
+    // at every reset; once left alone it is protected again ("cold"). Each
+    // phase is verified against the snapshot after every call.
+    let mut fx = fixture(|b| b.verify(Verify::Always));
+    let read_secret =
+        |fx: &mut common::Fixture| fx.sandbox.call_typed::<(), i32>("read_secret", ()).unwrap();
+    for i in 0..30 {
+        fx.sandbox
+            .call("leave_secret", &[Val::I32(SECRET + i)])
+            .unwrap();
+        assert_eq!(fx.sandbox.last_reset().unwrap().dirty_pages(), 1);
+        assert_eq!(read_secret(&mut fx), 0);
+    }
+    for _ in 0..30 {
+        fx.sandbox.call("add", &[Val::I32(1), Val::I32(2)]).unwrap();
+        assert_eq!(fx.sandbox.last_reset().unwrap().dirty_pages(), 0);
+    }
+    fx.sandbox
+        .call("leave_secret", &[Val::I32(SECRET)])
+        .unwrap();
+    assert_eq!(
+        fx.sandbox.last_reset().unwrap().dirty_pages(),
+        1,
+        "a write to a cooled page is caught"
+    );
+    assert_eq!(read_secret(&mut fx), 0);
+    // A failing call in the hot phase too.
+    for _ in 0..5 {
+        let _ = fx.sandbox.call("trap_unreachable", &[Val::I32(SECRET)]);
+    }
+    common::assert_clean_slate(&mut fx);
+}

@@ -7,7 +7,7 @@
 
 use wasmtime::Ref;
 
-use super::dirty::{DirtyPages, DirtyTracker};
+use super::dirty::{DirtyPages, DirtyTracker, PAGE, Restore};
 use super::report::FallbackReason;
 use crate::module::Module;
 use crate::sandbox::instance::LiveInstance;
@@ -39,17 +39,41 @@ pub(super) fn restore_in_place(
         let memory = live.memories[i];
         let base = memory.data_ptr(&live.store) as usize;
         let len = memory.data_size(&live.store);
-        let dirty: DirtyPages = tracker.written(base, len).map_err(|e| {
+        let heat = &mut live.heat[i];
+        heat.next_reset();
+        let written = tracker.written(base, len).map_err(|e| {
             Declined::Failed(format!("scanning memory {i} for written pages failed: {e}"))
         })?;
         let data = memory.data_mut(&mut live.store);
-        for range in &dirty.ranges {
-            data[range.clone()].copy_from_slice(&expected.bytes[range.clone()]);
+        let mut protect = DirtyPages::default();
+        for run in &written.ranges {
+            for offset in run.clone().step_by(PAGE) {
+                let page = offset..offset + PAGE;
+                let restore = match heat.on_written(offset / PAGE) {
+                    Restore::IfChanged => {
+                        let changed = data[page.clone()] != expected.bytes[page.clone()];
+                        if heat.on_hot_compared(offset / PAGE, changed) {
+                            protect.push_page(offset);
+                        }
+                        changed
+                    }
+                    Restore::KeepHot => true,
+                    Restore::ThenProtect => {
+                        protect.push_page(offset);
+                        true
+                    }
+                };
+                if restore {
+                    data[page.clone()].copy_from_slice(&expected.bytes[page]);
+                    pages += 1;
+                }
+            }
         }
+        // Copy first, then protect: protecting first would make the copy
+        // itself fault and mark the pages written again.
         tracker
-            .protect(base, &dirty)
+            .protect(base, &protect)
             .map_err(|e| Declined::Failed(format!("re-protecting memory {i} failed: {e}")))?;
-        pages += dirty.pages();
     }
     write_globals(image, live).map_err(Declined::Failed)?;
     if module.inner.layout.mutations.table_write {

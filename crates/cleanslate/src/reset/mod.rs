@@ -124,20 +124,19 @@ impl ResetPlan<'_> {
                 }
             }
         }
+        let fresh = restored.is_none();
         let (mut live, pages) = match restored {
             Some(done) => done,
-            None => {
-                let (mut live, pages) = fresh::restore_fresh(self.factory, self.image)?;
-                if self.strategy == ResetStrategy::Auto {
-                    live.start_tracking();
-                }
-                (live, pages)
-            }
+            None => fresh::restore_fresh(self.factory, self.image)?,
         };
         #[cfg(feature = "fault-injection")]
         verify::inject(&mut live, self.fault);
         if self.verify {
             verify::check(module, self.image, &mut live)?;
+        }
+        // Tracking starts last, after everything that reads the memory.
+        if fresh && self.strategy == ResetStrategy::Auto {
+            live.start_tracking();
         }
         let report = ResetReport {
             path: if fallback.is_some() {

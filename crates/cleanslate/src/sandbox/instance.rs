@@ -10,7 +10,7 @@ use wasmtime::{AsContextMut, Func, Global, Instance, InstancePre, Memory, Store,
 use crate::error::{Error, ErrorKind};
 use crate::limits::{GrowthLimiter, Limits};
 use crate::module::Module;
-use crate::reset::dirty::DirtyTracker;
+use crate::reset::dirty::{DirtyTracker, PAGE, PageHeat};
 use crate::sandbox::interrupt::{InterruptState, Interruption};
 
 /// Per-store host state.
@@ -49,6 +49,8 @@ pub(crate) struct LiveInstance {
     /// Whether writes to every memory are being tracked (in-place resets
     /// are possible).
     pub tracked: bool,
+    /// Per tracked memory: which pages are left unprotected.
+    pub heat: Vec<PageHeat>,
 }
 
 /// Fuel given to internal helper calls (start, probes), which are either
@@ -145,6 +147,7 @@ impl InstanceFactory {
             functions,
             function_indices,
             tracked: false,
+            heat: Vec::new(),
         })
     }
 }
@@ -157,6 +160,7 @@ impl LiveInstance {
         let Ok(tracker) = DirtyTracker::get() else {
             return;
         };
+        let mut heat = Vec::with_capacity(self.memories.len());
         for memory in &self.memories {
             let base = memory.data_ptr(&self.store) as usize;
             let len = memory.data_size(&self.store);
@@ -164,7 +168,9 @@ impl LiveInstance {
                 tracing::warn!(error = %e, "cannot track memory writes; resets will replace the instance");
                 return;
             }
+            heat.push(PageHeat::new(len / PAGE));
         }
+        self.heat = heat;
         self.tracked = true;
     }
 

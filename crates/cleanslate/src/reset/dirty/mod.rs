@@ -14,7 +14,10 @@
 //! protected on the first reset after, which keeps the scan exact without
 //! protecting (and populating page tables for) untouched memory up front.
 
+mod heat;
 mod sys;
+
+pub(crate) use heat::{PageHeat, Restore};
 
 use std::io;
 use std::ops::Range;
@@ -27,10 +30,6 @@ use sys::{
 
 /// Host page size the tracker works in.
 pub(crate) const PAGE: usize = 4096;
-
-/// Above this many dirty runs, re-protect with one call over their span
-/// instead of one call per run.
-const PROTECT_SPAN_THRESHOLD: usize = 32;
 
 /// The process-wide tracker: one userfaultfd and one pagemap descriptor
 /// serve every sandbox (both are safe to use from many threads at once).
@@ -46,6 +45,15 @@ pub(crate) struct DirtyPages {
 }
 
 impl DirtyPages {
+    /// Add the page starting at byte `offset`, merging with the last run.
+    pub(crate) fn push_page(&mut self, offset: usize) {
+        match self.ranges.last_mut() {
+            Some(last) if last.end == offset => last.end += PAGE,
+            _ => self.ranges.push(offset..offset + PAGE),
+        }
+    }
+
+    #[cfg(test)]
     pub(crate) fn pages(&self) -> u64 {
         self.ranges.iter().map(|r| (r.len() / PAGE) as u64).sum()
     }
@@ -96,12 +104,18 @@ impl DirtyTracker {
     /// The pages of `[base, base+len)` written since they were last
     /// protected, as ranges relative to `base`.
     pub(crate) fn written(&self, base: usize, len: usize) -> io::Result<DirtyPages> {
+        self.scan_all(base, len, &written_query())
+    }
+
+    /// Every page of `[base, base+len)` matching `query`, as merged ranges
+    /// relative to `base`.
+    fn scan_all(&self, base: usize, len: usize, query: &ScanQuery) -> io::Result<DirtyPages> {
         let mut dirty = DirtyPages::default();
         let mut out = [PageRegion::default(); 256];
         let end = base + len;
         let mut start = base;
         while start < end {
-            let (filled, _walk_end) = self.pagemap.scan(start, end, &written_query(), &mut out)?;
+            let (filled, _walk_end) = self.pagemap.scan(start, end, query, &mut out)?;
             for region in &out[..filled] {
                 let r = (region.start as usize - base)..(region.end as usize - base);
                 match dirty.ranges.last_mut() {
@@ -119,19 +133,13 @@ impl DirtyTracker {
         Ok(dirty)
     }
 
-    /// Protect `dirty` again after it was restored.
-    pub(crate) fn protect(&self, base: usize, dirty: &DirtyPages) -> io::Result<()> {
-        match (dirty.ranges.first(), dirty.ranges.last()) {
-            (Some(first), Some(last)) if dirty.ranges.len() > PROTECT_SPAN_THRESHOLD => self
-                .userfault
-                .protect(base + first.start, last.end - first.start),
-            _ => {
-                for r in &dirty.ranges {
-                    self.userfault.protect(base + r.start, r.len())?;
-                }
-                Ok(())
-            }
+    /// Protect `pages` again after they were restored. Exactly these runs:
+    /// protecting a whole span would also protect the hot pages inside it.
+    pub(crate) fn protect(&self, base: usize, pages: &DirtyPages) -> io::Result<()> {
+        for r in &pages.ranges {
+            self.userfault.protect(base + r.start, r.len())?;
         }
+        Ok(())
     }
 }
 
