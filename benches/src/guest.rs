@@ -89,9 +89,8 @@ pub fn module(memory_bytes: u64) -> Vec<u8> {
 
 /// The stride that spreads `k` pages over the whole memory.
 pub fn stride(memory_bytes: u64, k: u64) -> u64 {
-    if k == 0 {
-        1
-    } else {
-        (memory_bytes / HOST_PAGE / k).max(1)
-    }
+    (memory_bytes / HOST_PAGE)
+        .checked_div(k)
+        .unwrap_or(1)
+        .max(1)
 }
