@@ -21,6 +21,10 @@ pub(crate) struct MemoryLayout {
     /// Index in the module's memory index space.
     pub index: u32,
     pub memory64: bool,
+    /// The end of the last byte active data segments initialise, when every
+    /// segment for this memory has a constant offset. Beyond it, a fresh
+    /// instance's memory is zero.
+    pub data_extent: Option<u64>,
 }
 
 /// A table defined by the module.
@@ -227,6 +231,7 @@ pub(crate) fn analyse(wasm: &[u8]) -> Result<ModuleLayout, Error> {
                     layout.memories.push(MemoryLayout {
                         index: layout.memories.len() as u32,
                         memory64: memory.memory64,
+                        data_extent: Some(0),
                     });
                 }
             }
@@ -287,6 +292,29 @@ pub(crate) fn analyse(wasm: &[u8]) -> Result<ModuleLayout, Error> {
             Payload::DataSection(reader) => {
                 for (index, data) in reader.clone().into_iter().enumerate() {
                     let data = data.map_err(invalid)?;
+                    if let DataKind::Active {
+                        memory_index,
+                        offset_expr,
+                    } = &data.kind
+                    {
+                        let offset = constant_offset(offset_expr);
+                        let imported = layout
+                            .other_imports
+                            .iter()
+                            .filter(|i| i.what == "memory")
+                            .count() as u32;
+                        if let Some(memory) = memory_index
+                            .checked_sub(imported)
+                            .and_then(|i| layout.memories.get_mut(i as usize))
+                        {
+                            memory.data_extent = match (memory.data_extent, offset) {
+                                (Some(extent), Some(offset)) => {
+                                    Some(extent.max(offset.saturating_add(data.data.len() as u64)))
+                                }
+                                _ => None,
+                            };
+                        }
+                    }
                     if matches!(data.kind, DataKind::Passive) {
                         layout.passive_data.push(PassiveSegment {
                             index: index as u32,
@@ -328,6 +356,18 @@ pub(crate) fn analyse(wasm: &[u8]) -> Result<ModuleLayout, Error> {
         layout.exports.push(ExportedFunction { name, signature });
     }
     Ok(layout)
+}
+
+/// The value of a data segment's offset expression when it is a plain
+/// constant (`i32.const` / `i64.const`).
+fn constant_offset(expr: &wasmparser::ConstExpr<'_>) -> Option<u64> {
+    let mut ops = expr.get_operators_reader();
+    let value = match ops.read().ok()? {
+        Operator::I32Const { value } => value as u32 as u64,
+        Operator::I64Const { value } => value as u64,
+        _ => return None,
+    };
+    matches!(ops.read().ok()?, Operator::End).then_some(value)
 }
 
 fn scan_body(
@@ -385,6 +425,7 @@ mod tests {
         );
         assert_eq!(l.function_imports.len(), 1);
         assert_eq!(l.memories.len(), 1);
+        assert_eq!(l.memories[0].data_extent, Some(0), "no active data");
         assert_eq!(l.globals.len(), 2);
         assert!(l.globals[0].mutable && !l.globals[1].mutable);
         assert!(l.mutations.globals_set.contains(&0));
@@ -397,6 +438,15 @@ mod tests {
             l.function("f").unwrap().signature.to_string(),
             "(i32) -> i32"
         );
+    }
+
+    #[test]
+    fn data_extent_is_known_only_for_constant_offsets() {
+        let l =
+            layout(r#"(module (memory 2) (data (i32.const 100) "abc") (data (i32.const 10) "x"))"#);
+        assert_eq!(l.memories[0].data_extent, Some(103));
+        let l = layout(r#"(module (memory 1) (data (i32.add (i32.const 1) (i32.const 2)) "abc"))"#);
+        assert_eq!(l.memories[0].data_extent, None);
     }
 
     #[test]

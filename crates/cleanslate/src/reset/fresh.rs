@@ -54,7 +54,7 @@ fn apply_memories(live: &mut LiveInstance, image: &SnapshotImage) -> Result<u64,
         let data = memory.data_mut(&mut live.store);
         let ranges = target
             .diff_from_fresh
-            .get_or_init(|| differing_ranges(data, &target.bytes));
+            .get_or_init(|| differing_ranges(data, &target.bytes, &target.populated));
         for range in ranges {
             data[range.clone()].copy_from_slice(&target.bytes[range.clone()]);
             pages += (range.len() / HOST_PAGE) as u64;
@@ -64,16 +64,25 @@ fn apply_memories(live: &mut LiveInstance, image: &SnapshotImage) -> Result<u64,
     Ok(pages)
 }
 
-/// Host-page-aligned ranges where `a` and `b` differ, merged when adjacent.
-pub(crate) fn differing_ranges(a: &[u8], b: &[u8]) -> Vec<Range<usize>> {
+/// Host-page-aligned ranges where `fresh` and `image` differ, merged when
+/// adjacent. Only `within` is compared: outside it the image is zero, and so
+/// is a fresh instance (whose non-zero bytes all lie in the data extent,
+/// which `within` covers).
+pub(crate) fn differing_ranges(
+    fresh: &[u8],
+    image: &[u8],
+    within: &[Range<usize>],
+) -> Vec<Range<usize>> {
     let mut ranges: Vec<Range<usize>> = Vec::new();
-    for (n, (pa, pb)) in a.chunks(HOST_PAGE).zip(b.chunks(HOST_PAGE)).enumerate() {
-        if pa != pb {
-            let start = n * HOST_PAGE;
-            let end = start + pa.len();
-            match ranges.last_mut() {
-                Some(last) if last.end == start => last.end = end,
-                _ => ranges.push(start..end),
+    for span in within {
+        let span = span.start.min(fresh.len())..span.end.min(fresh.len());
+        for start in span.clone().step_by(HOST_PAGE) {
+            let end = (start + HOST_PAGE).min(span.end);
+            if fresh[start..end] != image[start..end] {
+                match ranges.last_mut() {
+                    Some(last) if last.end == start => last.end = end,
+                    _ => ranges.push(start..end),
+                }
             }
         }
     }
@@ -163,10 +172,16 @@ mod tests {
         b[10] = 1; // page 0
         b[HOST_PAGE + 5] = 1; // page 1, adjacent: merged
         b[3 * HOST_PAGE] = 1; // page 3
+        let all = [0..a.len()];
         assert_eq!(
-            differing_ranges(&a, &b),
+            differing_ranges(&a, &b, &all),
             vec![0..2 * HOST_PAGE, 3 * HOST_PAGE..4 * HOST_PAGE]
         );
-        assert!(differing_ranges(&a, &a).is_empty());
+        assert!(differing_ranges(&a, &a, &all).is_empty());
+        // Only the given spans are compared.
+        assert_eq!(
+            differing_ranges(&a, &b, &[3 * HOST_PAGE..4 * HOST_PAGE]),
+            vec![3 * HOST_PAGE..4 * HOST_PAGE]
+        );
     }
 }

@@ -8,6 +8,7 @@ use wasmtime::{Ref, Val as WasmVal};
 
 use crate::error::{Error, ErrorKind};
 use crate::module::Module;
+use crate::reset::dirty::DirtyTracker;
 use crate::sandbox::instance::LiveInstance;
 
 /// Granularity of memory comparison and copying: the host page size.
@@ -30,6 +31,8 @@ pub(crate) struct SnapshotImage {
 #[derive(Debug)]
 pub(crate) struct MemoryImage {
     pub bytes: Vec<u8>,
+    /// Host-page-aligned byte ranges outside which `bytes` is all zero.
+    pub populated: Vec<Range<usize>>,
     /// The byte ranges (host-page aligned) where this image differs from a
     /// freshly instantiated memory; computed on first use.
     pub diff_from_fresh: OnceLock<Vec<Range<usize>>>,
@@ -62,12 +65,29 @@ impl SnapshotImage {
         module: &Module,
         live: &mut LiveInstance,
     ) -> Result<SnapshotImage, Error> {
-        let memories = live
-            .memories
-            .iter()
-            .map(|m| MemoryImage {
-                bytes: m.data(&live.store).to_vec(),
-                diff_from_fresh: OnceLock::new(),
+        let memories = (0..live.memories.len())
+            .map(|i| {
+                let memory = live.memories[i];
+                let data = memory.data(&live.store);
+                match possibly_nonzero(module, i, live) {
+                    Some(populated) => {
+                        // Zeroed allocation: untouched parts cost no memory.
+                        let mut bytes = vec![0u8; data.len()];
+                        for r in &populated {
+                            bytes[r.clone()].copy_from_slice(&data[r.clone()]);
+                        }
+                        MemoryImage {
+                            bytes,
+                            populated,
+                            diff_from_fresh: OnceLock::new(),
+                        }
+                    }
+                    None => MemoryImage {
+                        bytes: data.to_vec(),
+                        populated: std::iter::once(0..data.len()).collect(),
+                        diff_from_fresh: OnceLock::new(),
+                    },
+                }
             })
             .collect();
         let mut globals = Vec::with_capacity(live.globals.len());
@@ -94,6 +114,39 @@ impl SnapshotImage {
     pub(crate) fn memory_bytes(&self) -> usize {
         self.memories.iter().map(|m| m.bytes.len()).sum()
     }
+}
+
+/// The byte ranges of memory `index` of `live` that can hold non-zero
+/// bytes: the part active data segments initialise, and every page mapped
+/// to a page of its own. Everywhere else the memory is untouched anonymous
+/// memory and reads as zero — and is not read here, because reading maps
+/// pages, and every mapped page costs scan time at every later reset.
+/// `None` when that cannot be established (no page scan on this machine, or
+/// data segments at computed offsets): then the whole memory must be read.
+pub(crate) fn possibly_nonzero(
+    module: &Module,
+    index: usize,
+    live: &LiveInstance,
+) -> Option<Vec<Range<usize>>> {
+    let memory = live.memories[index];
+    let len = memory.data_size(&live.store);
+    let extent = module.inner.layout.memories.get(index)?.data_extent?;
+    let extent = (extent as usize).next_multiple_of(HOST_PAGE).min(len);
+    let tracker = DirtyTracker::get().ok()?;
+    let base = memory.data_ptr(&live.store) as usize;
+    let present = tracker.present(base + extent, len - extent).ok()?;
+    let mut ranges: Vec<Range<usize>> = Vec::with_capacity(present.ranges.len() + 1);
+    if extent > 0 {
+        ranges.push(0..extent);
+    }
+    for r in present.ranges {
+        let r = (r.start + extent)..(r.end + extent);
+        match ranges.last_mut() {
+            Some(last) if last.end == r.start => last.end = r.end,
+            _ => ranges.push(r),
+        }
+    }
+    Some(ranges)
 }
 
 pub(crate) fn global_value(live: &mut LiveInstance, value: &WasmVal) -> Result<GlobalValue, Error> {

@@ -86,8 +86,14 @@ impl DirtyTracker {
         Ok(tracker)
     }
 
-    /// Start tracking writes to `[base, base+len)`, an anonymous private
-    /// mapping (page aligned) owned by a linear memory.
+    /// Start tracking writes to `[base, base+len)`, a page-aligned range of
+    /// a linear memory's mapping.
+    ///
+    /// Only the pages mapped now are protected: protecting a whole range
+    /// allocates page tables for all of it (2 MiB of them per GiB), and every
+    /// page-table entry costs scan time at every reset. Unmapped pages need
+    /// no protection: a first write gives them a page that was never
+    /// protected, which the scan reports as written anyway.
     pub(crate) fn track(&self, base: usize, len: usize) -> io::Result<()> {
         if len == 0 {
             return Ok(());
@@ -98,7 +104,19 @@ impl DirtyTracker {
         // live mapping owned by the memory being tracked.
         unsafe { libc::madvise(base as *mut libc::c_void, len, libc::MADV_NOHUGEPAGE) };
         self.userfault.register(base, len)?;
-        self.userfault.protect(base, len)
+        self.protect(base, &self.present(base, len)?)
+    }
+
+    /// The pages of `[base, base+len)` that hold a page of their own,
+    /// resident or swapped out (not the shared zero page, not unmapped): the
+    /// only pages of anonymous memory that can be non-zero.
+    pub(crate) fn present(&self, base: usize, len: usize) -> io::Result<DirtyPages> {
+        let query = ScanQuery {
+            required: 0,
+            absent: PAGE_IS_PFNZERO,
+            any_of: PAGE_IS_PRESENT | PAGE_IS_SWAPPED,
+        };
+        self.scan_all(base, len, &query)
     }
 
     /// The pages of `[base, base+len)` written since they were last

@@ -213,7 +213,7 @@ impl Pagemap {
             category_inverted: query.absent,
             category_mask: query.required | query.absent,
             category_anyof_mask: query.any_of,
-            return_mask: query.required,
+            return_mask: query.required | query.any_of,
         };
         // SAFETY: PAGEMAP_SCAN reads and updates one `pm_scan_arg` (96 bytes,
         // asserted above), which `arg` is, and writes at most `vec_len`
