@@ -172,7 +172,7 @@ mod tests {
         b[10] = 1; // page 0
         b[HOST_PAGE + 5] = 1; // page 1, adjacent: merged
         b[3 * HOST_PAGE] = 1; // page 3
-        let all = [0..a.len()];
+        let all: Vec<Range<usize>> = std::iter::once(0..a.len()).collect();
         assert_eq!(
             differing_ranges(&a, &b, &all),
             vec![0..2 * HOST_PAGE, 3 * HOST_PAGE..4 * HOST_PAGE]
@@ -180,7 +180,11 @@ mod tests {
         assert!(differing_ranges(&a, &a, &all).is_empty());
         // Only the given spans are compared.
         assert_eq!(
-            differing_ranges(&a, &b, &[3 * HOST_PAGE..4 * HOST_PAGE]),
+            differing_ranges(
+                &a,
+                &b,
+                std::slice::from_ref(&(3 * HOST_PAGE..4 * HOST_PAGE))
+            ),
             vec![3 * HOST_PAGE..4 * HOST_PAGE]
         );
     }
