@@ -83,3 +83,67 @@ fn verification_catches_corruption_in_memory_nothing_ever_touched() {
         assert_eq!(sandbox.status(), Status::Unrecoverable);
     });
 }
+
+#[test]
+fn init_changes_inside_the_data_segments_are_part_of_the_snapshot() {
+    // Three pages of data at 64 KiB; init overwrites a word in the middle
+    // page. Capture takes unwritten data pages from the module's own image
+    // and the written one from memory: both must end up in the snapshot.
+    let data: String = (0..3 * 4096)
+        .map(|i| char::from(b'a' + (i % 26) as u8))
+        .collect();
+    let wat = format!(
+        r#"(module
+            (memory 64)
+            (data (i32.const 0x10000) "{data}")
+            (func (export "init") (i32.store (i32.const 0x11008) (i32.const 0x01020304)))
+            (func (export "read") (param i32) (result i32) (i32.load (local.get 0)))
+            (func (export "scribble") (param i32)
+                (i32.store (i32.const 0x10000) (local.get 0))
+                (i32.store (i32.const 0x11008) (local.get 0))
+                (i32.store (i32.const 0x12000) (local.get 0)))
+            (func (export "grow_and_scribble") (param i32)
+                (drop (memory.grow (i32.const 1)))
+                (i32.store (i32.const 0x11008) (local.get 0))))"#
+    );
+    let module = Runtime::new().unwrap().load_bytes(wat).unwrap();
+    let word = |at: usize| {
+        i32::from_le_bytes(
+            data.as_bytes()[at - 0x10000..at - 0x10000 + 4]
+                .try_into()
+                .unwrap(),
+        )
+    };
+    on_every_path(|path| {
+        let mut sandbox = Sandbox::builder(&module)
+            .init("init")
+            .verify(Verify::Always)
+            .reset_strategy(path.strategy)
+            .build()
+            .unwrap();
+        for round in 0..10 {
+            let f = if round % 3 == 2 {
+                "grow_and_scribble"
+            } else {
+                "scribble"
+            };
+            sandbox.call(f, &[Val::I32(-1)]).unwrap();
+            let read = |s: &mut Sandbox, at: i32| s.call_typed::<i32, i32>("read", at).unwrap();
+            assert_eq!(
+                read(&mut sandbox, 0x11008),
+                0x01020304,
+                "init's change inside the data"
+            );
+            assert_eq!(
+                read(&mut sandbox, 0x10000),
+                word(0x10000),
+                "unwritten data page"
+            );
+            assert_eq!(
+                read(&mut sandbox, 0x12000),
+                word(0x12000),
+                "unwritten data page"
+            );
+        }
+    });
+}

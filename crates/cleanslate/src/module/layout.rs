@@ -27,6 +27,16 @@ pub(crate) struct MemoryLayout {
     pub data_extent: Option<u64>,
 }
 
+/// An active data segment at a constant offset: where it lands and where its
+/// bytes are in the module binary.
+#[derive(Clone, Debug)]
+pub(crate) struct ActiveData {
+    /// Index among the module's defined memories.
+    pub memory: usize,
+    pub offset: u64,
+    pub bytes: std::ops::Range<usize>,
+}
+
 /// A table defined by the module.
 #[derive(Clone, Debug)]
 pub(crate) struct TableLayout {
@@ -108,6 +118,8 @@ pub(crate) struct ModuleLayout {
     pub export_names: BTreeSet<String>,
     pub start: Option<u32>,
     pub passive_data: Vec<PassiveSegment>,
+    /// Active data segments with constant offsets, in order.
+    pub active_data: Vec<ActiveData>,
     pub passive_elements: Vec<PassiveSegment>,
     /// Functions that can become funcref values: those named in element
     /// segments or by `ref.func`, or exported.
@@ -303,9 +315,16 @@ pub(crate) fn analyse(wasm: &[u8]) -> Result<ModuleLayout, Error> {
                             .iter()
                             .filter(|i| i.what == "memory")
                             .count() as u32;
-                        if let Some(memory) = memory_index
-                            .checked_sub(imported)
-                            .and_then(|i| layout.memories.get_mut(i as usize))
+                        let defined = memory_index.checked_sub(imported);
+                        if let (Some(defined), Some(offset)) = (defined, offset) {
+                            layout.active_data.push(ActiveData {
+                                memory: defined as usize,
+                                offset,
+                                bytes: (data.range.end - data.data.len())..data.range.end,
+                            });
+                        }
+                        if let Some(memory) =
+                            defined.and_then(|i| layout.memories.get_mut(i as usize))
                         {
                             memory.data_extent = match (memory.data_extent, offset) {
                                 (Some(extent), Some(offset)) => {

@@ -40,6 +40,10 @@ pub(crate) struct ModuleInner {
     pub runtime: Runtime,
     pub layout: ModuleLayout,
     pub hooks: Hooks,
+    /// Per defined memory: what a fresh instance holds in its data extent
+    /// (the active data segments applied to zeros), when that is known
+    /// statically and not too large to keep.
+    pub initial_memory: Vec<Option<Arc<[u8]>>>,
     /// The rewritten binary, compiled per engine flavor on demand.
     instrumented: Vec<u8>,
     compiled: Mutex<HashMap<EngineFlavor, wasmtime::Module>>,
@@ -50,11 +54,13 @@ impl Module {
         let binary = to_binary(bytes)?;
         let layout = layout::analyse(&binary)?;
         let (instrumented, hooks) = instrument::instrument(&binary, &layout)?;
+        let initial_memory = initial_memory(&binary, &layout);
         let module = Module {
             inner: Arc::new(ModuleInner {
                 runtime,
                 layout,
                 hooks,
+                initial_memory,
                 instrumented,
                 compiled: Mutex::new(HashMap::new()),
             }),
@@ -206,6 +212,29 @@ impl fmt::Display for ImportInfo<'_> {
         }
         Ok(())
     }
+}
+
+/// The largest data extent whose initial image is kept in host memory.
+const MAX_INITIAL_IMAGE: u64 = 256 << 20;
+
+/// For each defined memory, the data extent's initial content: the active
+/// segments applied in order to zeros (as instantiation does).
+fn initial_memory(binary: &[u8], layout: &ModuleLayout) -> Vec<Option<Arc<[u8]>>> {
+    layout
+        .memories
+        .iter()
+        .enumerate()
+        .map(|(i, memory)| {
+            let extent = memory.data_extent.filter(|e| *e <= MAX_INITIAL_IMAGE)?;
+            let mut image = vec![0u8; extent as usize];
+            for segment in layout.active_data.iter().filter(|d| d.memory == i) {
+                let at = segment.offset as usize;
+                let bytes = &binary[segment.bytes.clone()];
+                image[at..at + bytes.len()].copy_from_slice(bytes);
+            }
+            Some(Arc::from(image))
+        })
+        .collect()
 }
 
 /// Accept the binary format as is and translate WAT text.

@@ -17,7 +17,7 @@ pub(super) fn restore_fresh(
     image: &SnapshotImage,
 ) -> Result<(LiveInstance, u64), Error> {
     let mut live = factory.instantiate()?;
-    let pages = apply_memories(&mut live, image)?;
+    let pages = apply_memories(factory, &mut live, image)?;
     write_globals(image, &mut live).map_err(failed)?;
     if factory.module.inner.layout.mutations.table_write {
         apply_tables(factory, &mut live, image)?;
@@ -30,7 +30,11 @@ fn failed(what: String) -> Error {
     Error::new(ErrorKind::ResetFailed, what)
 }
 
-fn apply_memories(live: &mut LiveInstance, image: &SnapshotImage) -> Result<u64, Error> {
+fn apply_memories(
+    factory: &InstanceFactory,
+    live: &mut LiveInstance,
+    image: &SnapshotImage,
+) -> Result<u64, Error> {
     let mut pages = 0;
     for (i, target) in image.memories.iter().enumerate() {
         let memory = live.memories[i];
@@ -52,9 +56,20 @@ fn apply_memories(live: &mut LiveInstance, image: &SnapshotImage) -> Result<u64,
                 })?;
         }
         let data = memory.data_mut(&mut live.store);
-        let ranges = target
-            .diff_from_fresh
-            .get_or_init(|| differing_ranges(data, &target.bytes, &target.populated));
+        // What a fresh instance holds is known from the module when its data
+        // image is: then the diff is computed without reading (and mapping)
+        // the new instance's memory.
+        let initial = factory
+            .module
+            .inner
+            .initial_memory
+            .get(i)
+            .cloned()
+            .flatten();
+        let ranges = target.diff_from_fresh.get_or_init(|| match &initial {
+            Some(initial) => differing_ranges(&Padded(initial), &target.bytes, &target.populated),
+            None => differing_ranges(&Padded(data), &target.bytes, &target.populated),
+        });
         for range in ranges {
             data[range.clone()].copy_from_slice(&target.bytes[range.clone()]);
             pages += (range.len() / HOST_PAGE) as u64;
@@ -64,21 +79,35 @@ fn apply_memories(live: &mut LiveInstance, image: &SnapshotImage) -> Result<u64,
     Ok(pages)
 }
 
+/// Bytes followed by zeros to any length: a fresh memory's content.
+pub(crate) struct Padded<'a>(pub &'a [u8]);
+
+impl Padded<'_> {
+    /// Whether `self[range]` equals `other` (of the same length).
+    fn eq_at(&self, range: Range<usize>, other: &[u8]) -> bool {
+        // Where the known bytes end, within the range.
+        let known = self.0.len().clamp(range.start, range.end);
+        let (head, tail) = other.split_at(known - range.start);
+        let ours = self.0.get(range.start..known).unwrap_or(&[]);
+        ours == head && tail.iter().all(|b| *b == 0)
+    }
+}
+
 /// Host-page-aligned ranges where `fresh` and `image` differ, merged when
 /// adjacent. Only `within` is compared: outside it the image is zero, and so
 /// is a fresh instance (whose non-zero bytes all lie in the data extent,
 /// which `within` covers).
 pub(crate) fn differing_ranges(
-    fresh: &[u8],
+    fresh: &Padded<'_>,
     image: &[u8],
     within: &[Range<usize>],
 ) -> Vec<Range<usize>> {
     let mut ranges: Vec<Range<usize>> = Vec::new();
     for span in within {
-        let span = span.start.min(fresh.len())..span.end.min(fresh.len());
+        let span = span.start.min(image.len())..span.end.min(image.len());
         for start in span.clone().step_by(HOST_PAGE) {
             let end = (start + HOST_PAGE).min(span.end);
-            if fresh[start..end] != image[start..end] {
+            if !fresh.eq_at(start..end, &image[start..end]) {
                 match ranges.last_mut() {
                     Some(last) if last.end == start => last.end = end,
                     _ => ranges.push(start..end),
@@ -174,14 +203,21 @@ mod tests {
         b[3 * HOST_PAGE] = 1; // page 3
         let all: Vec<Range<usize>> = std::iter::once(0..a.len()).collect();
         assert_eq!(
-            differing_ranges(&a, &b, &all),
+            differing_ranges(&Padded(&a), &b, &all),
             vec![0..2 * HOST_PAGE, 3 * HOST_PAGE..4 * HOST_PAGE]
         );
-        assert!(differing_ranges(&a, &a, &all).is_empty());
+        assert!(differing_ranges(&Padded(&a), &a, &all).is_empty());
+        // A short fresh image is zero beyond its end.
+        let short = Padded(&a[..10]);
+        assert!(differing_ranges(&short, &a, &all).is_empty());
+        assert_eq!(
+            differing_ranges(&short, &b, &all),
+            vec![0..2 * HOST_PAGE, 3 * HOST_PAGE..4 * HOST_PAGE]
+        );
         // Only the given spans are compared.
         assert_eq!(
             differing_ranges(
-                &a,
+                &Padded(&a),
                 &b,
                 std::slice::from_ref(&(3 * HOST_PAGE..4 * HOST_PAGE))
             ),

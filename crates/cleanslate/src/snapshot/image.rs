@@ -66,29 +66,7 @@ impl SnapshotImage {
         live: &mut LiveInstance,
     ) -> Result<SnapshotImage, Error> {
         let memories = (0..live.memories.len())
-            .map(|i| {
-                let memory = live.memories[i];
-                let data = memory.data(&live.store);
-                match possibly_nonzero(module, i, live) {
-                    Some(populated) => {
-                        // Zeroed allocation: untouched parts cost no memory.
-                        let mut bytes = vec![0u8; data.len()];
-                        for r in &populated {
-                            bytes[r.clone()].copy_from_slice(&data[r.clone()]);
-                        }
-                        MemoryImage {
-                            bytes,
-                            populated,
-                            diff_from_fresh: OnceLock::new(),
-                        }
-                    }
-                    None => MemoryImage {
-                        bytes: data.to_vec(),
-                        populated: std::iter::once(0..data.len()).collect(),
-                        diff_from_fresh: OnceLock::new(),
-                    },
-                }
-            })
+            .map(|i| capture_memory(module, i, live))
             .collect();
         let mut globals = Vec::with_capacity(live.globals.len());
         for i in 0..live.globals.len() {
@@ -113,6 +91,52 @@ impl SnapshotImage {
     /// Total bytes of memory held by the image.
     pub(crate) fn memory_bytes(&self) -> usize {
         self.memories.iter().map(|m| m.bytes.len()).sum()
+    }
+}
+
+/// Capture memory `index`, mapping as little of it as possible.
+fn capture_memory(module: &Module, index: usize, live: &LiveInstance) -> MemoryImage {
+    let memory = live.memories[index];
+    let data = memory.data(&live.store);
+    let Some(populated) = possibly_nonzero(module, index, live) else {
+        return MemoryImage {
+            bytes: data.to_vec(),
+            populated: std::iter::once(0..data.len()).collect(),
+            diff_from_fresh: OnceLock::new(),
+        };
+    };
+    // A zeroed allocation: the parts that stay zero cost no memory.
+    let mut bytes = vec![0u8; data.len()];
+    let mut read_from = 0;
+    // The data extent: a page no one wrote still holds the data image (the
+    // copy-on-write file page, mapped or not), so take it from the module
+    // rather than reading — and thereby mapping — it.
+    if let (Some(initial), Ok(tracker)) = (
+        module.inner.initial_memory.get(index).cloned().flatten(),
+        DirtyTracker::get(),
+    ) {
+        let extent = initial.len().min(data.len());
+        let extent_pages = extent.next_multiple_of(HOST_PAGE).min(data.len());
+        let base = memory.data_ptr(&live.store) as usize;
+        if let Ok(written) = tracker.anonymous(base, extent_pages) {
+            bytes[..extent].copy_from_slice(&initial[..extent]);
+            for r in written.ranges {
+                let r = r.start..r.end.min(extent_pages);
+                bytes[r.clone()].copy_from_slice(&data[r]);
+            }
+            read_from = extent_pages;
+        }
+    }
+    for r in &populated {
+        let r = r.start.max(read_from)..r.end;
+        if !r.is_empty() {
+            bytes[r.clone()].copy_from_slice(&data[r]);
+        }
+    }
+    MemoryImage {
+        bytes,
+        populated,
+        diff_from_fresh: OnceLock::new(),
     }
 }
 

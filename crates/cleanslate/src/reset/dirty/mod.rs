@@ -24,8 +24,8 @@ use std::ops::Range;
 use std::sync::OnceLock;
 
 use sys::{
-    PAGE_IS_PFNZERO, PAGE_IS_PRESENT, PAGE_IS_SWAPPED, PAGE_IS_WRITTEN, PageRegion, Pagemap,
-    ScanQuery, Userfault,
+    PAGE_IS_FILE, PAGE_IS_PFNZERO, PAGE_IS_PRESENT, PAGE_IS_SWAPPED, PAGE_IS_WRITTEN, PageRegion,
+    Pagemap, ScanQuery, Userfault,
 };
 
 /// Host page size the tracker works in.
@@ -114,6 +114,19 @@ impl DirtyTracker {
         let query = ScanQuery {
             required: 0,
             absent: PAGE_IS_PFNZERO,
+            any_of: PAGE_IS_PRESENT | PAGE_IS_SWAPPED,
+        };
+        self.scan_all(base, len, &query)
+    }
+
+    /// The pages of `[base, base+len)` that were written at some point:
+    /// anonymous pages, resident or swapped. In a private copy-on-write
+    /// mapping every other page still holds the file's (the data image's)
+    /// content.
+    pub(crate) fn anonymous(&self, base: usize, len: usize) -> io::Result<DirtyPages> {
+        let query = ScanQuery {
+            required: 0,
+            absent: PAGE_IS_FILE | PAGE_IS_PFNZERO,
             any_of: PAGE_IS_PRESENT | PAGE_IS_SWAPPED,
         };
         self.scan_all(base, len, &query)

@@ -20,6 +20,7 @@ const UFFDIO_WRITEPROTECT_MODE_WP: u64 = 1 << 0;
 
 const PAGEMAP_SCAN: libc::c_ulong = 0xc060_6610;
 pub(crate) const PAGE_IS_WRITTEN: u64 = 1 << 1;
+pub(crate) const PAGE_IS_FILE: u64 = 1 << 2;
 pub(crate) const PAGE_IS_PRESENT: u64 = 1 << 3;
 pub(crate) const PAGE_IS_SWAPPED: u64 = 1 << 4;
 pub(crate) const PAGE_IS_PFNZERO: u64 = 1 << 5;
