@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use clap::Args;
-use cleanslate::{ResetPath, Runtime};
+use cleanslate::ResetPath;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
 
@@ -60,13 +60,7 @@ pub fn bench(args: BenchArgs) -> Result<u8, String> {
     if args.calls == 0 {
         return Err("--calls must be at least 1".into());
     }
-    let runtime = Runtime::new().map_err(|e| e.to_string())?;
-    let module = runtime.load_file(&args.module).map_err(|e| e.to_string())?;
-    let mut sandbox = args
-        .sandbox
-        .builder(&module)?
-        .build()
-        .map_err(|e| format!("cannot build the sandbox: {e}"))?;
+    let (module, mut sandbox) = args.sandbox.load_and_build(&args.module)?;
     let spec = CallSpec::parse(&args.call);
     let values = spec.values(&module).map_err(|e| e.to_string())?;
     // A call that cannot be made at all is a usage error, not a benchmark.

@@ -48,6 +48,17 @@ fn parse_verify(text: &str) -> Result<Verify, String> {
 }
 
 impl SandboxOptions {
+    /// Load the module at `path` and build its sandbox with these options.
+    pub fn load_and_build(&self, path: &std::path::Path) -> Result<(Module, Sandbox), String> {
+        let runtime = cleanslate::Runtime::new().map_err(|e| e.to_string())?;
+        let module = runtime.load_file(path).map_err(|e| e.to_string())?;
+        let sandbox = self
+            .builder(&module)?
+            .build()
+            .map_err(|e| format!("cannot build the sandbox: {e}"))?;
+        Ok((module, sandbox))
+    }
+
     /// A builder with these options and the built-in host functions.
     pub fn builder(&self, module: &Module) -> Result<SandboxBuilder, String> {
         let mut builder = crate::demo_host::provide(Sandbox::builder(module), module)

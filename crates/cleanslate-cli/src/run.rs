@@ -4,7 +4,7 @@ use std::io::{BufRead, Write};
 use std::path::PathBuf;
 
 use clap::Args;
-use cleanslate::{Runtime, Sandbox};
+use cleanslate::Sandbox;
 use serde_json::Value;
 
 use crate::call_spec::CallSpec;
@@ -48,13 +48,7 @@ pub fn run(args: RunArgs) -> Result<u8, String> {
                 .into(),
         );
     }
-    let runtime = Runtime::new().map_err(|e| e.to_string())?;
-    let module = runtime.load_file(&args.module).map_err(|e| e.to_string())?;
-    let mut sandbox = args
-        .sandbox
-        .builder(&module)?
-        .build()
-        .map_err(|e| format!("cannot build the sandbox: {e}"))?;
+    let (module, mut sandbox) = args.sandbox.load_and_build(&args.module)?;
 
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
