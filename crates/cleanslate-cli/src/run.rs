@@ -73,40 +73,30 @@ pub fn run(args: RunArgs) -> Result<u8, String> {
 /// record, never an abort: later calls still run.
 pub fn call_once(sandbox: &mut Sandbox, module: &cleanslate::Module, text: &str) -> CallRecord {
     let spec = CallSpec::parse(text);
+    let parsed = spec.values(module);
+    // The arguments as read by the signature, or as written when unreadable.
+    let args = match &parsed {
+        Ok(values) if values.len() == spec.args.len() => values.iter().map(json_value).collect(),
+        _ => spec.args.iter().map(|a| Value::String(a.clone())).collect(),
+    };
     let resets_before = sandbox.resets();
-    let outcome = spec
-        .values(module)
-        .and_then(|values| sandbox.call(&spec.function, &values).map(|r| (values, r)));
+    let outcome = parsed.and_then(|values| sandbox.call(&spec.function, &values));
     let reset = ResetRecord::from_report(
         sandbox
             .last_reset()
             .filter(|_| sandbox.resets() != resets_before),
     );
-    match outcome {
-        Ok((values, results)) => CallRecord {
-            call: spec.function,
-            args: values.iter().map(json_value).collect(),
-            ok: true,
-            results: Some(results.iter().map(json_value).collect()),
-            error: None,
-            reset,
-        },
-        Err(error) => {
-            let args = match spec.values(module) {
-                Ok(values) if values.len() == spec.args.len() => {
-                    values.iter().map(json_value).collect()
-                }
-                _ => spec.args.iter().map(|a| Value::String(a.clone())).collect(),
-            };
-            CallRecord {
-                call: spec.function,
-                args,
-                ok: false,
-                results: None,
-                error: Some(ErrorRecord::from_error(&error)),
-                reset,
-            }
-        }
+    let (results, error) = match outcome {
+        Ok(results) => (Some(results.iter().map(json_value).collect()), None),
+        Err(error) => (None, Some(ErrorRecord::from_error(&error))),
+    };
+    CallRecord {
+        call: spec.function,
+        args,
+        ok: error.is_none(),
+        results,
+        error,
+        reset,
     }
 }
 

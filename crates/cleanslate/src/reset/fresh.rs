@@ -8,7 +8,7 @@ use wasmtime::Ref;
 use crate::error::{Error, ErrorKind};
 use crate::sandbox::instance::{InstanceFactory, LiveInstance};
 use crate::snapshot::SnapshotImage;
-use crate::snapshot::image::{HOST_PAGE, write_globals};
+use crate::snapshot::image::{HOST_PAGE, null_ref, write_globals};
 
 /// Instantiate and apply `image`; returns the instance and the number of
 /// host pages copied.
@@ -118,18 +118,6 @@ pub(crate) fn differing_ranges(
     ranges
 }
 
-fn function(live: &LiveInstance, index: Option<u32>) -> Result<Option<wasmtime::Func>, Error> {
-    match index {
-        None => Ok(None),
-        Some(i) => live
-            .functions
-            .get(&i)
-            .copied()
-            .map(Some)
-            .ok_or_else(|| failed(format!("function {i} of the snapshot is not reachable"))),
-    }
-}
-
 fn apply_tables(
     factory: &InstanceFactory,
     live: &mut LiveInstance,
@@ -137,12 +125,7 @@ fn apply_tables(
 ) -> Result<(), Error> {
     for (i, target) in image.tables.iter().enumerate() {
         let table = live.tables[i];
-        let funcref = factory.module.inner.layout.tables[i].funcref;
-        let null = if funcref {
-            Ref::Func(None)
-        } else {
-            Ref::Extern(None)
-        };
+        let null = null_ref(factory.module.inner.layout.tables[i].funcref);
         let current = table.size(&live.store);
         let wanted = target.elements.len() as u64;
         if wanted > current {
@@ -152,7 +135,7 @@ fn apply_tables(
         }
         for (slot, element) in target.elements.iter().enumerate() {
             let value = match element {
-                Some(_) => Ref::Func(function(live, *element)?),
+                Some(_) => Ref::Func(live.function_ref(*element).map_err(failed)?),
                 None => null.clone(),
             };
             table

@@ -12,7 +12,7 @@ use super::report::FallbackReason;
 use crate::module::Module;
 use crate::sandbox::instance::LiveInstance;
 use crate::snapshot::SnapshotImage;
-use crate::snapshot::image::{capture_table, write_globals};
+use crate::snapshot::image::{capture_table, null_ref, write_globals};
 
 /// Why the in-place path did not finish.
 pub(super) enum Declined {
@@ -138,9 +138,8 @@ fn restore_table_slots(
                 continue;
             }
             let value = match want {
-                Some(f) => Ref::Func(live.functions.get(f).copied()),
-                None if funcref => Ref::Func(None),
-                None => Ref::Extern(None),
+                Some(_) => Ref::Func(live.function_ref(*want).map_err(Declined::Failed)?),
+                None => null_ref(funcref),
             };
             table
                 .set(&mut live.store, slot as u64, value)

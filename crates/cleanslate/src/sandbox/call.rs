@@ -11,13 +11,13 @@ use crate::runtime::Runtime;
 use crate::sandbox::SandboxCore;
 use crate::sandbox::instance::{InstanceFactory, LiveInstance};
 use crate::sandbox::interrupt::Interruption;
-use crate::value::{Signature, Val};
+use crate::value::Val;
 
 /// A callable export, resolved and type-checked before the guard is armed.
-pub(crate) struct Target {
-    pub name: String,
+pub(crate) struct Target<'n> {
+    pub name: &'n str,
     pub func: wasmtime::Func,
-    pub signature: Signature,
+    pub result_count: usize,
 }
 
 /// Native stack kept free below the guest's stack limit for host functions
@@ -27,7 +27,7 @@ const STACK_RED_ZONE: usize = 256 * 1024;
 impl SandboxCore {
     /// Find the export `name` and check `args` against it. Nothing runs, so
     /// failures here need no reset.
-    pub(crate) fn resolve(&mut self, name: &str, args: &[Val]) -> Result<Target, Error> {
+    pub(crate) fn resolve<'n>(&mut self, name: &'n str, args: &[Val]) -> Result<Target<'n>, Error> {
         let layout = &self.module.inner.layout;
         let Some(export) = layout.function(name) else {
             let mut known: Vec<&str> = layout.exports.iter().map(|e| e.name.as_str()).collect();
@@ -60,7 +60,7 @@ impl SandboxCore {
             ));
         }
         export.signature.check_args(name, args)?;
-        let signature = export.signature.clone();
+        let result_count = export.signature.results().len();
         let live = self.live()?;
         let func = live
             .instance
@@ -72,15 +72,14 @@ impl SandboxCore {
                 )
             })?;
         Ok(Target {
-            name: name.to_string(),
+            name,
             func,
-            signature,
+            result_count,
         })
     }
 
     /// Run `target` under the sandbox's limits.
-    pub(crate) fn invoke(&mut self, target: &Target, args: &[Val]) -> Result<Vec<Val>, Error> {
-        let runtime = self.module.runtime().clone();
+    pub(crate) fn invoke(&mut self, target: &Target<'_>, args: &[Val]) -> Result<Vec<Val>, Error> {
         let live = self.live.as_mut().ok_or_else(|| {
             Error::new(
                 ErrorKind::Unrecoverable,
@@ -89,13 +88,13 @@ impl SandboxCore {
         })?;
         let params: Vec<wasmtime::Val> = args.iter().map(|a| a.to_wasmtime()).collect();
         enter(
-            &runtime,
+            self.module.runtime(),
             &self.factory,
             live,
-            &target.name,
+            target.name,
             target.func,
             &params,
-            target.signature.results().len(),
+            target.result_count,
         )
     }
 }

@@ -153,6 +153,20 @@ impl InstanceFactory {
 }
 
 impl LiveInstance {
+    /// The function with module index `index` in this instance, for a funcref
+    /// recorded by index (`None` is a null reference).
+    pub(crate) fn function_ref(&self, index: Option<u32>) -> Result<Option<Func>, String> {
+        match index {
+            None => Ok(None),
+            Some(i) => self
+                .functions
+                .get(&i)
+                .copied()
+                .map(Some)
+                .ok_or_else(|| format!("function {i} of the snapshot is not reachable")),
+        }
+    }
+
     /// Start tracking writes to every memory, from the current contents on.
     /// Where the machine cannot, the instance stays untracked and resets
     /// take the fresh-instance path.

@@ -217,6 +217,15 @@ impl fmt::Debug for Sandbox {
 }
 
 impl SandboxCore {
+    /// Refuse anything that would build a new instance for an
+    /// unrecoverable sandbox (a poisoned one may still be reset).
+    fn ensure_recoverable(&self) -> Result<(), Error> {
+        match self.status {
+            Status::Unrecoverable => self.ensure_status_allows_calls(),
+            Status::Ready | Status::Poisoned => Ok(()),
+        }
+    }
+
     pub(crate) fn ensure_status_allows_calls(&self) -> Result<(), Error> {
         match self.status {
             Status::Ready => Ok(()),
@@ -235,9 +244,9 @@ impl SandboxCore {
     /// instance replaces the old; on failure no instance is left and the
     /// sandbox is unrecoverable. Records the outcome for the caller.
     pub(crate) fn reset_to_baseline(&mut self) {
-        if self.status == Status::Unrecoverable {
-            // Never bring an unrecoverable sandbox back to life.
-            self.reset_outcome = Some(self.ensure_status_allows_calls());
+        // Never bring an unrecoverable sandbox back to life.
+        if let Err(e) = self.ensure_recoverable() {
+            self.reset_outcome = Some(Err(e));
             return;
         }
         let verify = self.verify.next_is_due();
@@ -302,9 +311,7 @@ impl SandboxCore {
     }
 
     pub(crate) fn capture(&mut self) -> Result<Snapshot, Error> {
-        if self.status == Status::Unrecoverable {
-            self.ensure_status_allows_calls()?;
-        }
+        // An unrecoverable sandbox has no instance: `live()` refuses.
         let module = self.module.clone();
         let live = self.live()?;
         let image = SnapshotImage::capture(&module, live)?;
@@ -315,9 +322,7 @@ impl SandboxCore {
     }
 
     pub(crate) fn restore(&mut self, snapshot: &Snapshot) -> Result<(), Error> {
-        if self.status == Status::Unrecoverable {
-            self.ensure_status_allows_calls()?;
-        }
+        self.ensure_recoverable()?;
         if snapshot.module_id != module_id(&self.module) {
             return Err(Error::new(
                 ErrorKind::InvalidArguments,

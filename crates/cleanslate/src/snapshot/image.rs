@@ -193,6 +193,16 @@ pub(crate) fn global_value(live: &mut LiveInstance, value: &WasmVal) -> Result<G
     })
 }
 
+/// The null value of a table's element type (funcref, or externref, the
+/// only other reference type without a GC heap).
+pub(crate) fn null_ref(funcref: bool) -> Ref {
+    if funcref {
+        Ref::Func(None)
+    } else {
+        Ref::Extern(None)
+    }
+}
+
 /// Write the image's global values into `live` (either path's last step
 /// for globals).
 pub(crate) fn write_globals(image: &SnapshotImage, live: &mut LiveInstance) -> Result<(), String> {
@@ -204,14 +214,10 @@ pub(crate) fn write_globals(image: &SnapshotImage, live: &mut LiveInstance) -> R
             GlobalValue::F32(v) => WasmVal::F32(v),
             GlobalValue::F64(v) => WasmVal::F64(v),
             GlobalValue::V128(v) => WasmVal::V128(v.into()),
-            GlobalValue::FuncRef(None) => WasmVal::FuncRef(None),
-            GlobalValue::FuncRef(Some(f)) => {
-                let func = live.functions.get(&f).copied();
-                if func.is_none() {
-                    return Err(format!("function {f} of global {index} is not reachable"));
-                }
-                WasmVal::FuncRef(func)
-            }
+            GlobalValue::FuncRef(f) => WasmVal::FuncRef(
+                live.function_ref(f)
+                    .map_err(|e| format!("global {index}: {e}"))?,
+            ),
             GlobalValue::NullRef => WasmVal::ExternRef(None),
         };
         global
