@@ -118,6 +118,24 @@ pub enum ErrorKind {
     /// A call inside a session failed and left the session's state unknown:
     /// drop the session or `restore` a snapshot to recover.
     Poisoned,
+    /// The guest reported an error through the data ABI (docs/ABI.md); the
+    /// guest's own message is in [`Error::guest_message`].
+    GuestError,
+    /// A guest panicked (a Rust guest built with the SDK reports its panic
+    /// message before trapping); the message is in [`Error::guest_message`].
+    GuestPanic,
+    /// The guest broke the data ABI: a pointer or length outside its memory,
+    /// a malformed result record, or output that does not decode (bad JSON,
+    /// bad UTF-8). The host read nothing outside the guest's memory.
+    InvalidGuestOutput,
+    /// The guest produced more output (or stdout/stderr, or host-call input)
+    /// than the sandbox's output limit allows.
+    OutputTooLarge,
+    /// A WASI guest called `proc_exit` with a non-zero code, or exited from a
+    /// function that must return values. [`Error::exit_code`] has the code;
+    /// [`Sandbox::call_with`](crate::Sandbox::call_with) treats exits as
+    /// results instead.
+    Exited,
 }
 
 impl ErrorKind {
@@ -140,6 +158,11 @@ impl ErrorKind {
             ErrorKind::ResetFailed => "reset_failed",
             ErrorKind::Unrecoverable => "unrecoverable",
             ErrorKind::Poisoned => "poisoned",
+            ErrorKind::GuestError => "guest_error",
+            ErrorKind::GuestPanic => "guest_panic",
+            ErrorKind::InvalidGuestOutput => "invalid_guest_output",
+            ErrorKind::OutputTooLarge => "output_too_large",
+            ErrorKind::Exited => "exited",
         }
     }
 
@@ -164,6 +187,11 @@ impl ErrorKind {
                 | ErrorKind::Cancelled
                 | ErrorKind::HostError
                 | ErrorKind::HostPanic
+                | ErrorKind::GuestError
+                | ErrorKind::GuestPanic
+                | ErrorKind::InvalidGuestOutput
+                | ErrorKind::OutputTooLarge
+                | ErrorKind::Exited
         )
     }
 }
@@ -195,6 +223,19 @@ pub struct Error {
     original: Option<Box<Error>>,
     /// Where the module is broken, for `InvalidModule`.
     offset: Option<usize>,
+    /// What the guest said, for `GuestError` and `GuestPanic`.
+    guest_message: Option<String>,
+    /// The exit code, for `Exited`.
+    exit_code: Option<i32>,
+    /// What a WASI guest wrote before the call failed.
+    captured: Option<Box<Captured>>,
+}
+
+/// What a WASI guest wrote to stdout and stderr during one call.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Captured {
+    pub stdout: Vec<u8>,
+    pub stderr: Vec<u8>,
 }
 
 impl Error {
@@ -204,7 +245,41 @@ impl Error {
             message: message.into(),
             original: None,
             offset: None,
+            guest_message: None,
+            exit_code: None,
+            captured: None,
         }
+    }
+
+    /// An error the guest itself reported (`GuestError`, `GuestPanic`),
+    /// keeping its message apart from ours.
+    pub(crate) fn from_guest(kind: ErrorKind, function: &str, message: String) -> Self {
+        let what = match kind {
+            ErrorKind::GuestPanic => "panicked",
+            _ => "reported an error",
+        };
+        Error {
+            guest_message: Some(message.clone()),
+            ..Error::new(kind, format!("`{function}` {what}: {message}"))
+        }
+    }
+
+    pub(crate) fn exited(function: &str, code: i32, why: &str) -> Self {
+        Error {
+            exit_code: Some(code),
+            ..Error::new(
+                ErrorKind::Exited,
+                format!("`{function}` exited with code {code} (proc_exit){why}"),
+            )
+        }
+    }
+
+    /// Attach what the guest wrote to stdout/stderr before failing.
+    pub(crate) fn with_captured(mut self, captured: Captured) -> Self {
+        if !captured.stdout.is_empty() || !captured.stderr.is_empty() {
+            self.captured = Some(Box::new(captured));
+        }
+        self
     }
 
     pub(crate) fn invalid_module(message: impl Into<String>, offset: Option<usize>) -> Self {
@@ -250,6 +325,45 @@ impl Error {
     pub fn offset(&self) -> Option<usize> {
         self.offset
     }
+
+    /// For [`ErrorKind::GuestError`] and [`ErrorKind::GuestPanic`]: the
+    /// guest's own message, exactly as it reported it.
+    ///
+    /// ```
+    /// use cleanslate::{ErrorKind, Runtime, Sandbox};
+    ///
+    /// let runtime = Runtime::new()?;
+    /// let module = runtime.load_bytes(r#"(module
+    ///     (memory (export "memory") 1)
+    ///     (data (i32.const 16) "\01\00\00\00\40\00\00\00\03\00\00\00") ;; status 1, message at 64, 3 bytes
+    ///     (data (i32.const 64) "no!")
+    ///     (func (export "cleanslate_alloc") (param i32) (result i32) (i32.const 1024))
+    ///     (func (export "refuse") (param i32 i32) (result i32) (i32.const 16)))"#)?;
+    /// let mut sandbox = Sandbox::builder(&module).build()?;
+    /// let err = sandbox.call_bytes("refuse", b"input").unwrap_err();
+    /// assert_eq!(err.kind(), ErrorKind::GuestError);
+    /// assert_eq!(err.guest_message(), Some("no!"));
+    /// # Ok::<(), cleanslate::Error>(())
+    /// ```
+    pub fn guest_message(&self) -> Option<&str> {
+        self.guest_message.as_deref()
+    }
+
+    /// For [`ErrorKind::Exited`]: the code the guest passed to `proc_exit`.
+    pub fn exit_code(&self) -> Option<i32> {
+        self.exit_code
+    }
+
+    /// What a WASI guest wrote to stdout before the call failed (empty for
+    /// other guests).
+    pub fn stdout(&self) -> &[u8] {
+        self.captured.as_ref().map_or(&[], |c| &c.stdout)
+    }
+
+    /// What a WASI guest wrote to stderr before the call failed.
+    pub fn stderr(&self) -> &[u8] {
+        self.captured.as_ref().map_or(&[], |c| &c.stderr)
+    }
 }
 
 impl fmt::Display for Error {
@@ -275,6 +389,8 @@ impl fmt::Debug for Error {
             .field("kind", &self.kind)
             .field("message", &self.message)
             .field("original", &self.original)
+            .field("guest_message", &self.guest_message)
+            .field("exit_code", &self.exit_code)
             .finish()
     }
 }

@@ -7,6 +7,10 @@ use std::fmt;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 
+use crate::abi::{
+    ALLOC_EXPORT, GuestMemory, GuestMemoryMut, IMPORT_MODULE, MESSAGE_LIMIT, check_size, pack,
+    read_message,
+};
 use crate::error::{Error, ErrorKind};
 use crate::module::ModuleLayout;
 use crate::sandbox::StoreData;
@@ -18,18 +22,75 @@ pub type HostFnError = Box<dyn std::error::Error + Send + Sync>;
 
 pub(crate) type HostClosure = Arc<dyn Fn(&[Val]) -> Result<Vec<Val>, HostFnError> + Send + Sync>;
 
+/// A host function over bytes; `Err(HostFailure::BadInput)` blames the guest.
+pub(crate) type BytesClosure =
+    Arc<dyn Fn(&HostContext<'_>, &[u8]) -> Result<Vec<u8>, HostFailure> + Send + Sync>;
+
+/// Why a bytes host function failed.
+pub(crate) enum HostFailure {
+    /// The host function itself failed: [`ErrorKind::HostError`].
+    Host(HostFnError),
+    /// The guest's input did not decode (e.g. malformed JSON):
+    /// [`ErrorKind::InvalidGuestOutput`].
+    BadInput(String),
+}
+
+/// What a bytes host function knows about the call it serves.
+///
+/// ```
+/// use cleanslate::{Runtime, Sandbox};
+/// # let runtime = Runtime::new()?;
+/// # let module = runtime.load_bytes("(module)")?;
+/// let sandbox = Sandbox::builder(&module)
+///     .host_fn_bytes("kv", "get", |ctx, key| {
+///         tracing::debug!(host_fn = ctx.function(), export = ctx.export(), "lookup");
+///         Ok(key.to_ascii_uppercase())
+///     })
+///     .build()?;
+/// # Ok::<(), cleanslate::Error>(())
+/// ```
+#[derive(Debug)]
+pub struct HostContext<'a> {
+    function: &'a str,
+    export: &'a str,
+}
+
+impl HostContext<'_> {
+    /// The host function being called, as `module.name`.
+    pub fn function(&self) -> &str {
+        self.function
+    }
+
+    /// The guest export whose call this is.
+    pub fn export(&self) -> &str {
+        self.export
+    }
+}
+
+/// How the host provides one import.
+#[derive(Clone)]
+enum HostBinding {
+    Values(HostClosure),
+    Bytes(BytesClosure),
+}
+
 /// The host functions a sandbox provides, by (module, name).
 #[derive(Clone, Default)]
 pub(crate) struct HostFunctions {
-    functions: BTreeMap<(String, String), HostClosure>,
+    functions: BTreeMap<(String, String), HostBinding>,
 }
 
-/// How a host function failed; carried through wasmtime as the error of the
-/// call so the sandbox can classify it.
+/// How a host function (or a host-side check of the guest's data) failed;
+/// carried through wasmtime as the error of the call so the sandbox can
+/// classify it.
 #[derive(Debug)]
 pub(crate) enum HostFault {
     Error { function: String, message: String },
     Panic { function: String, message: String },
+    /// The guest broke the data ABI or a limit while calling the host.
+    Guest(Error),
+    /// The guest reported a panic through `cleanslate.panic`.
+    GuestPanic { message: String },
 }
 
 impl fmt::Display for HostFault {
@@ -41,6 +102,8 @@ impl fmt::Display for HostFault {
             HostFault::Panic { function, message } => {
                 write!(f, "host function `{function}` panicked: {message}")
             }
+            HostFault::Guest(error) => write!(f, "{error}"),
+            HostFault::GuestPanic { message } => write!(f, "the guest panicked: {message}"),
         }
     }
 }
@@ -48,28 +111,86 @@ impl fmt::Display for HostFault {
 impl std::error::Error for HostFault {}
 
 impl HostFault {
-    pub(crate) fn to_error(&self) -> Error {
-        let kind = match self {
-            HostFault::Error { .. } => ErrorKind::HostError,
-            HostFault::Panic { .. } => ErrorKind::HostPanic,
-        };
-        Error::new(kind, format!("{self}"))
+    pub(crate) fn to_error(&self, export: &str) -> Error {
+        match self {
+            HostFault::Error { .. } => Error::new(ErrorKind::HostError, format!("{self}")),
+            HostFault::Panic { .. } => Error::new(ErrorKind::HostPanic, format!("{self}")),
+            HostFault::Guest(error) => Error::new(error.kind(), error.message()),
+            HostFault::GuestPanic { message } => {
+                Error::from_guest(ErrorKind::GuestPanic, export, message.clone())
+            }
+        }
     }
 }
 
 impl HostFunctions {
     pub(crate) fn insert(&mut self, module: &str, name: &str, f: HostClosure) {
-        self.functions
-            .insert((module.to_string(), name.to_string()), f);
+        self.functions.insert(
+            (module.to_string(), name.to_string()),
+            HostBinding::Values(f),
+        );
+    }
+
+    pub(crate) fn insert_bytes(&mut self, module: &str, name: &str, f: BytesClosure) {
+        self.functions.insert(
+            (module.to_string(), name.to_string()),
+            HostBinding::Bytes(f),
+        );
+    }
+
+    /// The bytes host function `name` names for `cleanslate.call_host`:
+    /// `module.name` exactly, or a bare `name` registered under one module.
+    fn find_bytes(&self, name: &str) -> Result<(String, BytesClosure), String> {
+        let bytes = |b: &HostBinding| match b {
+            HostBinding::Bytes(f) => Some(f.clone()),
+            HostBinding::Values(_) => None,
+        };
+        if let Some((module, function)) = name.split_once('.')
+            && let Some(f) = self
+                .functions
+                .get(&(module.to_string(), function.to_string()))
+                .and_then(bytes)
+        {
+            return Ok((name.to_string(), f));
+        }
+        let mut matches = self
+            .functions
+            .iter()
+            .filter(|((_, n), _)| n == name)
+            .filter_map(|((m, n), b)| bytes(b).map(|f| (format!("{m}.{n}"), f)));
+        match (matches.next(), matches.next()) {
+            (Some(found), None) => Ok(found),
+            (Some((a, _)), Some((b, _))) => Err(format!(
+                "host function name `{name}` is ambiguous ({a}, {b}, ...): call it as `module.name`"
+            )),
+            (None, _) => {
+                let known: Vec<String> = self
+                    .functions
+                    .iter()
+                    .filter(|(_, b)| matches!(b, HostBinding::Bytes(_)))
+                    .map(|((m, n), _)| format!("{m}.{n}"))
+                    .collect();
+                Err(format!(
+                    "the guest called host function `{name}`, which the host does not provide (it provides: {})",
+                    if known.is_empty() {
+                        "none".to_string()
+                    } else {
+                        known.join(", ")
+                    }
+                ))
+            }
+        }
     }
 
     /// Define every function the module imports on `linker`; list every
-    /// import that cannot be satisfied.
+    /// import that cannot be satisfied. WASI imports are left to the WASI
+    /// linker when `wasi` is on.
     pub(crate) fn link(
         &self,
         linker: &mut wasmtime::Linker<StoreData>,
         engine: &wasmtime::Engine,
         layout: &ModuleLayout,
+        wasi: bool,
     ) -> Result<(), Error> {
         let mut missing: Vec<String> = layout
             .other_imports
@@ -82,31 +203,62 @@ impl HostFunctions {
             })
             .collect();
         for import in &layout.function_imports {
+            let qualified = format!("{}.{}", import.module, import.name);
+            if wasi && crate::wasi::is_wasi_module(&import.module) {
+                continue;
+            }
+            if import.module == IMPORT_MODULE {
+                match self.link_builtin(linker, &import.name, &import.signature) {
+                    Ok(()) => {}
+                    Err(problem) => missing.push(format!("{qualified}: {problem}")),
+                }
+                continue;
+            }
             let key = (import.module.clone(), import.name.clone());
-            let Some(closure) = self.functions.get(&key) else {
-                missing.push(format!(
-                    "{}.{}: {} (provide it with host_fn)",
-                    import.module, import.name, import.signature
-                ));
+            let Some(binding) = self.functions.get(&key) else {
+                let hint = if crate::wasi::is_wasi_module(&import.module) {
+                    "(a WASI import: enable WASI on the builder)"
+                } else {
+                    "(provide it with host_fn or host_fn_bytes)"
+                };
+                missing.push(format!("{qualified}: {} {hint}", import.signature));
                 continue;
             };
-            let ty = func_type(engine, &import.signature).ok_or_else(|| {
-                Error::new(
-                    ErrorKind::MissingImport,
-                    format!(
-                        "import {}.{} has signature {}, which host functions cannot provide (only i32, i64, f32 and f64 cross the boundary)",
-                        import.module, import.name, import.signature
-                    ),
-                )
-            })?;
-            let wrapped = wrap(
-                format!("{}.{}", import.module, import.name),
-                import.signature.clone(),
-                closure.clone(),
-            );
-            linker
-                .func_new(&import.module, &import.name, ty, wrapped)
-                .map_err(|e| Error::new(ErrorKind::MissingImport, format!("{e:#}")))?;
+            let defined = match binding {
+                HostBinding::Values(closure) => {
+                    let ty = func_type(engine, &import.signature).ok_or_else(|| {
+                        Error::new(
+                            ErrorKind::MissingImport,
+                            format!(
+                                "import {qualified} has signature {}, which host functions cannot provide (only i32, i64, f32 and f64 cross the boundary)",
+                                import.signature
+                            ),
+                        )
+                    })?;
+                    let wrapped = wrap(qualified.clone(), import.signature.clone(), closure.clone());
+                    linker.func_new(&import.module, &import.name, ty, wrapped)
+                }
+                HostBinding::Bytes(closure) => {
+                    if import.signature != bytes_import_signature() {
+                        missing.push(format!(
+                            "{qualified}: the module imports it as {}, but it is a bytes host function, which needs {} (docs/ABI.md)",
+                            import.signature,
+                            bytes_import_signature()
+                        ));
+                        continue;
+                    }
+                    let closure = closure.clone();
+                    let name = qualified.clone();
+                    linker.func_wrap(
+                        &import.module,
+                        &import.name,
+                        move |caller: wasmtime::Caller<'_, StoreData>, ptr: i32, len: i32| {
+                            call_bytes_host(caller, &name, &closure, ptr as u32, len as u32)
+                        },
+                    )
+                }
+            };
+            defined.map_err(|e| Error::new(ErrorKind::MissingImport, format!("{e:#}")))?;
         }
         if missing.is_empty() {
             return Ok(());
@@ -120,6 +272,219 @@ impl HostFunctions {
             ),
         ))
     }
+
+    /// Define one of the `cleanslate.*` imports every guest may use.
+    fn link_builtin(
+        &self,
+        linker: &mut wasmtime::Linker<StoreData>,
+        name: &str,
+        signature: &Signature,
+    ) -> Result<(), String> {
+        use crate::ValType::I32;
+        let expect = |params: Vec<crate::ValType>, results: Vec<crate::ValType>| {
+            let wanted = Signature::new(params, results);
+            if *signature == wanted {
+                Ok(())
+            } else {
+                Err(format!(
+                    "imported as {signature}, but it is {wanted} (docs/ABI.md)"
+                ))
+            }
+        };
+        let defined = match name {
+            "call_host" => {
+                expect(vec![I32; 4], vec![crate::ValType::I64])?;
+                let functions = self.clone();
+                linker.func_wrap(
+                    IMPORT_MODULE,
+                    "call_host",
+                    move |mut caller: wasmtime::Caller<'_, StoreData>,
+                          name_ptr: i32,
+                          name_len: i32,
+                          ptr: i32,
+                          len: i32| {
+                        let name = guest_string(&mut caller, name_ptr as u32, name_len as u32)?;
+                        let (qualified, closure) = functions.find_bytes(&name).map_err(|m| {
+                            wasmtime::Error::new(HostFault::Error {
+                                function: name.clone(),
+                                message: m,
+                            })
+                        })?;
+                        call_bytes_host(caller, &qualified, &closure, ptr as u32, len as u32)
+                    },
+                )
+            }
+            "panic" => {
+                expect(vec![I32; 2], vec![])?;
+                linker.func_wrap(
+                    IMPORT_MODULE,
+                    "panic",
+                    |mut caller: wasmtime::Caller<'_, StoreData>, ptr: i32, len: i32| {
+                        let message = with_memory(&mut caller, |memory| {
+                            read_message(&memory, ptr as u32, len as u32)
+                        })?;
+                        Err::<(), _>(wasmtime::Error::new(HostFault::GuestPanic { message }))
+                    },
+                )
+            }
+            "log" => {
+                expect(vec![I32; 3], vec![])?;
+                linker.func_wrap(
+                    IMPORT_MODULE,
+                    "log",
+                    |mut caller: wasmtime::Caller<'_, StoreData>, level: i32, ptr: i32, len: i32| {
+                        let message = with_memory(&mut caller, |memory| {
+                            read_message(&memory, ptr as u32, len as u32)
+                        })?;
+                        let export = caller.data().current_export.as_str();
+                        match level {
+                            0 => tracing::error!(target: "cleanslate::guest", export, "{message}"),
+                            1 => tracing::warn!(target: "cleanslate::guest", export, "{message}"),
+                            2 => tracing::info!(target: "cleanslate::guest", export, "{message}"),
+                            3 => tracing::debug!(target: "cleanslate::guest", export, "{message}"),
+                            _ => tracing::trace!(target: "cleanslate::guest", export, "{message}"),
+                        }
+                        Ok(())
+                    },
+                )
+            }
+            other => {
+                return Err(format!(
+                    "`{other}` is not a function the host offers (cleanslate.call_host, cleanslate.panic and cleanslate.log are)"
+                ));
+            }
+        };
+        defined.map(|_| ()).map_err(|e| format!("{e:#}"))
+    }
+}
+
+/// The signature a guest imports a bytes host function with.
+fn bytes_import_signature() -> Signature {
+    use crate::ValType::{I32, I64};
+    Signature::new(vec![I32, I32], vec![I64])
+}
+
+/// Run `f` over a bounds-checked view of the guest's memory.
+fn with_memory<R>(
+    caller: &mut wasmtime::Caller<'_, StoreData>,
+    f: impl FnOnce(GuestMemory<'_>) -> Result<R, Error>,
+) -> wasmtime::Result<R> {
+    let memory = caller.data().memory.ok_or_else(no_memory)?;
+    f(GuestMemory::new(memory.data(&*caller)))
+        .map_err(|e| wasmtime::Error::new(HostFault::Guest(e)))
+}
+
+fn no_memory() -> wasmtime::Error {
+    wasmtime::Error::new(HostFault::Guest(Error::new(
+        ErrorKind::InvalidGuestOutput,
+        "the guest passed data to the host but defines no memory",
+    )))
+}
+
+fn guest_string(
+    caller: &mut wasmtime::Caller<'_, StoreData>,
+    ptr: u32,
+    len: u32,
+) -> wasmtime::Result<String> {
+    with_memory(caller, |memory| {
+        let bytes = memory.read(ptr, len.min(MESSAGE_LIMIT), "a host function name")?;
+        String::from_utf8(bytes.to_vec()).map_err(|_| {
+            Error::new(
+                ErrorKind::InvalidGuestOutput,
+                "the guest named a host function with bytes that are not UTF-8",
+            )
+        })
+    })
+}
+
+/// One call of a bytes host function: read the guest's input, run the
+/// closure, and place its output in guest memory through the guest's own
+/// allocator. Returns the packed (pointer, length).
+fn call_bytes_host(
+    mut caller: wasmtime::Caller<'_, StoreData>,
+    function: &str,
+    closure: &BytesClosure,
+    ptr: u32,
+    len: u32,
+) -> wasmtime::Result<i64> {
+    let limit = caller.data().output_limit;
+    let guest = |e: Error| wasmtime::Error::new(HostFault::Guest(e));
+    check_size(&format!("the input to host function `{function}`"), len.into(), limit)
+        .map_err(guest)?;
+    let input = with_memory(&mut caller, |memory| {
+        memory
+            .read(ptr, len, &format!("input to host function `{function}`"))
+            .map(<[u8]>::to_vec)
+    })?;
+    let outcome = {
+        let context = HostContext {
+            function,
+            export: &caller.data().current_export,
+        };
+        catch_unwind(AssertUnwindSafe(|| closure(&context, &input)))
+    };
+    let output = match outcome {
+        Ok(Ok(output)) => output,
+        Ok(Err(HostFailure::Host(e))) => {
+            return Err(wasmtime::Error::new(HostFault::Error {
+                function: function.to_string(),
+                message: e.to_string(),
+            }));
+        }
+        Ok(Err(HostFailure::BadInput(message))) => {
+            return Err(guest(Error::new(
+                ErrorKind::InvalidGuestOutput,
+                format!("the guest's input to host function `{function}` is malformed: {message}"),
+            )));
+        }
+        Err(payload) => {
+            return Err(wasmtime::Error::new(HostFault::Panic {
+                function: function.to_string(),
+                message: panic_message(payload.as_ref()),
+            }));
+        }
+    };
+    if output.is_empty() {
+        return Ok(pack(0, 0));
+    }
+    let out_len = u32::try_from(output.len())
+        .ok()
+        .filter(|&l| (l as usize) < i32::MAX as usize)
+        .ok_or_else(|| {
+            wasmtime::Error::new(HostFault::Error {
+                function: function.to_string(),
+                message: format!(
+                    "it returned {} bytes, more than a 32-bit guest can hold",
+                    output.len()
+                ),
+            })
+        })?;
+    let alloc = caller.data().alloc.clone().ok_or_else(|| {
+        guest(Error::new(
+            ErrorKind::InvalidGuestOutput,
+            format!(
+                "host function `{function}` has output for the guest, but the guest exports no `{ALLOC_EXPORT}` to receive it (docs/ABI.md)"
+            ),
+        ))
+    })?;
+    let out_ptr = alloc.call(&mut caller, out_len as i32)? as u32;
+    if out_ptr == 0 {
+        return Err(guest(Error::new(
+            ErrorKind::OutOfMemory,
+            format!(
+                "the guest's allocator could not give {out_len} bytes for the output of host function `{function}`"
+            ),
+        )));
+    }
+    let memory = caller.data().memory.ok_or_else(no_memory)?;
+    GuestMemoryMut::new(memory.data_mut(&mut caller))
+        .write(
+            out_ptr,
+            &output,
+            &format!("room for the output of host function `{function}`"),
+        )
+        .map_err(guest)?;
+    Ok(pack(out_ptr, out_len))
 }
 
 fn func_type(engine: &wasmtime::Engine, signature: &Signature) -> Option<wasmtime::FuncType> {

@@ -25,6 +25,7 @@
 //! [`Sandbox::call`] is followed by a reset reported as a [`ResetReport`].
 //! Failures are [`Error`]s with an [`ErrorKind`].
 
+mod abi;
 mod error;
 mod host;
 mod limits;
@@ -34,18 +35,21 @@ mod runtime;
 mod sandbox;
 mod snapshot;
 mod value;
+mod wasi;
 
 pub use error::{Error, ErrorKind, Result, TrapCode};
-pub use host::HostFnError;
+pub use abi::DEFAULT_OUTPUT_LIMIT;
+pub use host::{HostContext, HostFnError};
 pub use limits::{DEFAULT_MEMORY_LIMIT, MAX_STACK_LIMIT, parse_duration, parse_size};
 pub use module::{FunctionInfo, ImportInfo, Module};
 #[cfg(feature = "fault-injection")]
 pub use reset::Fault;
 pub use reset::{FallbackReason, ResetPath, ResetReport, ResetStrategy, Verify};
 pub use runtime::{Runtime, RuntimeConfig};
-pub use sandbox::{InterruptHandle, Sandbox, SandboxBuilder, Session, Status};
+pub use sandbox::{Call, CallResult, InterruptHandle, Sandbox, SandboxBuilder, Session, Status};
 pub use snapshot::Snapshot;
 pub use value::{Signature, Val, ValType, WasmScalar, WasmValues};
+pub use wasi::{DirAccess, WasiConfig};
 
 /// The README's examples, compiled and run as doctests so they stay true.
 #[cfg(doctest)]

@@ -26,6 +26,9 @@ pub(crate) struct Limits {
     pub fuel: Option<u64>,
     /// Wall-clock time per call.
     pub timeout: Option<Duration>,
+    /// Bytes a guest may hand the host in one piece (output, host-call
+    /// input, stdout, stderr).
+    pub output: usize,
 }
 
 impl Default for Limits {
@@ -36,6 +39,7 @@ impl Default for Limits {
             stack: DEFAULT_STACK_LIMIT,
             fuel: None,
             timeout: None,
+            output: crate::abi::DEFAULT_OUTPUT_LIMIT,
         }
     }
 }

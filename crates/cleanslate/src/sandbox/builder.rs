@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::error::{Error, ErrorKind};
-use crate::host::{HostFnError, HostFunctions};
+use crate::host::{HostContext, HostFailure, HostFnError, HostFunctions};
 use crate::limits::Limits;
 use crate::module::Module;
 use crate::reset::{ResetStrategy, Verify, VerifySchedule};
@@ -13,7 +13,8 @@ use crate::runtime::EngineFlavor;
 use crate::sandbox::call::enter;
 use crate::sandbox::instance::{InstanceFactory, LiveInstance};
 use crate::sandbox::interrupt::InterruptState;
-use crate::sandbox::{Sandbox, SandboxCore, Status, module_id};
+use crate::sandbox::{Sandbox, SandboxCore, Status, StoreData, module_id};
+use crate::wasi::WasiConfig;
 use crate::snapshot::{Snapshot, SnapshotImage};
 use crate::value::Val;
 
@@ -55,6 +56,7 @@ pub struct SandboxBuilder {
     verify: Verify,
     strategy: ResetStrategy,
     host: HostFunctions,
+    wasi: Option<WasiConfig>,
 }
 
 impl SandboxBuilder {
@@ -66,6 +68,7 @@ impl SandboxBuilder {
             verify: Verify::Off,
             strategy: ResetStrategy::Auto,
             host: HostFunctions::default(),
+            wasi: None,
         }
     }
 
@@ -139,6 +142,96 @@ impl SandboxBuilder {
         self
     }
 
+    /// The most bytes a guest may hand the host in one piece: a data
+    /// function's output, the input of a host function, or a WASI call's
+    /// stdout or stderr (default 16 MiB). More is
+    /// [`ErrorKind::OutputTooLarge`], refused before the host copies it.
+    pub fn output_limit(mut self, bytes: usize) -> Self {
+        self.limits.output = bytes;
+        self
+    }
+
+    /// Provide the host function `module`.`name` over bytes (docs/ABI.md).
+    /// A guest reaches it by importing `module`.`name` with the type
+    /// `(param i32 i32) (result i64)`, or through `cleanslate.call_host`
+    /// (the Rust SDK's `host::call("module.name", bytes)`). The host reads the
+    /// guest's bytes through a bounds-checked view and writes its answer
+    /// into memory the guest's `cleanslate_alloc` provides.
+    ///
+    /// An `Err` fails the call with [`ErrorKind::HostError`]; a panic with
+    /// [`ErrorKind::HostPanic`]. Either way the sandbox is reset.
+    ///
+    /// ```
+    /// use cleanslate::{Runtime, Sandbox};
+    /// # let runtime = Runtime::new()?;
+    /// # let module = runtime.load_bytes("(module)")?;
+    /// let sandbox = Sandbox::builder(&module)
+    ///     .host_fn_bytes("kv", "get", |_ctx, key| match key {
+    ///         b"colour" => Ok(b"teal".to_vec()),
+    ///         _ => Err(format!("no key {:?}", String::from_utf8_lossy(key)).into()),
+    ///     })
+    ///     .build()?;
+    /// # Ok::<(), cleanslate::Error>(())
+    /// ```
+    pub fn host_fn_bytes<F>(mut self, module: &str, name: &str, f: F) -> Self
+    where
+        F: Fn(&HostContext<'_>, &[u8]) -> Result<Vec<u8>, HostFnError> + Send + Sync + 'static,
+    {
+        self.host.insert_bytes(
+            module,
+            name,
+            Arc::new(move |ctx, input| f(ctx, input).map_err(HostFailure::Host)),
+        );
+        self
+    }
+
+    /// Like [`host_fn_bytes`](SandboxBuilder::host_fn_bytes) with JSON on
+    /// both sides: the guest's bytes are decoded into `In` (malformed JSON
+    /// fails the call with [`ErrorKind::InvalidGuestOutput`]) and the
+    /// result is encoded from `Out`.
+    ///
+    /// ```
+    /// use cleanslate::{Runtime, Sandbox};
+    /// # let runtime = Runtime::new()?;
+    /// # let module = runtime.load_bytes("(module)")?;
+    /// #[derive(serde::Deserialize)]
+    /// struct Lookup { key: String }
+    /// let sandbox = Sandbox::builder(&module)
+    ///     .host_fn_json("kv", "lookup", |_ctx, req: Lookup| {
+    ///         Ok(serde_json::json!({ "key": req.key, "value": 42 }))
+    ///     })
+    ///     .build()?;
+    /// # Ok::<(), cleanslate::Error>(())
+    /// ```
+    pub fn host_fn_json<In, Out, F>(mut self, module: &str, name: &str, f: F) -> Self
+    where
+        In: serde::de::DeserializeOwned,
+        Out: serde::Serialize,
+        F: Fn(&HostContext<'_>, In) -> Result<Out, HostFnError> + Send + Sync + 'static,
+    {
+        self.host.insert_bytes(
+            module,
+            name,
+            Arc::new(move |ctx, input| {
+                let value: In = serde_json::from_slice(input)
+                    .map_err(|e| HostFailure::BadInput(format!("not JSON of the expected shape: {e}")))?;
+                let out = f(ctx, value).map_err(HostFailure::Host)?;
+                serde_json::to_vec(&out)
+                    .map_err(|e| HostFailure::Host(format!("its result cannot be encoded as JSON: {e}").into()))
+            }),
+        );
+        self
+    }
+
+    /// What WASI guests see (args, env, directories, deterministic clocks
+    /// and randomness). A module that imports `wasi_snapshot_preview1` gets
+    /// WASI without this call too, with [`WasiConfig::new`]'s defaults: no
+    /// filesystem, no network, stdout and stderr captured per call.
+    pub fn wasi(mut self, config: WasiConfig) -> Self {
+        self.wasi = Some(config);
+        self
+    }
+
     /// Instantiate, initialise and snapshot.
     pub fn build(self) -> Result<Sandbox, Error> {
         self.limits.validate()?;
@@ -148,9 +241,30 @@ impl SandboxBuilder {
         };
         let compiled = self.module.compiled(flavor)?;
         let engine = self.module.runtime().engine(flavor)?;
+        let layout = &self.module.inner.layout;
+        let imports_wasi = layout
+            .function_imports
+            .iter()
+            .any(|i| crate::wasi::is_wasi_module(&i.module));
+        let wasi = match (imports_wasi, self.wasi) {
+            (true, config) => Some(config.unwrap_or_default()),
+            (false, _) => None,
+        };
+        if let Some(config) = &wasi {
+            config.validate()?;
+        }
+        if self.limits.output == 0 {
+            return Err(Error::new(
+                ErrorKind::InvalidArguments,
+                "an output limit of 0 bytes refuses every output: give at least 1 byte",
+            ));
+        }
         let mut linker = wasmtime::Linker::new(&engine);
-        self.host
-            .link(&mut linker, &engine, &self.module.inner.layout)?;
+        if wasi.is_some() {
+            wasmtime_wasi::p1::add_to_linker_sync(&mut linker, StoreData::wasi_context)
+                .map_err(|e| Error::new(ErrorKind::MissingImport, format!("cannot provide WASI: {e:#}")))?;
+        }
+        self.host.link(&mut linker, &engine, layout, wasi.is_some())?;
         let pre = linker
             .instantiate_pre(&compiled)
             .map_err(|e| Error::new(ErrorKind::MissingImport, format!("{e:#}")))?;
@@ -163,6 +277,7 @@ impl SandboxBuilder {
             pre,
             limits: self.limits.clone(),
             interrupt: InterruptState::new(engine),
+            wasi,
         };
         let mut live = factory.instantiate()?;
         initialise(&self.module, &factory, &mut live, self.init.as_deref())?;

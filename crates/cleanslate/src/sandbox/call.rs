@@ -4,14 +4,20 @@
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::time::Instant;
 
-use crate::error::{Error, ErrorKind, TrapCode};
+use crate::abi::{
+    ALLOC_EXPORT, GuestMemory, GuestMemoryMut, GuestResult, check_size, read_message,
+};
+use crate::error::{Captured, Error, ErrorKind, TrapCode};
 use crate::host::{HostFault, panic_message};
 use crate::limits::Limits;
 use crate::runtime::Runtime;
 use crate::sandbox::SandboxCore;
 use crate::sandbox::instance::{InstanceFactory, LiveInstance};
 use crate::sandbox::interrupt::Interruption;
-use crate::value::Val;
+use crate::sandbox::StoreData;
+use crate::sandbox::request::{Call, CallInput, CallResult};
+use crate::value::{Signature, Val, ValType};
+use crate::wasi::{CallEnv, WasiConfig};
 
 /// A callable export, resolved and type-checked before the guard is armed.
 pub(crate) struct Target<'n> {
@@ -80,27 +86,223 @@ impl SandboxCore {
 
     /// Run `target` under the sandbox's limits.
     pub(crate) fn invoke(&mut self, target: &Target<'_>, args: &[Val]) -> Result<Vec<Val>, Error> {
-        let live = self.live.as_mut().ok_or_else(|| {
-            Error::new(
-                ErrorKind::Unrecoverable,
-                "the sandbox has no instance: build a new sandbox",
-            )
-        })?;
+        let (outcome, captured) = self.invoke_captured(target, args, &CallEnv::default());
+        outcome.map_err(|e| e.with_captured(captured))
+    }
+
+    fn invoke_captured(
+        &mut self,
+        target: &Target<'_>,
+        args: &[Val],
+        env: &CallEnv<'_>,
+    ) -> (Result<Vec<Val>, Error>, Captured) {
+        let live = match self.live.as_mut() {
+            Some(live) => live,
+            None => return (Err(no_instance()), Captured::default()),
+        };
         let params: Vec<wasmtime::Val> = args.iter().map(|a| a.to_wasmtime()).collect();
-        enter(
+        let (func, count) = (target.func, target.result_count);
+        enter_with(
             self.module.runtime(),
             &self.factory,
             live,
             target.name,
-            target.func,
-            &params,
-            target.result_count,
+            env,
+            |live, limits| run_func(live, limits, target.name, func, &params, count),
+        )
+    }
+
+    /// Find the data-ABI export `name` (docs/ABI.md) and check that the
+    /// guest can receive `input`. Nothing runs, so failures need no reset.
+    pub(crate) fn resolve_data(&mut self, name: &str, input: &[u8]) -> Result<DataFunc, Error> {
+        let layout = &self.module.inner.layout;
+        let Some(export) = layout.function(name) else {
+            // Reuse the value path's message listing the exports.
+            return self.resolve(name, &[]).map(|_| unreachable!("no such export"));
+        };
+        let wanted = Signature::new(vec![ValType::I32, ValType::I32], vec![ValType::I32]);
+        if export.signature != wanted {
+            return Err(Error::new(
+                ErrorKind::InvalidArguments,
+                format!(
+                    "`{name}` has signature {}; a bytes/JSON function needs {wanted} (input pointer and length in, result record out; docs/ABI.md)",
+                    export.signature
+                ),
+            ));
+        }
+        if layout.memories.first().is_none_or(|m| m.memory64) {
+            return Err(Error::new(
+                ErrorKind::InvalidArguments,
+                format!("`{name}` cannot take bytes: the module defines no 32-bit memory 0 to pass them in"),
+            ));
+        }
+        let live = self.live()?;
+        if !input.is_empty() && live.store.data().alloc.is_none() {
+            return Err(Error::new(
+                ErrorKind::FunctionNotFound,
+                format!(
+                    "the module exports no `{ALLOC_EXPORT}` (param i32) (result i32), which the host needs to place the input of `{name}` in guest memory (docs/ABI.md)"
+                ),
+            ));
+        }
+        live.instance
+            .get_typed_func::<(i32, i32), i32>(&mut live.store, name)
+            .map_err(|e| Error::new(ErrorKind::FunctionNotFound, format!("`{name}`: {e:#}")))
+    }
+
+    /// Resolve and check a [`Call`] before anything runs.
+    pub(crate) fn prepare<'c>(&mut self, call: &'c Call) -> Result<Prepared<'c>, Error> {
+        self.ensure_status_allows_calls()?;
+        Ok(match &call.input {
+            CallInput::Values(args) => Prepared::Values(self.resolve(&call.function, args)?),
+            CallInput::Bytes(input) => Prepared::Bytes(self.resolve_data(&call.function, input)?),
+        })
+    }
+
+    /// Run a prepared [`Call`] without resetting (the caller owns the reset).
+    pub(crate) fn execute(&mut self, call: &Call, prepared: Prepared<'_>) -> Result<CallResult, Error> {
+        let env = CallEnv {
+            args: call.args.as_deref(),
+            env: &call.env,
+            stdin: &call.stdin,
+        };
+        let (outcome, captured) = match (&call.input, prepared) {
+            (CallInput::Values(args), Prepared::Values(target)) => {
+                let (outcome, captured) = self.invoke_captured(&target, args, &env);
+                (outcome.map(|values| (values, None)), captured)
+            }
+            (CallInput::Bytes(input), Prepared::Bytes(func)) => {
+                let (outcome, captured) = self.data_captured(&call.function, func, input, &env);
+                (outcome.map(|output| (Vec::new(), Some(output))), captured)
+            }
+            _ => unreachable!("prepared from the same call"),
+        };
+        match outcome {
+            Ok((values, output)) => Ok(CallResult {
+                values,
+                output,
+                stdout: captured.stdout,
+                stderr: captured.stderr,
+                exit_code: None,
+            }),
+            // A WASI command ending with proc_exit finished normally.
+            Err(e) if e.kind() == ErrorKind::Exited => Ok(CallResult {
+                exit_code: e.exit_code(),
+                stdout: captured.stdout,
+                stderr: captured.stderr,
+                ..CallResult::default()
+            }),
+            Err(e) => Err(e.with_captured(captured)),
+        }
+    }
+
+    /// Run a data-ABI function on `input` (resolved by `resolve_data`).
+    pub(crate) fn call_data(
+        &mut self,
+        name: &str,
+        func: DataFunc,
+        input: &[u8],
+    ) -> Result<Vec<u8>, Error> {
+        let (outcome, captured) = self.data_captured(name, func, input, &CallEnv::default());
+        outcome.map_err(|e| e.with_captured(captured))
+    }
+
+    fn data_captured(
+        &mut self,
+        name: &str,
+        func: DataFunc,
+        input: &[u8],
+        env: &CallEnv<'_>,
+    ) -> (Result<Vec<u8>, Error>, Captured) {
+        let Some(live) = self.live.as_mut() else {
+            return (Err(no_instance()), Captured::default());
+        };
+        enter_with(
+            self.module.runtime(),
+            &self.factory,
+            live,
+            name,
+            env,
+            |live, limits| exchange_bytes(live, limits, name, func, input),
         )
     }
 }
 
+/// A data-ABI export: (input pointer, input length) -> result record.
+pub(crate) type DataFunc = wasmtime::TypedFunc<(i32, i32), i32>;
+
+/// A [`Call`] resolved against the module, ready to run.
+pub(crate) enum Prepared<'c> {
+    Values(Target<'c>),
+    Bytes(DataFunc),
+}
+
+fn no_instance() -> Error {
+    Error::new(
+        ErrorKind::Unrecoverable,
+        "the sandbox has no instance: build a new sandbox",
+    )
+}
+
+/// Place `input` in guest memory, call `func`, and copy its output out,
+/// checking every guest-chosen pointer and length on the way.
+fn exchange_bytes(
+    live: &mut LiveInstance,
+    limits: &Limits,
+    name: &str,
+    func: DataFunc,
+    input: &[u8],
+) -> Result<Vec<u8>, Error> {
+    let memory = live.store.data().memory.ok_or_else(no_instance)?;
+    let (ptr, len) = if input.is_empty() {
+        (0, 0)
+    } else {
+        let len = u32::try_from(input.len())
+            .ok()
+            .filter(|&l| l <= i32::MAX as u32)
+            .ok_or_else(|| {
+                Error::new(
+                    ErrorKind::InvalidArguments,
+                    format!("an input of {} bytes cannot fit a 32-bit guest", input.len()),
+                )
+            })?;
+        let alloc = live.store.data().alloc.clone().ok_or_else(no_instance)?;
+        let ptr = run_guest(live, limits, ALLOC_EXPORT, |store| {
+            alloc.call(store, len as i32)
+        })? as u32;
+        if ptr == 0 {
+            return Err(Error::new(
+                ErrorKind::OutOfMemory,
+                format!(
+                    "the guest's allocator could not give {len} bytes for the input of `{name}`; raise memory_limit if legitimate"
+                ),
+            ));
+        }
+        GuestMemoryMut::new(memory.data_mut(&mut live.store)).write(
+            ptr,
+            input,
+            "room for the input",
+        )?;
+        (ptr, len)
+    };
+    let record = run_guest(live, limits, name, |store| {
+        func.call(store, (ptr as i32, len as i32))
+    })? as u32;
+    let view = GuestMemory::new(memory.data(&live.store));
+    match GuestResult::decode(&view, record)? {
+        GuestResult::Output { ptr, len } => {
+            check_size(&format!("the output of `{name}`"), len.into(), limits.output)?;
+            Ok(view.read(ptr, len, "output")?.to_vec())
+        }
+        GuestResult::Error { ptr, len } => {
+            let message = read_message(&view, ptr, len)?;
+            Err(Error::from_guest(ErrorKind::GuestError, name, message))
+        }
+    }
+}
+
 /// Enter the guest: arm the limits, call `func`, and classify the outcome.
-/// The one place guest code is run from for a call or initialisation.
+/// Used for initialisation, where nobody reads stdout.
 pub(crate) fn enter(
     runtime: &Runtime,
     factory: &InstanceFactory,
@@ -110,29 +312,78 @@ pub(crate) fn enter(
     params: &[wasmtime::Val],
     result_count: usize,
 ) -> Result<Vec<Val>, Error> {
+    let (outcome, captured) = enter_with(
+        runtime,
+        factory,
+        live,
+        name,
+        &CallEnv::default(),
+        |live, limits| run_func(live, limits, name, func, params, result_count),
+    );
+    outcome.map_err(|e| e.with_captured(captured))
+}
+
+/// The one place guest code is entered from for a call or initialisation:
+/// arm the limits and a fresh WASI context, run `body` (which may enter the
+/// guest several times, e.g. allocator then function) on a stack with room
+/// for the guest, and collect what it wrote to stdout and stderr.
+pub(crate) fn enter_with<R>(
+    runtime: &Runtime,
+    factory: &InstanceFactory,
+    live: &mut LiveInstance,
+    name: &str,
+    env: &CallEnv<'_>,
+    body: impl FnOnce(&mut LiveInstance, &Limits) -> Result<R, Error>,
+) -> (Result<R, Error>, Captured) {
     let limits = &factory.limits;
-    arm(live, limits)?;
+    if let Err(e) = arm(live, limits, factory.wasi.as_ref(), env) {
+        return (Err(e), Captured::default());
+    }
+    let data = live.store.data_mut();
+    data.current_export.clear();
+    data.current_export.push_str(name);
     // Only timeouts need the ticker; cancellation wakes the engine itself.
     let _ticket = limits.timeout.map(|_| runtime.begin_call());
     let generation = factory.interrupt.begin();
     live.store.data_mut().generation = generation;
 
-    let mut results = vec![wasmtime::Val::I32(0); result_count];
     // Calls run on the caller's thread; make sure it has room for the
     // guest's whole stack allowance, switching to a larger stack if not.
     let outcome = stacker::maybe_grow(
         limits.stack + STACK_RED_ZONE,
         limits.stack + 2 * STACK_RED_ZONE,
-        || {
-            catch_unwind(AssertUnwindSafe(|| {
-                func.call(&mut live.store, params, &mut results)
-            }))
-        },
+        || body(live, limits),
     );
     factory.interrupt.end();
+    let captured = live.store.data_mut().take_captured();
+    (outcome, captured)
+}
 
-    match outcome {
-        Ok(Ok(())) => Ok(results.iter().filter_map(Val::from_wasmtime).collect()),
+/// Call `func` with core values.
+fn run_func(
+    live: &mut LiveInstance,
+    limits: &Limits,
+    name: &str,
+    func: wasmtime::Func,
+    params: &[wasmtime::Val],
+    result_count: usize,
+) -> Result<Vec<Val>, Error> {
+    let mut results = vec![wasmtime::Val::I32(0); result_count];
+    run_guest(live, limits, name, |store| {
+        func.call(store, params, &mut results)
+    })?;
+    Ok(results.iter().filter_map(Val::from_wasmtime).collect())
+}
+
+/// Run one entry into guest code, catching panics and classifying errors.
+fn run_guest<R>(
+    live: &mut LiveInstance,
+    limits: &Limits,
+    name: &str,
+    f: impl FnOnce(&mut wasmtime::Store<StoreData>) -> wasmtime::Result<R>,
+) -> Result<R, Error> {
+    match catch_unwind(AssertUnwindSafe(|| f(&mut live.store))) {
+        Ok(Ok(value)) => Ok(value),
         Ok(Err(e)) => Err(classify(name, e, live, limits)),
         // wasmtime re-raises host panics at the call boundary; ours are
         // caught earlier, but nothing may escape with a dirty sandbox.
@@ -146,11 +397,21 @@ pub(crate) fn enter(
     }
 }
 
-/// Set this call's fuel, deadline and memory-refusal flag.
-pub(crate) fn arm(live: &mut LiveInstance, limits: &Limits) -> Result<(), Error> {
+/// Set this call's fuel, deadline, memory-refusal flag and WASI context.
+pub(crate) fn arm(
+    live: &mut LiveInstance,
+    limits: &Limits,
+    wasi: Option<&WasiConfig>,
+    env: &CallEnv<'_>,
+) -> Result<(), Error> {
     let data = live.store.data_mut();
     data.deadline = limits.timeout.map(|t| Instant::now() + t);
     data.limiter.refused_memory = None;
+    if let Some(config) = wasi {
+        let (context, stdio) = config.fresh_context(env, limits.output)?;
+        data.wasi = Some(context);
+        data.stdio = Some(stdio);
+    }
     live.store.set_epoch_deadline(1);
     if let Some(fuel) = limits.fuel {
         live.store
@@ -169,7 +430,19 @@ pub(crate) fn classify(
     limits: &Limits,
 ) -> Error {
     if let Some(fault) = err.downcast_ref::<HostFault>() {
-        return fault.to_error();
+        return fault.to_error(function);
+    }
+    if let Some(exit) = err.downcast_ref::<wasmtime_wasi::I32Exit>() {
+        return Error::exited(function, exit.0, "");
+    }
+    if crate::wasi::is_pipe_overflow(&err) {
+        return Error::new(
+            ErrorKind::OutputTooLarge,
+            format!(
+                "`{function}` wrote more than the output limit of {} bytes to stdout or stderr; raise output_limit if legitimate",
+                limits.output
+            ),
+        );
     }
     if let Some(interruption) = err.downcast_ref::<Interruption>() {
         return match interruption {

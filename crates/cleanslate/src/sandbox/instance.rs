@@ -7,11 +7,13 @@ use std::time::Instant;
 
 use wasmtime::{AsContextMut, Func, Global, Instance, InstancePre, Memory, Store, Table};
 
-use crate::error::{Error, ErrorKind};
+use crate::abi::ALLOC_EXPORT;
+use crate::error::{Captured, Error, ErrorKind};
 use crate::limits::{GrowthLimiter, Limits};
 use crate::module::Module;
 use crate::reset::dirty::{DirtyTracker, PAGE, PageHeat};
 use crate::sandbox::interrupt::{InterruptState, Interruption};
+use crate::wasi::{CallStdio, WasiConfig};
 
 /// Per-store host state.
 pub(crate) struct StoreData {
@@ -21,6 +23,36 @@ pub(crate) struct StoreData {
     pub deadline: Option<Instant>,
     /// The call generation the interrupt state must match to cancel.
     pub generation: u64,
+    /// The export the running call entered (for host functions' context).
+    pub current_export: String,
+    /// Cap on data the guest hands the host in one piece.
+    pub output_limit: usize,
+    /// The guest's first memory, through which data crosses the boundary.
+    pub memory: Option<Memory>,
+    /// The guest's `cleanslate_alloc`, if it exports one of the right type.
+    pub alloc: Option<wasmtime::TypedFunc<i32, i32>>,
+    /// This call's WASI context (WASI guests only; a fresh one per call).
+    pub wasi: Option<wasmtime_wasi::p1::WasiP1Ctx>,
+    /// Where this call's stdout and stderr go.
+    pub stdio: Option<CallStdio>,
+}
+
+impl StoreData {
+    /// The WASI context, for wasmtime-wasi; an empty one if a WASI function
+    /// is somehow reached before a call installed its context.
+    pub(crate) fn wasi_context(&mut self) -> &mut wasmtime_wasi::p1::WasiP1Ctx {
+        self.wasi
+            .get_or_insert_with(|| wasmtime_wasi::WasiCtxBuilder::new().build_p1())
+    }
+
+    /// What the finished call wrote to stdout and stderr, clearing it.
+    pub(crate) fn take_captured(&mut self) -> Captured {
+        self.wasi = None;
+        self.stdio
+            .take()
+            .map(|stdio| stdio.captured())
+            .unwrap_or_default()
+    }
 }
 
 /// Everything needed to stamp out identical fresh instances.
@@ -30,6 +62,8 @@ pub(crate) struct InstanceFactory {
     pub pre: InstancePre<StoreData>,
     pub limits: Limits,
     pub interrupt: Arc<InterruptState>,
+    /// Set when the module imports WASI.
+    pub wasi: Option<WasiConfig>,
 }
 
 /// A live instance and handles to its state.
@@ -66,6 +100,12 @@ impl InstanceFactory {
             interrupt: self.interrupt.clone(),
             deadline: None,
             generation: 0,
+            current_export: String::new(),
+            output_limit: self.limits.output,
+            memory: None,
+            alloc: None,
+            wasi: None,
+            stdio: None,
         };
         let mut store = Store::new(&self.engine, data);
         store.limiter(|data| &mut data.limiter);
@@ -129,6 +169,10 @@ impl InstanceFactory {
                     .ok_or_else(|| missing(name))?,
             ));
         }
+        store.data_mut().memory = memories.first().copied();
+        store.data_mut().alloc = instance
+            .get_typed_func::<i32, i32>(&mut store, ALLOC_EXPORT)
+            .ok();
         let mut functions = HashMap::new();
         let mut function_indices = HashMap::new();
         for (index, name) in &hooks.functions {

@@ -5,6 +5,7 @@ mod builder;
 mod call;
 pub(crate) mod instance;
 pub(crate) mod interrupt;
+mod request;
 mod session;
 
 use std::fmt;
@@ -13,6 +14,7 @@ use std::sync::Arc;
 pub use builder::SandboxBuilder;
 pub(crate) use instance::StoreData;
 pub use interrupt::InterruptHandle;
+pub use request::{Call, CallResult};
 pub use session::Session;
 
 use crate::error::{Error, ErrorKind};
@@ -117,8 +119,106 @@ impl Sandbox {
     pub fn call(&mut self, name: &str, args: &[Val]) -> Result<Vec<Val>, Error> {
         self.core.ensure_status_allows_calls()?;
         let target = self.core.resolve(name, args)?;
+        let returns_nothing = target.result_count == 0;
         let mut guard = ResetGuard::arm(&mut self.core);
         let outcome = guard.invoke(&target, args);
+        let outcome = guard.finish().merge_reset_outcome(outcome);
+        match outcome {
+            // `proc_exit(0)` from a function with no results is a return.
+            Err(e) if returns_nothing && e.kind() == ErrorKind::Exited && e.exit_code() == Some(0) => {
+                Ok(Vec::new())
+            }
+            other => other,
+        }
+    }
+
+    /// Call the data-ABI export `name` with `input` bytes and return its
+    /// output bytes; the sandbox is reset afterwards, as after every call.
+    ///
+    /// The guest exports `cleanslate_alloc` and a function taking (pointer,
+    /// length) and returning a result record (docs/ABI.md; the Rust guest SDK
+    /// `cleanslate-guest` writes all of it). Output over the sandbox's
+    /// [`output_limit`](SandboxBuilder::output_limit) is
+    /// [`ErrorKind::OutputTooLarge`]; an error the guest reports is
+    /// [`ErrorKind::GuestError`]; pointers outside guest memory are
+    /// [`ErrorKind::InvalidGuestOutput`].
+    ///
+    /// ```
+    /// use cleanslate::{Runtime, Sandbox};
+    ///
+    /// let runtime = Runtime::new()?;
+    /// // Returns its input unchanged: a result record {status 0, ptr, len} at 0.
+    /// let module = runtime.load_bytes(r#"(module
+    ///     (memory (export "memory") 1)
+    ///     (func (export "cleanslate_alloc") (param i32) (result i32) (i32.const 1024))
+    ///     (func (export "echo") (param $ptr i32) (param $len i32) (result i32)
+    ///         (i32.store (i32.const 4) (local.get $ptr))
+    ///         (i32.store (i32.const 8) (local.get $len))
+    ///         (i32.const 0)))"#)?;
+    /// let mut sandbox = Sandbox::builder(&module).build()?;
+    /// assert_eq!(sandbox.call_bytes("echo", b"hello")?, b"hello");
+    /// # Ok::<(), cleanslate::Error>(())
+    /// ```
+    pub fn call_bytes(&mut self, name: &str, input: &[u8]) -> Result<Vec<u8>, Error> {
+        self.core.ensure_status_allows_calls()?;
+        let func = self.core.resolve_data(name, input)?;
+        let mut guard = ResetGuard::arm(&mut self.core);
+        let outcome = guard.call_data(name, func, input);
+        guard.finish().merge_reset_outcome(outcome)
+    }
+
+    /// Like [`call_bytes`](Sandbox::call_bytes), with the input serialised
+    /// to JSON and the output deserialised from it. Output that is not JSON
+    /// of type `Out` is [`ErrorKind::InvalidGuestOutput`].
+    ///
+    /// ```no_run
+    /// # use cleanslate::{Runtime, Sandbox};
+    /// # let runtime = Runtime::new()?;
+    /// # let module = runtime.load_file("guest.wasm")?;
+    /// # let mut sandbox = Sandbox::builder(&module).build()?;
+    /// #[derive(serde::Serialize)]
+    /// struct Order { items: Vec<u32> }
+    /// #[derive(serde::Deserialize)]
+    /// struct Total { sum: u64 }
+    /// let total: Total = sandbox.call_json("total", &Order { items: vec![1, 2, 3] })?;
+    /// # Ok::<(), cleanslate::Error>(())
+    /// ```
+    pub fn call_json<In, Out>(&mut self, name: &str, input: &In) -> Result<Out, Error>
+    where
+        In: serde::Serialize + ?Sized,
+        Out: serde::de::DeserializeOwned,
+    {
+        let input = serde_json::to_vec(input).map_err(|e| {
+            Error::new(
+                ErrorKind::InvalidArguments,
+                format!("the input to `{name}` cannot be serialised as JSON: {e}"),
+            )
+        })?;
+        let output = self.call_bytes(name, &input)?;
+        request::decode_json(&output)
+    }
+
+    /// Run a [`Call`]: values or bytes in, with a WASI guest's stdin, args
+    /// and env for this call only; values or bytes out, with what the guest
+    /// wrote to stdout and stderr and its exit code. `proc_exit(n)` is a
+    /// result here, not an error. The sandbox is reset afterwards.
+    ///
+    /// ```
+    /// use cleanslate::{Call, Runtime, Sandbox, Val};
+    ///
+    /// let runtime = Runtime::new()?;
+    /// let module = runtime.load_bytes(r#"(module
+    ///     (func (export "add") (param i32 i32) (result i32) (i32.add (local.get 0) (local.get 1))))"#)?;
+    /// let mut sandbox = Sandbox::builder(&module).build()?;
+    /// let result = sandbox.call_with(&Call::values("add", &[Val::I32(2), Val::I32(3)]))?;
+    /// assert_eq!(result.values(), [Val::I32(5)]);
+    /// assert_eq!(result.exit_code(), None);
+    /// # Ok::<(), cleanslate::Error>(())
+    /// ```
+    pub fn call_with(&mut self, call: &Call) -> Result<CallResult, Error> {
+        let prepared = self.core.prepare(call)?;
+        let mut guard = ResetGuard::arm(&mut self.core);
+        let outcome = guard.execute(call, prepared);
         guard.finish().merge_reset_outcome(outcome)
     }
 

@@ -1,0 +1,198 @@
+//! The data ABI: how bytes cross the boundary between host and guest
+//! (docs/ABI.md is the guest author's side of this).
+//!
+//! Every read or write of guest memory goes through [`GuestMemory`], which
+//! checks the guest-chosen pointer and length against the memory's current
+//! size first. A hostile guest can make a call fail with
+//! [`ErrorKind::InvalidGuestOutput`] or [`ErrorKind::OutputTooLarge`], never
+//! make the host read outside its memory or allocate without bound.
+
+use crate::error::{Error, ErrorKind};
+
+/// The export a data guest provides so the host can place input in its
+/// memory: `(param i32 len) (result i32 ptr)`.
+pub(crate) const ALLOC_EXPORT: &str = "cleanslate_alloc";
+/// The import module of the functions the host offers every guest.
+pub(crate) const IMPORT_MODULE: &str = "cleanslate";
+/// Default cap on what a guest may hand the host in one piece.
+pub const DEFAULT_OUTPUT_LIMIT: usize = 16 << 20;
+/// Cap on a guest's panic or log message; longer ones are cut.
+pub(crate) const MESSAGE_LIMIT: u32 = 64 * 1024;
+
+/// Status word of a result record: the bytes are the output.
+const STATUS_OK: u32 = 0;
+/// Status word of a result record: the bytes are an error message.
+const STATUS_ERROR: u32 = 1;
+/// A result record is three little-endian u32s: status, pointer, length.
+const RECORD_LEN: u32 = 12;
+
+/// A bounds-checked view of one guest memory.
+pub(crate) struct GuestMemory<'a> {
+    bytes: &'a [u8],
+}
+
+impl<'a> GuestMemory<'a> {
+    pub(crate) fn new(bytes: &'a [u8]) -> Self {
+        GuestMemory { bytes }
+    }
+
+    /// The `len` bytes at `ptr`, or an `InvalidGuestOutput` error naming
+    /// `what` if any of them lies outside the memory.
+    pub(crate) fn read(&self, ptr: u32, len: u32, what: &str) -> Result<&'a [u8], Error> {
+        let start = ptr as usize;
+        start
+            .checked_add(len as usize)
+            .and_then(|end| self.bytes.get(start..end))
+            .ok_or_else(|| out_of_bounds(what, ptr, len, self.bytes.len()))
+    }
+}
+
+/// A bounds-checked, writable view of one guest memory.
+pub(crate) struct GuestMemoryMut<'a> {
+    bytes: &'a mut [u8],
+}
+
+impl<'a> GuestMemoryMut<'a> {
+    pub(crate) fn new(bytes: &'a mut [u8]) -> Self {
+        GuestMemoryMut { bytes }
+    }
+
+    /// Copy `data` to `ptr`, refusing if the guest's allocator handed out a
+    /// range that is not inside its memory.
+    pub(crate) fn write(&mut self, ptr: u32, data: &[u8], what: &str) -> Result<(), Error> {
+        let len = self.bytes.len();
+        let start = ptr as usize;
+        let slot = start
+            .checked_add(data.len())
+            .and_then(|end| self.bytes.get_mut(start..end))
+            .ok_or_else(|| out_of_bounds(what, ptr, data.len() as u32, len))?;
+        slot.copy_from_slice(data);
+        Ok(())
+    }
+}
+
+fn out_of_bounds(what: &str, ptr: u32, len: u32, memory: usize) -> Error {
+    Error::new(
+        ErrorKind::InvalidGuestOutput,
+        format!(
+            "the guest gave {what} at {ptr:#x} with length {len}, which lies outside its {memory}-byte memory; nothing was read"
+        ),
+    )
+}
+
+/// What a data function's result record says.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum GuestResult {
+    /// Output bytes at (ptr, len).
+    Output { ptr: u32, len: u32 },
+    /// A UTF-8 error message at (ptr, len).
+    Error { ptr: u32, len: u32 },
+}
+
+impl GuestResult {
+    /// Decode the 12-byte record at `at`.
+    pub(crate) fn decode(memory: &GuestMemory<'_>, at: u32) -> Result<GuestResult, Error> {
+        let record = memory.read(at, RECORD_LEN, "a result record")?;
+        let word = |i: usize| u32::from_le_bytes(record[i * 4..i * 4 + 4].try_into().unwrap());
+        let (status, ptr, len) = (word(0), word(1), word(2));
+        match status {
+            STATUS_OK => Ok(GuestResult::Output { ptr, len }),
+            STATUS_ERROR => Ok(GuestResult::Error { ptr, len }),
+            other => Err(Error::new(
+                ErrorKind::InvalidGuestOutput,
+                format!(
+                    "the guest's result record at {at:#x} has status {other}; only 0 (output) and 1 (error) exist (docs/ABI.md)"
+                ),
+            )),
+        }
+    }
+}
+
+/// Refuse a piece of guest data longer than `limit` before reading it.
+pub(crate) fn check_size(what: &str, len: u64, limit: usize) -> Result<(), Error> {
+    if len > limit as u64 {
+        return Err(Error::new(
+            ErrorKind::OutputTooLarge,
+            format!(
+                "{what} is {len} bytes, over the sandbox's output limit of {limit} bytes; raise output_limit if legitimate"
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Pack a (pointer, length) pair the way host calls return it to the guest:
+/// length in the high 32 bits, pointer in the low.
+pub(crate) fn pack(ptr: u32, len: u32) -> i64 {
+    ((u64::from(len) << 32) | u64::from(ptr)) as i64
+}
+
+/// A guest message (panic, log): lossy UTF-8, cut at [`MESSAGE_LIMIT`].
+pub(crate) fn read_message(memory: &GuestMemory<'_>, ptr: u32, len: u32) -> Result<String, Error> {
+    let bytes = memory.read(ptr, len.min(MESSAGE_LIMIT), "a message")?;
+    let mut text = String::from_utf8_lossy(bytes).into_owned();
+    if len > MESSAGE_LIMIT {
+        text.push_str(" … (cut)");
+    }
+    Ok(text)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_outside_memory_are_refused_without_reading() {
+        let bytes = [7u8; 64];
+        let memory = GuestMemory::new(&bytes);
+        assert_eq!(memory.read(60, 4, "x").unwrap(), &[7, 7, 7, 7]);
+        for (ptr, len) in [(61, 4), (64, 1), (u32::MAX, 2), (0, u32::MAX), (u32::MAX, u32::MAX)] {
+            let err = memory.read(ptr, len, "output").unwrap_err();
+            assert_eq!(err.kind(), ErrorKind::InvalidGuestOutput, "{ptr} {len}");
+        }
+        assert_eq!(memory.read(64, 0, "x").unwrap(), &[] as &[u8]);
+    }
+
+    #[test]
+    fn writes_outside_memory_are_refused_and_change_nothing() {
+        let mut bytes = [0u8; 16];
+        let mut memory = GuestMemoryMut::new(&mut bytes);
+        assert!(memory.write(14, &[1, 2, 3], "input").is_err());
+        assert!(memory.write(u32::MAX, &[1], "input").is_err());
+        assert_eq!(bytes, [0; 16]);
+        GuestMemoryMut::new(&mut bytes).write(13, &[1, 2, 3], "input").unwrap();
+        assert_eq!(&bytes[13..], &[1, 2, 3]);
+    }
+
+    #[test]
+    fn result_records_decode_and_bad_statuses_are_refused() {
+        let mut bytes = [0u8; 32];
+        bytes[4..16].copy_from_slice(&[1, 0, 0, 0, 9, 0, 0, 0, 3, 0, 0, 0]);
+        let memory = GuestMemory::new(&bytes);
+        assert_eq!(
+            GuestResult::decode(&memory, 4).unwrap(),
+            GuestResult::Error { ptr: 9, len: 3 }
+        );
+        assert_eq!(
+            GuestResult::decode(&memory, 20).unwrap(),
+            GuestResult::Output { ptr: 0, len: 0 }
+        );
+        assert!(GuestResult::decode(&memory, 21).is_err(), "record past the end");
+        bytes[4] = 2;
+        let memory = GuestMemory::new(&bytes);
+        assert_eq!(
+            GuestResult::decode(&memory, 4).unwrap_err().kind(),
+            ErrorKind::InvalidGuestOutput
+        );
+    }
+
+    #[test]
+    fn sizes_over_the_limit_are_refused() {
+        assert!(check_size("output", 16, 16).is_ok());
+        assert_eq!(
+            check_size("output", 17, 16).unwrap_err().kind(),
+            ErrorKind::OutputTooLarge
+        );
+        assert_eq!(pack(0x10, 3), 0x3_0000_0010);
+    }
+}
