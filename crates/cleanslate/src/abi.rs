@@ -146,7 +146,13 @@ mod tests {
         let bytes = [7u8; 64];
         let memory = GuestMemory::new(&bytes);
         assert_eq!(memory.read(60, 4, "x").unwrap(), &[7, 7, 7, 7]);
-        for (ptr, len) in [(61, 4), (64, 1), (u32::MAX, 2), (0, u32::MAX), (u32::MAX, u32::MAX)] {
+        for (ptr, len) in [
+            (61, 4),
+            (64, 1),
+            (u32::MAX, 2),
+            (0, u32::MAX),
+            (u32::MAX, u32::MAX),
+        ] {
             let err = memory.read(ptr, len, "output").unwrap_err();
             assert_eq!(err.kind(), ErrorKind::InvalidGuestOutput, "{ptr} {len}");
         }
@@ -160,7 +166,9 @@ mod tests {
         assert!(memory.write(14, &[1, 2, 3], "input").is_err());
         assert!(memory.write(u32::MAX, &[1], "input").is_err());
         assert_eq!(bytes, [0; 16]);
-        GuestMemoryMut::new(&mut bytes).write(13, &[1, 2, 3], "input").unwrap();
+        GuestMemoryMut::new(&mut bytes)
+            .write(13, &[1, 2, 3], "input")
+            .unwrap();
         assert_eq!(&bytes[13..], &[1, 2, 3]);
     }
 
@@ -177,7 +185,10 @@ mod tests {
             GuestResult::decode(&memory, 20).unwrap(),
             GuestResult::Output { ptr: 0, len: 0 }
         );
-        assert!(GuestResult::decode(&memory, 21).is_err(), "record past the end");
+        assert!(
+            GuestResult::decode(&memory, 21).is_err(),
+            "record past the end"
+        );
         bytes[4] = 2;
         let memory = GuestMemory::new(&bytes);
         assert_eq!(

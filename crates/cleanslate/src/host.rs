@@ -85,12 +85,20 @@ pub(crate) struct HostFunctions {
 /// classify it.
 #[derive(Debug)]
 pub(crate) enum HostFault {
-    Error { function: String, message: String },
-    Panic { function: String, message: String },
+    Error {
+        function: String,
+        message: String,
+    },
+    Panic {
+        function: String,
+        message: String,
+    },
     /// The guest broke the data ABI or a limit while calling the host.
     Guest(Error),
     /// The guest reported a panic through `cleanslate.panic`.
-    GuestPanic { message: String },
+    GuestPanic {
+        message: String,
+    },
 }
 
 impl fmt::Display for HostFault {
@@ -235,7 +243,8 @@ impl HostFunctions {
                             ),
                         )
                     })?;
-                    let wrapped = wrap(qualified.clone(), import.signature.clone(), closure.clone());
+                    let wrapped =
+                        wrap(qualified.clone(), import.signature.clone(), closure.clone());
                     linker.func_new(&import.module, &import.name, ty, wrapped)
                 }
                 HostBinding::Bytes(closure) => {
@@ -332,7 +341,10 @@ impl HostFunctions {
                 linker.func_wrap(
                     IMPORT_MODULE,
                     "log",
-                    |mut caller: wasmtime::Caller<'_, StoreData>, level: i32, ptr: i32, len: i32| {
+                    |mut caller: wasmtime::Caller<'_, StoreData>,
+                     level: i32,
+                     ptr: i32,
+                     len: i32| {
                         let message = with_memory(&mut caller, |memory| {
                             read_message(&memory, ptr as u32, len as u32)
                         })?;
@@ -409,8 +421,12 @@ fn call_bytes_host(
 ) -> wasmtime::Result<i64> {
     let limit = caller.data().output_limit;
     let guest = |e: Error| wasmtime::Error::new(HostFault::Guest(e));
-    check_size(&format!("the input to host function `{function}`"), len.into(), limit)
-        .map_err(guest)?;
+    check_size(
+        &format!("the input to host function `{function}`"),
+        len.into(),
+        limit,
+    )
+    .map_err(guest)?;
     let input = with_memory(&mut caller, |memory| {
         memory
             .read(ptr, len, &format!("input to host function `{function}`"))

@@ -37,8 +37,8 @@ mod snapshot;
 mod value;
 mod wasi;
 
-pub use error::{Error, ErrorKind, Result, TrapCode};
 pub use abi::DEFAULT_OUTPUT_LIMIT;
+pub use error::{Error, ErrorKind, Result, TrapCode};
 pub use host::{HostContext, HostFnError};
 pub use limits::{DEFAULT_MEMORY_LIMIT, MAX_STACK_LIMIT, parse_duration, parse_size};
 pub use module::{FunctionInfo, ImportInfo, Module};

@@ -14,9 +14,9 @@ use crate::sandbox::call::enter;
 use crate::sandbox::instance::{InstanceFactory, LiveInstance};
 use crate::sandbox::interrupt::InterruptState;
 use crate::sandbox::{Sandbox, SandboxCore, Status, StoreData, module_id};
-use crate::wasi::WasiConfig;
 use crate::snapshot::{Snapshot, SnapshotImage};
 use crate::value::Val;
+use crate::wasi::WasiConfig;
 
 /// Builds a [`Sandbox`]: limits, host functions, init function, verification.
 ///
@@ -213,11 +213,13 @@ impl SandboxBuilder {
             module,
             name,
             Arc::new(move |ctx, input| {
-                let value: In = serde_json::from_slice(input)
-                    .map_err(|e| HostFailure::BadInput(format!("not JSON of the expected shape: {e}")))?;
+                let value: In = serde_json::from_slice(input).map_err(|e| {
+                    HostFailure::BadInput(format!("not JSON of the expected shape: {e}"))
+                })?;
                 let out = f(ctx, value).map_err(HostFailure::Host)?;
-                serde_json::to_vec(&out)
-                    .map_err(|e| HostFailure::Host(format!("its result cannot be encoded as JSON: {e}").into()))
+                serde_json::to_vec(&out).map_err(|e| {
+                    HostFailure::Host(format!("its result cannot be encoded as JSON: {e}").into())
+                })
             }),
         );
         self
@@ -261,10 +263,17 @@ impl SandboxBuilder {
         }
         let mut linker = wasmtime::Linker::new(&engine);
         if wasi.is_some() {
-            wasmtime_wasi::p1::add_to_linker_sync(&mut linker, StoreData::wasi_context)
-                .map_err(|e| Error::new(ErrorKind::MissingImport, format!("cannot provide WASI: {e:#}")))?;
+            wasmtime_wasi::p1::add_to_linker_sync(&mut linker, StoreData::wasi_context).map_err(
+                |e| {
+                    Error::new(
+                        ErrorKind::MissingImport,
+                        format!("cannot provide WASI: {e:#}"),
+                    )
+                },
+            )?;
         }
-        self.host.link(&mut linker, &engine, layout, wasi.is_some())?;
+        self.host
+            .link(&mut linker, &engine, layout, wasi.is_some())?;
         let pre = linker
             .instantiate_pre(&compiled)
             .map_err(|e| Error::new(ErrorKind::MissingImport, format!("{e:#}")))?;

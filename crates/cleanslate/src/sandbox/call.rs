@@ -12,9 +12,9 @@ use crate::host::{HostFault, panic_message};
 use crate::limits::Limits;
 use crate::runtime::Runtime;
 use crate::sandbox::SandboxCore;
+use crate::sandbox::StoreData;
 use crate::sandbox::instance::{InstanceFactory, LiveInstance};
 use crate::sandbox::interrupt::Interruption;
-use crate::sandbox::StoreData;
 use crate::sandbox::request::{Call, CallInput, CallResult};
 use crate::value::{Signature, Val, ValType};
 use crate::wasi::{CallEnv, WasiConfig};
@@ -118,7 +118,9 @@ impl SandboxCore {
         let layout = &self.module.inner.layout;
         let Some(export) = layout.function(name) else {
             // Reuse the value path's message listing the exports.
-            return self.resolve(name, &[]).map(|_| unreachable!("no such export"));
+            return self
+                .resolve(name, &[])
+                .map(|_| unreachable!("no such export"));
         };
         let wanted = Signature::new(vec![ValType::I32, ValType::I32], vec![ValType::I32]);
         if export.signature != wanted {
@@ -133,7 +135,9 @@ impl SandboxCore {
         if layout.memories.first().is_none_or(|m| m.memory64) {
             return Err(Error::new(
                 ErrorKind::InvalidArguments,
-                format!("`{name}` cannot take bytes: the module defines no 32-bit memory 0 to pass them in"),
+                format!(
+                    "`{name}` cannot take bytes: the module defines no 32-bit memory 0 to pass them in"
+                ),
             ));
         }
         let live = self.live()?;
@@ -160,7 +164,11 @@ impl SandboxCore {
     }
 
     /// Run a prepared [`Call`] without resetting (the caller owns the reset).
-    pub(crate) fn execute(&mut self, call: &Call, prepared: Prepared<'_>) -> Result<CallResult, Error> {
+    pub(crate) fn execute(
+        &mut self,
+        call: &Call,
+        prepared: Prepared<'_>,
+    ) -> Result<CallResult, Error> {
         let env = CallEnv {
             args: call.args.as_deref(),
             env: &call.env,
@@ -263,7 +271,10 @@ fn exchange_bytes(
             .ok_or_else(|| {
                 Error::new(
                     ErrorKind::InvalidArguments,
-                    format!("an input of {} bytes cannot fit a 32-bit guest", input.len()),
+                    format!(
+                        "an input of {} bytes cannot fit a 32-bit guest",
+                        input.len()
+                    ),
                 )
             })?;
         let alloc = live.store.data().alloc.clone().ok_or_else(no_instance)?;
@@ -291,7 +302,11 @@ fn exchange_bytes(
     let view = GuestMemory::new(memory.data(&live.store));
     match GuestResult::decode(&view, record)? {
         GuestResult::Output { ptr, len } => {
-            check_size(&format!("the output of `{name}`"), len.into(), limits.output)?;
+            check_size(
+                &format!("the output of `{name}`"),
+                len.into(),
+                limits.output,
+            )?;
             Ok(view.read(ptr, len, "output")?.to_vec())
         }
         GuestResult::Error { ptr, len } => {

@@ -125,7 +125,9 @@ impl Sandbox {
         let outcome = guard.finish().merge_reset_outcome(outcome);
         match outcome {
             // `proc_exit(0)` from a function with no results is a return.
-            Err(e) if returns_nothing && e.kind() == ErrorKind::Exited && e.exit_code() == Some(0) => {
+            Err(e)
+                if returns_nothing && e.kind() == ErrorKind::Exited && e.exit_code() == Some(0) =>
+            {
                 Ok(Vec::new())
             }
             other => other,

@@ -1,0 +1,349 @@
+//! Bytes and JSON across the boundary (docs/ABI.md): round trips, host
+//! functions over bytes, every new error kind, and a hostile guest — each
+//! failure followed by the clean-slate check, on both reset paths.
+
+use cleanslate::{
+    Call, ErrorKind, ResetStrategy, Runtime, Sandbox, SandboxBuilder, Snapshot, Status,
+};
+
+const HOSTILE_WAT: &str = include_str!("../../../guests/hostile_data.wat");
+
+struct Fixture {
+    sandbox: Sandbox,
+    fresh: Snapshot,
+}
+
+const STRATEGIES: [ResetStrategy; 2] = [ResetStrategy::Auto, ResetStrategy::FreshInstance];
+
+fn with_kv(builder: SandboxBuilder) -> SandboxBuilder {
+    builder.host_fn_bytes("kv", "get", |ctx, key| {
+        assert_eq!(ctx.function(), "kv.get");
+        match key {
+            b"colour" => Ok(format!("teal (for {})", ctx.export()).into_bytes()),
+            b"boom" => panic!("the kv store exploded"),
+            b"" => Ok(Vec::new()),
+            other => Err(format!("no key {:?}", String::from_utf8_lossy(other)).into()),
+        }
+    })
+}
+
+fn fixture(
+    strategy: ResetStrategy,
+    configure: impl Fn(SandboxBuilder) -> SandboxBuilder,
+) -> Fixture {
+    let module = Runtime::new().unwrap().load_bytes(HOSTILE_WAT).unwrap();
+    let build = || {
+        configure(with_kv(Sandbox::builder(&module).reset_strategy(strategy)))
+            .build()
+            .unwrap()
+    };
+    let sandbox = build();
+    let fresh = build().snapshot().unwrap();
+    Fixture { sandbox, fresh }
+}
+
+/// Memory bytes and size, globals and tables equal a fresh twin's, and the
+/// guest itself sees no secret.
+fn assert_clean_slate(fx: &mut Fixture) {
+    assert_eq!(fx.sandbox.status(), Status::Ready);
+    let now = fx.sandbox.snapshot().unwrap();
+    let diff = fx.fresh.differences(&now);
+    assert!(
+        diff.is_empty(),
+        "state differs from a fresh sandbox: {diff:?}"
+    );
+    assert_eq!(now.memory_sizes(), vec![65536]);
+    assert_eq!(
+        fx.sandbox.call_typed::<(), i32>("read_secret", ()).unwrap(),
+        0
+    );
+}
+
+fn on_both_paths(test: impl Fn(ResetStrategy)) {
+    for strategy in STRATEGIES {
+        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| test(strategy)));
+        if let Err(panic) = outcome {
+            eprintln!("failed with reset strategy {strategy:?}");
+            std::panic::resume_unwind(panic);
+        }
+    }
+}
+
+#[test]
+fn bytes_round_trip_and_reset() {
+    on_both_paths(|strategy| {
+        let mut fx = fixture(strategy, |b| b);
+        assert_eq!(fx.sandbox.call_bytes("echo", b"hello").unwrap(), b"hello");
+        assert_clean_slate(&mut fx);
+        assert_eq!(
+            fx.sandbox.call_bytes("upper", b"shout, please").unwrap(),
+            b"SHOUT, PLEASE"
+        );
+        assert_clean_slate(&mut fx);
+        // Empty input needs no allocation and gives empty output.
+        assert_eq!(fx.sandbox.call_bytes("echo", b"").unwrap(), b"");
+        // Large input: the guest's allocator grows memory; the reset takes
+        // the growth back.
+        let big: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
+        assert_eq!(fx.sandbox.call_bytes("echo", &big).unwrap(), big);
+        assert_clean_slate(&mut fx);
+        assert_eq!(fx.sandbox.call_bytes("grow_then_echo", b"x").unwrap(), b"x");
+        assert_clean_slate(&mut fx);
+    });
+}
+
+#[test]
+fn json_round_trip() {
+    let mut fx = fixture(ResetStrategy::Auto, |b| b);
+    let input = serde_json::json!({"name": "ada", "tags": ["x", "y"], "n": 3});
+    let back: serde_json::Value = fx.sandbox.call_json("echo", &input).unwrap();
+    assert_eq!(back, input);
+    // Output that is not JSON of the requested type blames the guest.
+    let err = fx
+        .sandbox
+        .call_json::<_, u32>("upper", "not a number")
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidGuestOutput, "{err}");
+    assert_clean_slate(&mut fx);
+}
+
+#[test]
+fn host_functions_over_bytes_round_trip() {
+    on_both_paths(|strategy| {
+        let mut fx = fixture(strategy, |b| b);
+        assert_eq!(
+            fx.sandbox.call_bytes("lookup", b"colour").unwrap(),
+            b"teal (for lookup)"
+        );
+        assert_clean_slate(&mut fx);
+        assert_eq!(
+            fx.sandbox.call_bytes("lookup_by_name", b"colour").unwrap(),
+            b"teal (for lookup_by_name)"
+        );
+        assert_eq!(fx.sandbox.call_bytes("lookup", b"").unwrap(), b"");
+        assert_clean_slate(&mut fx);
+    });
+}
+
+#[test]
+fn host_function_errors_and_panics_fail_the_call_and_reset() {
+    on_both_paths(|strategy| {
+        let mut fx = fixture(strategy, |b| b);
+        let err = fx.sandbox.call_bytes("lookup", b"shape").unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::HostError, "{err}");
+        assert!(err.message().contains("no key \"shape\""), "{err}");
+        assert_clean_slate(&mut fx);
+        let err = fx
+            .sandbox
+            .call_bytes("lookup_by_name", b"boom")
+            .unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::HostPanic, "{err}");
+        assert!(err.message().contains("the kv store exploded"), "{err}");
+        assert_clean_slate(&mut fx);
+        let err = fx
+            .sandbox
+            .call_bytes("call_missing_host_fn", b"")
+            .unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::HostError, "{err}");
+        assert!(err.message().contains("nope.missing"), "{err}");
+        assert!(err.message().contains("kv.get"), "lists what exists: {err}");
+        assert_clean_slate(&mut fx);
+    });
+}
+
+#[test]
+fn guest_errors_and_panics_carry_the_guests_message() {
+    on_both_paths(|strategy| {
+        let mut fx = fixture(strategy, |b| b);
+        let err = fx.sandbox.call_bytes("fail", b"bad order #7").unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::GuestError, "{err}");
+        assert_eq!(err.guest_message(), Some("bad order #7"));
+        assert_clean_slate(&mut fx);
+        let err = fx.sandbox.call_bytes("panics", b"").unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::GuestPanic, "{err}");
+        assert_eq!(err.guest_message(), Some("the guest gave up"));
+        assert_clean_slate(&mut fx);
+        // A panic message outside memory is an ABI violation, not a read.
+        let err = fx
+            .sandbox
+            .call_bytes("panic_message_past_the_end", b"")
+            .unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::InvalidGuestOutput, "{err}");
+        assert_clean_slate(&mut fx);
+    });
+}
+
+#[test]
+fn hostile_outputs_are_refused_without_reading_outside_memory() {
+    on_both_paths(|strategy| {
+        let mut fx = fixture(strategy, |b| b);
+        for function in [
+            "bad_status",
+            "output_past_the_end",
+            "huge_length",
+            "pointer_wraps",
+            "record_past_the_end",
+        ] {
+            let err = fx.sandbox.call_bytes(function, b"in").unwrap_err();
+            // A u32::MAX length is over the output limit before it is out
+            // of bounds; either way nothing is read.
+            let expected = if function == "huge_length" {
+                ErrorKind::OutputTooLarge
+            } else {
+                ErrorKind::InvalidGuestOutput
+            };
+            assert_eq!(err.kind(), expected, "{function}: {err}");
+            assert_clean_slate(&mut fx);
+        }
+    });
+}
+
+#[test]
+fn hostile_host_calls_are_refused() {
+    on_both_paths(|strategy| {
+        let mut fx = fixture(strategy, |b| b);
+        let err = fx
+            .sandbox
+            .call_bytes("host_input_past_the_end", b"")
+            .unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::InvalidGuestOutput, "{err}");
+        assert_clean_slate(&mut fx);
+        let err = fx.sandbox.call_bytes("host_input_huge", b"").unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::OutputTooLarge, "{err}");
+        assert_clean_slate(&mut fx);
+        let err = fx
+            .sandbox
+            .call_bytes("host_name_past_the_end", b"")
+            .unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::InvalidGuestOutput, "{err}");
+        assert_clean_slate(&mut fx);
+    });
+}
+
+#[test]
+fn output_over_the_limit_is_refused() {
+    on_both_paths(|strategy| {
+        let mut fx = fixture(strategy, |b| b.output_limit(1024));
+        let err = fx.sandbox.call_bytes("big_output", b"").unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::OutputTooLarge, "{err}");
+        assert!(err.message().contains("1024"), "{err}");
+        assert_clean_slate(&mut fx);
+        // Exactly at the limit passes.
+        let input = vec![b'a'; 1024];
+        assert_eq!(fx.sandbox.call_bytes("echo", &input).unwrap(), input);
+        // Host-call input counts against it too.
+        let err = fx
+            .sandbox
+            .call_bytes("lookup", &vec![b'k'; 1025])
+            .unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::OutputTooLarge, "{err}");
+        assert_clean_slate(&mut fx);
+    });
+}
+
+#[test]
+fn allocator_failures_are_typed() {
+    on_both_paths(|strategy| {
+        let mut fx = fixture(strategy, |b| b);
+        // The guest's allocator returns 0 for 1313 bytes...
+        let err = fx.sandbox.call_bytes("echo", &[1; 1313]).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::OutOfMemory, "{err}");
+        assert_clean_slate(&mut fx);
+        // ...and a pointer past the end for 1717.
+        let err = fx.sandbox.call_bytes("echo", &[1; 1717]).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::InvalidGuestOutput, "{err}");
+        assert_clean_slate(&mut fx);
+        // Input beyond the memory limit: the allocator cannot grow.
+        let mut fx = fixture(strategy, |b| b.memory_limit(1 << 20));
+        let err = fx
+            .sandbox
+            .call_bytes("echo", &vec![0; 2 << 20])
+            .unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::OutOfMemory, "{err}");
+        assert_clean_slate(&mut fx);
+    });
+}
+
+#[test]
+fn wrong_signatures_and_missing_allocator_are_refused_before_running() {
+    let mut fx = fixture(ResetStrategy::Auto, |b| b);
+    let resets = fx.sandbox.resets();
+    let err = fx
+        .sandbox
+        .call_bytes("not_a_data_function", b"x")
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidArguments, "{err}");
+    assert!(err.message().contains("docs/ABI.md"), "{err}");
+    let err = fx.sandbox.call_bytes("nothing_here", b"x").unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::FunctionNotFound, "{err}");
+    assert_eq!(fx.sandbox.resets(), resets, "nothing ran, nothing to reset");
+
+    let runtime = Runtime::new().unwrap();
+    let module = runtime
+        .load_bytes(
+            r#"(module (memory 1) (func (export "f") (param i32 i32) (result i32) (i32.const 0)))"#,
+        )
+        .unwrap();
+    let mut sandbox = Sandbox::builder(&module).build().unwrap();
+    let err = sandbox.call_bytes("f", b"input").unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::FunctionNotFound, "{err}");
+    assert!(err.message().contains("cleanslate_alloc"), "{err}");
+    // Without input no allocator is needed.
+    assert_eq!(sandbox.call_bytes("f", b"").unwrap(), b"");
+}
+
+#[test]
+fn bytes_host_function_imported_with_the_wrong_type_is_a_missing_import() {
+    let runtime = Runtime::new().unwrap();
+    let module = runtime
+        .load_bytes(r#"(module (import "kv" "get" (func (param i32) (result i32))))"#)
+        .unwrap();
+    let err = with_kv(Sandbox::builder(&module)).build().unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::MissingImport, "{err}");
+    assert!(err.message().contains("(i32, i32) -> i64"), "{err}");
+}
+
+#[test]
+fn json_host_functions_decode_and_blame_malformed_guest_input() {
+    #[derive(serde::Deserialize)]
+    struct Lookup {
+        key: String,
+    }
+    let runtime = Runtime::new().unwrap();
+    let module = runtime.load_bytes(HOSTILE_WAT).unwrap();
+    let build = || {
+        Sandbox::builder(&module)
+            .host_fn_json("kv", "get", |_ctx, req: Lookup| {
+                Ok(serde_json::json!({ "key": req.key, "len": req.key.len() }))
+            })
+            .build()
+            .unwrap()
+    };
+    let mut sandbox = build();
+    let mut fx = Fixture {
+        fresh: build().snapshot().unwrap(),
+        sandbox: build(),
+    };
+    let answer: serde_json::Value = sandbox
+        .call_json("lookup", &serde_json::json!({"key": "abc"}))
+        .unwrap();
+    assert_eq!(answer, serde_json::json!({"key": "abc", "len": 3}));
+    let err = fx.sandbox.call_bytes("lookup", b"{not json").unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidGuestOutput, "{err}");
+    assert_clean_slate(&mut fx);
+}
+
+#[test]
+fn call_with_carries_bytes_output() {
+    let mut fx = fixture(ResetStrategy::Auto, |b| b);
+    let result = fx.sandbox.call_with(&Call::bytes("upper", "abc")).unwrap();
+    assert_eq!(result.output(), Some(&b"ABC"[..]));
+    assert_eq!(result.exit_code(), None);
+    assert!(result.stdout().is_empty());
+    let result = fx
+        .sandbox
+        .call_with(&Call::json("echo", &serde_json::json!([1, 2])).unwrap())
+        .unwrap();
+    assert_eq!(result.output_json::<Vec<u32>>().unwrap(), [1, 2]);
+    assert_clean_slate(&mut fx);
+}
