@@ -445,6 +445,19 @@ pub(crate) fn classify(
     limits: &Limits,
 ) -> Error {
     if let Some(fault) = err.downcast_ref::<HostFault>() {
+        // A Rust guest whose allocation failed panics ("memory allocation
+        // of N bytes failed"): that is running out of memory, not a bug.
+        if let (HostFault::GuestPanic { message }, Some(refused)) =
+            (fault, live.store.data().limiter.refused_memory)
+        {
+            return Error::new(
+                ErrorKind::OutOfMemory,
+                format!(
+                    "`{function}` ran out of memory: growing a memory from {} to {} bytes was refused by the limit of {} bytes, and the guest then panicked: {message}; raise memory_limit if legitimate",
+                    refused.current, refused.desired, refused.limit
+                ),
+            );
+        }
         return fault.to_error(function);
     }
     if let Some(exit) = err.downcast_ref::<wasmtime_wasi::I32Exit>() {

@@ -2,6 +2,8 @@
 //! check every exit-path test ends with.
 #![allow(dead_code)]
 
+pub mod build;
+
 use cleanslate::{Module, ResetStrategy, Runtime, Sandbox, SandboxBuilder, Snapshot, Status, Val};
 
 pub const EXAMPLE_WAT: &str = include_str!("../../../../guests/example.wat");

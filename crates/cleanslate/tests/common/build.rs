@@ -1,0 +1,85 @@
+//! Building the example guests from source for the tests: the Rust guests
+//! with cargo for wasm32 (cargo's own caching keeps repeat runs fast), the C
+//! guest with clang and wasi-libc.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// The `.wasm` of the Rust example guest `name` (a crate in guests/rust).
+pub fn rust_guest(name: &str) -> PathBuf {
+    static BUILT: OnceLock<PathBuf> = OnceLock::new();
+    let out = BUILT.get_or_init(|| {
+        let target_dir = repo().join("target/guests");
+        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+        let status = Command::new(cargo)
+            .args([
+                "build",
+                "--release",
+                "--locked",
+                "--target",
+                "wasm32-unknown-unknown",
+            ])
+            .arg("--manifest-path")
+            .arg(repo().join("guests/rust/Cargo.toml"))
+            .arg("--target-dir")
+            .arg(&target_dir)
+            .env_remove("RUSTFLAGS")
+            .env_remove("CARGO_TARGET_DIR")
+            .env_remove("CARGO_BUILD_TARGET")
+            .status()
+            .expect("cargo runs");
+        assert!(status.success(), "building the Rust example guests failed");
+        target_dir.join("wasm32-unknown-unknown/release")
+    });
+    out.join(format!("{}.wasm", name.replace('-', "_")))
+}
+
+/// The C example guest, built with clang for wasm32-wasi; `None` (with a
+/// note) where clang or wasi-libc is missing and the environment does not
+/// demand them (CI sets CLEANSLATE_EXPECT_C_TOOLCHAIN=1 and installs them).
+pub fn c_guest(name: &str) -> Option<PathBuf> {
+    let source = repo().join(format!("guests/c/{name}.c"));
+    let out_dir = repo().join("target/guests/c");
+    std::fs::create_dir_all(&out_dir).unwrap();
+    let out = out_dir.join(format!("{name}.wasm"));
+    let fresh = |out: &Path| {
+        let built = std::fs::metadata(out).and_then(|m| m.modified()).ok();
+        let changed = std::fs::metadata(&source).and_then(|m| m.modified()).ok();
+        matches!((built, changed), (Some(b), Some(c)) if b >= c)
+    };
+    if fresh(&out) {
+        return Some(out);
+    }
+    // Build into a unique file and rename, so parallel tests never see a
+    // half-written module.
+    let partial = out_dir.join(format!("{name}.{}.wasm", std::process::id()));
+    let result = Command::new("clang")
+        .args(["--target=wasm32-wasi", "-O2", "-Wall", "-Werror", "-o"])
+        .arg(&partial)
+        .arg(&source)
+        .output();
+    match result {
+        Ok(output) if output.status.success() => {
+            std::fs::rename(&partial, &out).unwrap();
+            Some(out)
+        }
+        outcome => {
+            let why = match outcome {
+                Ok(output) => String::from_utf8_lossy(&output.stderr).into_owned(),
+                Err(e) => e.to_string(),
+            };
+            if std::env::var_os("CLEANSLATE_EXPECT_C_TOOLCHAIN").is_some() {
+                panic!("building the C guest {name} failed: {why}");
+            }
+            eprintln!(
+                "note: skipping the C guest {name}: clang + wasi-libc unavailable ({why}); install Debian's clang, lld, wasi-libc and libclang-rt-14-dev-wasm32"
+            );
+            None
+        }
+    }
+}
