@@ -138,7 +138,8 @@ impl WasiConfig {
     }
 
     /// A new context for one call, and the pipes that capture its stdout
-    /// and stderr (each up to `output_limit` bytes).
+    /// and stderr (each up to one byte past `output_limit`, so that an
+    /// overflow can be told from output exactly at the limit).
     pub(crate) fn fresh_context(
         &self,
         call: &CallEnv<'_>,
@@ -146,11 +147,16 @@ impl WasiConfig {
     ) -> Result<(WasiP1Ctx, CallStdio), Error> {
         let mut builder = WasiCtxBuilder::new();
         builder.args(call.args.unwrap_or(&self.args));
-        builder.envs(&self.env);
+        // The call's variables replace the sandbox's of the same name.
+        for (key, value) in &self.env {
+            if !call.env.iter().any(|(k, _)| k == key) {
+                builder.env(key, value);
+            }
+        }
         builder.envs(call.env);
         let stdio = CallStdio {
-            stdout: MemoryOutputPipe::new(output_limit),
-            stderr: MemoryOutputPipe::new(output_limit),
+            stdout: MemoryOutputPipe::new(output_limit.saturating_add(1)),
+            stderr: MemoryOutputPipe::new(output_limit.saturating_add(1)),
         };
         builder.stdin(MemoryInputPipe::new(call.stdin.to_vec()));
         builder.stdout(stdio.stdout.clone());
@@ -188,7 +194,7 @@ impl WasiConfig {
 pub(crate) struct CallEnv<'a> {
     /// Replaces the configured args when given.
     pub args: Option<&'a [String]>,
-    /// Added to the configured env.
+    /// Added to the configured env, replacing variables of the same name.
     pub env: &'a [(String, String)],
     pub stdin: &'a [u8],
 }

@@ -370,7 +370,29 @@ pub(crate) fn enter_with<R>(
         || body(live, limits),
     );
     factory.interrupt.end();
-    let captured = live.store.data_mut().take_captured();
+    let mut captured = live.store.data_mut().take_captured();
+    // The pipes hold one byte more than the limit, so a guest that wrote
+    // past it is caught here (WASI reports a full pipe to the guest as a
+    // short write, which the guest may ignore).
+    let overflowed = [&mut captured.stdout, &mut captured.stderr]
+        .into_iter()
+        .filter(|stream| stream.len() > limits.output)
+        .map(|stream| stream.truncate(limits.output))
+        .count();
+    if overflowed > 0
+        && !outcome
+            .as_ref()
+            .is_err_and(|e| e.kind() == ErrorKind::OutputTooLarge)
+    {
+        let overflow = Error::new(
+            ErrorKind::OutputTooLarge,
+            format!(
+                "`{name}` wrote more than the output limit of {} bytes to stdout or stderr; raise output_limit if legitimate",
+                limits.output
+            ),
+        );
+        return (Err(overflow), captured);
+    }
     (outcome, captured)
 }
 

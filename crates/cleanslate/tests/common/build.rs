@@ -43,6 +43,9 @@ pub fn rust_guest(name: &str) -> PathBuf {
 /// note) where clang or wasi-libc is missing and the environment does not
 /// demand them (CI sets CLEANSLATE_EXPECT_C_TOOLCHAIN=1 and installs them).
 pub fn c_guest(name: &str) -> Option<PathBuf> {
+    // One build at a time: tests of one binary run on parallel threads.
+    static BUILDING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _building = BUILDING.lock().unwrap_or_else(|e| e.into_inner());
     let source = repo().join(format!("guests/c/{name}.c"));
     let out_dir = repo().join("target/guests/c");
     std::fs::create_dir_all(&out_dir).unwrap();
