@@ -3,6 +3,13 @@
 
 use cleanslate::{Error, Module, Val};
 
+/// What a call passes to the guest.
+#[derive(Debug, Clone, PartialEq)]
+pub enum CallRequest {
+    Values(Vec<Val>),
+    Bytes(Vec<u8>),
+}
+
 /// A call as the user wrote it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct CallSpec {
@@ -31,6 +38,29 @@ impl CallSpec {
                 args: Vec::new(),
             },
         }
+    }
+
+    /// What to pass: bytes when `--input` is given, or when the export has
+    /// the data-ABI type and no arguments are written (empty input);
+    /// otherwise the argument texts read as core values.
+    pub fn request(&self, module: &Module, input: Option<&[u8]>) -> Result<CallRequest, Error> {
+        if let Some(input) = input {
+            if !self.args.is_empty() {
+                return Err(Error::invalid_arguments(format!(
+                    "`{}` is given both ARGs and --input: a bytes function takes only --input",
+                    self.function
+                )));
+            }
+            return Ok(CallRequest::Bytes(input.to_vec()));
+        }
+        if self.args.is_empty()
+            && module
+                .function(&self.function)
+                .is_some_and(|f| f.is_data_function())
+        {
+            return Ok(CallRequest::Bytes(Vec::new()));
+        }
+        self.values(module).map(CallRequest::Values)
     }
 
     /// Read the argument texts as the export's parameter types. An unknown

@@ -37,7 +37,10 @@ pub const EXIT_USAGE: u8 = 2;
 
 fn main() -> ExitCode {
     quiet_demo_host_panics();
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => return usage_error(e),
+    };
     let outcome = match cli.command {
         Command::Run(args) => run::run(args),
         Command::Bench(args) => bench::bench(args),
@@ -50,6 +53,28 @@ fn main() -> ExitCode {
             ExitCode::from(EXIT_USAGE)
         }
     }
+}
+
+/// Bad usage is one clear line and exit status 2; `--help` and
+/// `--version` print as clap renders them.
+fn usage_error(error: clap::Error) -> ExitCode {
+    use clap::error::ErrorKind;
+    if matches!(
+        error.kind(),
+        ErrorKind::DisplayHelp
+            | ErrorKind::DisplayVersion
+            | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+    ) {
+        error.exit();
+    }
+    let text = error.to_string();
+    let first = text
+        .lines()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or("bad usage");
+    let first = first.strip_prefix("error: ").unwrap_or(first);
+    eprintln!("cleanslate: {first} (see --help)");
+    ExitCode::from(EXIT_USAGE)
 }
 
 /// The built-in `host_op` panics on request to show that host panics are

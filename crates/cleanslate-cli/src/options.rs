@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use clap::Args;
-use cleanslate::{Module, ResetStrategy, Sandbox, SandboxBuilder, Verify};
+use cleanslate::{DirAccess, Module, ResetStrategy, Sandbox, SandboxBuilder, Verify, WasiConfig};
 
 #[derive(Args, Debug, Clone)]
 pub struct SandboxOptions {
@@ -29,6 +29,57 @@ pub struct SandboxOptions {
     /// fresh instance) or fresh_instance (always).
     #[arg(long = "reset", value_name = "STRATEGY", default_value = "auto", value_parser = parse_strategy)]
     pub reset_strategy: ResetStrategy,
+    /// Most bytes a guest may hand back in one piece (output, stdout,
+    /// stderr), e.g. 1MiB. Default 16MiB.
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    pub output_limit: Option<u64>,
+    /// WASI: an environment variable for every call (repeatable).
+    #[arg(long = "env", value_name = "KEY=VALUE", value_parser = parse_env)]
+    pub env: Vec<(String, String)>,
+    /// WASI: give the guest a host directory, read-write unless `:ro`
+    /// (repeatable). GUEST defaults to HOST.
+    #[arg(long = "dir", value_name = "HOST[::GUEST][:ro]", value_parser = parse_dir)]
+    pub dirs: Vec<DirSpec>,
+    /// WASI: deterministic clocks and randomness seeded with SEED.
+    #[arg(long, value_name = "SEED")]
+    pub deterministic: Option<u64>,
+}
+
+/// A `--dir` argument.
+#[derive(Clone, Debug, PartialEq)]
+pub struct DirSpec {
+    pub host: String,
+    pub guest: String,
+    pub access: DirAccess,
+}
+
+fn parse_env(text: &str) -> Result<(String, String), String> {
+    match text.split_once('=') {
+        Some((key, value)) if !key.is_empty() => Ok((key.to_string(), value.to_string())),
+        _ => Err(format!("`{text}` is not KEY=VALUE")),
+    }
+}
+
+fn parse_dir(text: &str) -> Result<DirSpec, String> {
+    let (rest, access) = match text.strip_suffix(":ro") {
+        Some(rest) => (rest, DirAccess::ReadOnly),
+        None => (
+            text.strip_suffix(":rw").unwrap_or(text),
+            DirAccess::ReadWrite,
+        ),
+    };
+    let (host, guest) = match rest.split_once("::") {
+        Some((host, guest)) => (host, guest),
+        None => (rest, rest),
+    };
+    if host.is_empty() || guest.is_empty() {
+        return Err(format!("`{text}` is not HOST[::GUEST][:ro]"));
+    }
+    Ok(DirSpec {
+        host: host.to_string(),
+        guest: guest.to_string(),
+        access,
+    })
 }
 
 fn parse_strategy(text: &str) -> Result<ResetStrategy, String> {
@@ -81,6 +132,52 @@ impl SandboxOptions {
         if let Some(fuel) = self.fuel {
             builder = builder.fuel(fuel);
         }
-        Ok(builder)
+        if let Some(bytes) = self.output_limit {
+            let bytes =
+                usize::try_from(bytes).map_err(|_| format!("output limit {bytes} is too large"))?;
+            builder = builder.output_limit(bytes);
+        }
+        let mut wasi = WasiConfig::new();
+        for (key, value) in &self.env {
+            wasi = wasi.env(key, value);
+        }
+        for dir in &self.dirs {
+            wasi = wasi.preopen_dir(&dir.host, &dir.guest, dir.access);
+        }
+        if let Some(seed) = self.deterministic {
+            wasi = wasi.deterministic(seed);
+        }
+        Ok(builder.wasi(wasi))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dir_specs_name_host_guest_and_access() {
+        let spec = |host: &str, guest: &str, access| DirSpec {
+            host: host.into(),
+            guest: guest.into(),
+            access,
+        };
+        assert_eq!(
+            parse_dir("data").unwrap(),
+            spec("data", "data", DirAccess::ReadWrite)
+        );
+        assert_eq!(
+            parse_dir("./d::/data:ro").unwrap(),
+            spec("./d", "/data", DirAccess::ReadOnly)
+        );
+        assert_eq!(
+            parse_dir("/x:rw").unwrap(),
+            spec("/x", "/x", DirAccess::ReadWrite)
+        );
+        assert!(parse_dir("::/data").is_err());
+        assert!(parse_dir(":ro").is_err());
+        assert_eq!(parse_env("A=b=c").unwrap(), ("A".into(), "b=c".into()));
+        assert!(parse_env("=x").is_err());
+        assert!(parse_env("novalue").is_err());
     }
 }

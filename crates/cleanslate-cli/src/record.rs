@@ -11,6 +11,24 @@ pub struct CallRecord {
     pub ok: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub results: Option<Vec<Value>>,
+    /// A bytes/JSON function's output: text when UTF-8, else base64.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub output: Option<String>,
+    /// `"base64"` when `output` is base64; absent when it is the text itself.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub output_encoding: Option<&'static str>,
+    /// A WASI guest's `proc_exit` code.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub exit_code: Option<i32>,
+    /// What a WASI guest wrote to stdout (text, or base64 as above).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stdout: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stdout_encoding: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stderr: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stderr_encoding: Option<&'static str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<ErrorRecord>,
     pub reset: ResetRecord,
@@ -36,6 +54,19 @@ pub struct ResetRecord {
     pub dirty_pages: u64,
     pub micros: f64,
     pub verified: bool,
+}
+
+/// Bytes for a JSON record: the text when UTF-8, else base64 and the
+/// encoding's name.
+pub fn encode(bytes: &[u8]) -> (String, Option<&'static str>) {
+    use base64::Engine;
+    match std::str::from_utf8(bytes) {
+        Ok(text) => (text.to_string(), None),
+        Err(_) => (
+            base64::engine::general_purpose::STANDARD.encode(bytes),
+            Some("base64"),
+        ),
+    }
 }
 
 impl ErrorRecord {
@@ -101,6 +132,19 @@ impl CallRecord {
         let args: Vec<String> = self.args.iter().map(plain).collect();
         let head = format!("{}({})", self.call, args.join(", "));
         let body = match (&self.results, &self.error) {
+            (None, None) if self.output.is_some() => {
+                let output = self.output.as_deref().unwrap_or_default();
+                match self.output_encoding {
+                    Some(encoding) => format!("{head} = ({encoding}) {output}"),
+                    None => format!("{head} = {output}"),
+                }
+            }
+            (Some(results), _) if self.exit_code.is_some() && results.is_empty() => {
+                format!(
+                    "{head} exited with code {}",
+                    self.exit_code.unwrap_or_default()
+                )
+            }
             (Some(results), _) => {
                 let results: Vec<String> = results.iter().map(plain).collect();
                 match results.len() {

@@ -1,15 +1,15 @@
 //! `cleanslate run`: calls in one sandbox, one after another.
 
-use std::io::{BufRead, Write};
+use std::io::{BufRead, Read, Write};
 use std::path::PathBuf;
 
 use clap::Args;
-use cleanslate::Sandbox;
+use cleanslate::{Call, Sandbox};
 use serde_json::Value;
 
-use crate::call_spec::CallSpec;
+use crate::call_spec::{CallRequest, CallSpec};
 use crate::options::SandboxOptions;
-use crate::record::{CallRecord, ErrorRecord, ResetRecord, json_value};
+use crate::record::{CallRecord, ErrorRecord, ResetRecord, encode, json_value};
 use crate::{EXIT_CALL_FAILED, EXIT_OK};
 
 /// Run calls in one sandbox; each starts from the snapshot.
@@ -18,6 +18,8 @@ use crate::{EXIT_CALL_FAILED, EXIT_OK};
   cleanslate run guests/example.wat add:2,3 trap_unreachable:7 read_secret
   cleanslate run guest.wasm --init setup --memory-limit 16MiB --timeout 200ms --json f:1 f:2
   printf 'add:1,2\\nadd:3,4\\n' | cleanslate run guest.wasm --calls -
+  cleanslate run summarise.wasm summarise --input @order.json --json
+  cleanslate run tool.wasm _start --arg tool --arg -v --stdin input.txt --dir ./data::/data:ro
 
 Exit status: 0 when every call succeeded, 1 when some call failed,
 2 for bad usage or a module that does not load.")]
@@ -30,6 +32,16 @@ pub struct RunArgs {
     /// Read more calls from FILE, one per line (`-` for standard input).
     #[arg(long = "calls", value_name = "FILE")]
     pub calls_file: Option<PathBuf>,
+    /// Input bytes for data-ABI (bytes/JSON) functions: TEXT, @FILE, or `-`
+    /// for standard input. Every call gets the same input.
+    #[arg(long, value_name = "TEXT|@FILE|-")]
+    pub input: Option<String>,
+    /// WASI: standard input for every call, from FILE or `-`.
+    #[arg(long, value_name = "FILE|-")]
+    pub stdin: Option<PathBuf>,
+    /// WASI: an argument for every call (repeatable; the first is argv[0]).
+    #[arg(long = "arg", value_name = "ARG", allow_hyphen_values = true)]
+    pub args: Vec<String>,
     /// Print one JSON object per call per line.
     #[arg(long)]
     pub json: bool,
@@ -38,6 +50,18 @@ pub struct RunArgs {
 }
 
 pub fn run(args: RunArgs) -> Result<u8, String> {
+    let stdin_readers = [
+        args.calls_file
+            .as_deref()
+            .is_some_and(|p| p.as_os_str() == "-"),
+        args.input.as_deref() == Some("-"),
+        args.stdin.as_deref().is_some_and(|p| p.as_os_str() == "-"),
+    ];
+    if stdin_readers.iter().filter(|&&r| r).count() > 1 {
+        return Err(
+            "only one of --calls, --input and --stdin can read standard input (`-`)".into(),
+        );
+    }
     let mut calls: Vec<String> = args.calls.clone();
     if let Some(path) = &args.calls_file {
         calls.extend(read_calls(path)?);
@@ -48,17 +72,27 @@ pub fn run(args: RunArgs) -> Result<u8, String> {
                 .into(),
         );
     }
+    let io = CallIo {
+        input: args.input.as_deref().map(read_input).transpose()?,
+        stdin: args.stdin.as_deref().map(read_stdin).transpose()?,
+        args: args.args.clone(),
+    };
     let (module, mut sandbox) = args.sandbox.load_and_build(&args.module)?;
 
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
     let mut all_ok = true;
     for text in &calls {
-        let record = call_once(&mut sandbox, &module, text);
+        let (record, guest_stdout, guest_stderr) = call_once(&mut sandbox, &module, text, &io);
         all_ok &= record.ok;
         let line = if args.json {
             serde_json::to_string(&record).map_err(|e| e.to_string())?
         } else {
+            // The guest's own output first, as a program's would appear.
+            let _ = std::io::stderr().write_all(&guest_stderr);
+            if out.write_all(&guest_stdout).is_err() {
+                break;
+            }
             record.to_text()
         };
         if writeln!(out, "{line}").is_err() {
@@ -69,35 +103,122 @@ pub fn run(args: RunArgs) -> Result<u8, String> {
     Ok(if all_ok { EXIT_OK } else { EXIT_CALL_FAILED })
 }
 
-/// Make one call and describe it. A call that cannot be made is a failed
-/// record, never an abort: later calls still run.
-pub fn call_once(sandbox: &mut Sandbox, module: &cleanslate::Module, text: &str) -> CallRecord {
+/// What every call of one `run` gets besides its own arguments.
+#[derive(Default)]
+pub struct CallIo {
+    /// `--input`: makes calls data-ABI calls.
+    pub input: Option<Vec<u8>>,
+    pub stdin: Option<Vec<u8>>,
+    pub args: Vec<String>,
+}
+
+/// Make one call and describe it; also return what the guest wrote to
+/// stdout and stderr. A call that cannot be made is a failed record, never
+/// an abort: later calls still run.
+pub fn call_once(
+    sandbox: &mut Sandbox,
+    module: &cleanslate::Module,
+    text: &str,
+    io: &CallIo,
+) -> (CallRecord, Vec<u8>, Vec<u8>) {
     let spec = CallSpec::parse(text);
-    let parsed = spec.values(module);
+    let request = spec.request(module, io.input.as_deref());
     // The arguments as read by the signature, or as written when unreadable.
-    let args = match &parsed {
-        Ok(values) if values.len() == spec.args.len() => values.iter().map(json_value).collect(),
+    let args = match &request {
+        Ok(CallRequest::Values(values)) if values.len() == spec.args.len() => {
+            values.iter().map(json_value).collect()
+        }
         _ => spec.args.iter().map(|a| Value::String(a.clone())).collect(),
     };
     let resets_before = sandbox.resets();
-    let outcome = parsed.and_then(|values| sandbox.call(&spec.function, &values));
+    let outcome = request.and_then(|request| {
+        let mut call = match request {
+            CallRequest::Values(values) => Call::values(&spec.function, &values),
+            CallRequest::Bytes(input) => Call::bytes(&spec.function, input),
+        };
+        if let Some(stdin) = &io.stdin {
+            call = call.stdin(stdin.clone());
+        }
+        for arg in &io.args {
+            call = call.arg(arg);
+        }
+        sandbox.call_with(&call)
+    });
     let reset = ResetRecord::from_report(
         sandbox
             .last_reset()
             .filter(|_| sandbox.resets() != resets_before),
     );
-    let (results, error) = match outcome {
-        Ok(results) => (Some(results.iter().map(json_value).collect()), None),
-        Err(error) => (None, Some(ErrorRecord::from_error(&error))),
-    };
-    CallRecord {
+    let mut record = CallRecord {
         call: spec.function,
         args,
-        ok: error.is_none(),
-        results,
-        error,
+        ok: true,
+        results: None,
+        output: None,
+        output_encoding: None,
+        exit_code: None,
+        stdout: None,
+        stdout_encoding: None,
+        stderr: None,
+        stderr_encoding: None,
+        error: None,
         reset,
+    };
+    let (stdout, stderr) = match outcome {
+        Ok(result) => {
+            if let Some(output) = result.output() {
+                (record.output, record.output_encoding) =
+                    (Some(encode(output).0), encode(output).1);
+            } else {
+                record.results = Some(result.values().iter().map(json_value).collect());
+            }
+            record.exit_code = result.exit_code();
+            (result.stdout().to_vec(), result.stderr().to_vec())
+        }
+        Err(error) => {
+            record.ok = false;
+            record.error = Some(ErrorRecord::from_error(&error));
+            (error.stdout().to_vec(), error.stderr().to_vec())
+        }
+    };
+    if !stdout.is_empty() {
+        let (text, encoding) = encode(&stdout);
+        (record.stdout, record.stdout_encoding) = (Some(text), encoding);
     }
+    if !stderr.is_empty() {
+        let (text, encoding) = encode(&stderr);
+        (record.stderr, record.stderr_encoding) = (Some(text), encoding);
+    }
+    (record, stdout, stderr)
+}
+
+/// `--input`: TEXT, @FILE or `-`.
+fn read_input(spec: &str) -> Result<Vec<u8>, String> {
+    if spec == "-" {
+        let mut bytes = Vec::new();
+        std::io::stdin()
+            .read_to_end(&mut bytes)
+            .map_err(|e| format!("cannot read --input from standard input: {e}"))?;
+        return Ok(bytes);
+    }
+    match spec.strip_prefix('@') {
+        Some(path) => {
+            std::fs::read(path).map_err(|e| format!("cannot read --input file {path}: {e}"))
+        }
+        None => Ok(spec.as_bytes().to_vec()),
+    }
+}
+
+/// `--stdin`: FILE or `-`.
+fn read_stdin(path: &std::path::Path) -> Result<Vec<u8>, String> {
+    if path.as_os_str() == "-" {
+        let mut bytes = Vec::new();
+        std::io::stdin()
+            .read_to_end(&mut bytes)
+            .map_err(|e| format!("cannot read standard input: {e}"))?;
+        return Ok(bytes);
+    }
+    std::fs::read(path).map_err(|e| format!("cannot read --stdin file {}: {e}", path.display()))
 }
 
 fn read_calls(path: &PathBuf) -> Result<Vec<String>, String> {

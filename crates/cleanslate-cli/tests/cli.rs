@@ -184,6 +184,7 @@ fn bad_usage_exits_2_with_one_clear_line() {
         assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
         assert!(!stderr.trim().is_empty(), "{args:?} printed no reason");
         assert!(out.stdout.is_empty(), "{args:?} printed to stdout");
+        assert_eq!(stderr.trim().lines().count(), 1, "{args:?}: {stderr}");
     }
 }
 
@@ -295,4 +296,162 @@ fn bench_json_is_one_line_with_the_contracted_fields() {
         Some(2),
         "an unknown function is a usage error"
     );
+}
+
+/// A data-ABI guest (docs/ABI.md): `upper` upper-cases its input; `raw`
+/// returns two bytes that are not UTF-8; `complain` reports an error; and
+/// `hello` writes to stdout through WASI.
+const DATA_WAT: &str = r#"(module
+  (import "wasi_snapshot_preview1" "fd_write" (func $fd_write (param i32 i32 i32 i32) (result i32)))
+  (memory (export "memory") 1)
+  (global $heap (mut i32) (i32.const 4096))
+  (data (i32.const 64) "\ff\fe")
+  (data (i32.const 80) "hello from wasi\n")
+  (data (i32.const 112) "no thanks")
+  (func $alloc (export "cleanslate_alloc") (param $len i32) (result i32)
+    (local $ptr i32)
+    (local.set $ptr (global.get $heap))
+    (global.set $heap (i32.add (global.get $heap) (local.get $len)))
+    (local.get $ptr))
+  (func $record (param $status i32) (param $ptr i32) (param $len i32) (result i32)
+    (i32.store (i32.const 16) (local.get $status))
+    (i32.store (i32.const 20) (local.get $ptr))
+    (i32.store (i32.const 24) (local.get $len))
+    (i32.const 16))
+  (func (export "upper") (param $ptr i32) (param $len i32) (result i32)
+    (local $i i32) (local $c i32)
+    (block $done (loop $next
+      (br_if $done (i32.ge_u (local.get $i) (local.get $len)))
+      (local.set $c (i32.load8_u (i32.add (local.get $ptr) (local.get $i))))
+      (if (i32.and (i32.ge_u (local.get $c) (i32.const 97)) (i32.le_u (local.get $c) (i32.const 122)))
+        (then (i32.store8 (i32.add (local.get $ptr) (local.get $i)) (i32.sub (local.get $c) (i32.const 32)))))
+      (local.set $i (i32.add (local.get $i) (i32.const 1)))
+      (br $next)))
+    (call $record (i32.const 0) (local.get $ptr) (local.get $len)))
+  (func (export "raw") (param i32 i32) (result i32)
+    (call $record (i32.const 0) (i32.const 64) (i32.const 2)))
+  (func (export "complain") (param i32 i32) (result i32)
+    (call $record (i32.const 1) (i32.const 112) (i32.const 9)))
+  (func (export "hello") (param i32 i32) (result i32)
+    (i32.store (i32.const 0) (i32.const 80))
+    (i32.store (i32.const 4) (i32.const 16))
+    (drop (call $fd_write (i32.const 1) (i32.const 0) (i32.const 1) (i32.const 8)))
+    (call $record (i32.const 0) (i32.const 0) (i32.const 0))))"#;
+
+fn data_guest() -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("cleanslate-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("data.wat");
+    std::fs::write(&path, DATA_WAT).unwrap();
+    path
+}
+
+#[test]
+fn run_input_passes_bytes_from_text_file_and_stdin() {
+    let guest = data_guest();
+    let guest = guest.to_str().unwrap();
+    let out = cleanslate(&["run", guest, "upper", "--input", "hello"]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.starts_with("upper() = HELLO  (reset: "), "{text}");
+
+    let file = std::env::temp_dir().join(format!("cleanslate-input-{}.txt", std::process::id()));
+    std::fs::write(&file, "from a file").unwrap();
+    let at_file = format!("@{}", file.display());
+    let out = cleanslate(&["run", guest, "upper", "--input", &at_file, "--json"]);
+    assert_eq!(json_lines(&out)[0]["output"], "FROM A FILE");
+
+    let mut child = Command::new(env!("CARGO_BIN_EXE_cleanslate"))
+        .args(["run", guest, "upper", "upper", "--input", "-", "--json"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(b"piped in").unwrap();
+    let out = child.wait_with_output().unwrap();
+    let records = json_lines(&out);
+    assert_eq!(records.len(), 2);
+    for record in records {
+        assert_eq!(
+            record["output"], "PIPED IN",
+            "each call gets the same input"
+        );
+        assert!(record.get("output_encoding").is_none());
+    }
+}
+
+#[test]
+fn run_json_gives_non_utf8_output_as_base64_and_guest_errors_typed() {
+    let guest = data_guest();
+    let guest = guest.to_str().unwrap();
+    let out = cleanslate(&["run", guest, "raw", "complain", "--json"]);
+    assert_eq!(out.status.code(), Some(1), "a call failed");
+    let records = json_lines(&out);
+    assert_eq!(records[0]["output"], "//4=");
+    assert_eq!(records[0]["output_encoding"], "base64");
+    assert_eq!(records[1]["ok"], false);
+    assert_eq!(records[1]["error"]["kind"], "guest_error");
+    assert!(
+        records[1]["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("no thanks")
+    );
+}
+
+#[test]
+fn run_json_carries_wasi_stdout_per_call() {
+    let guest = data_guest();
+    let out = cleanslate(&["run", guest.to_str().unwrap(), "hello", "upper", "--json"]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let records = json_lines(&out);
+    assert_eq!(records[0]["stdout"], "hello from wasi\n");
+    assert!(
+        records[1].get("stdout").is_none(),
+        "call 1's stdout leaked into call 2"
+    );
+    // Without --json the guest's stdout is printed as it is.
+    let out = cleanslate(&["run", guest.to_str().unwrap(), "hello"]);
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.starts_with("hello from wasi\nhello() = "), "{text}");
+}
+
+#[test]
+fn run_input_misuse_is_one_clear_line() {
+    let guest = data_guest();
+    let guest = guest.to_str().unwrap();
+    for (args, says) in [
+        (
+            vec!["run", guest, "upper", "--input", "@/no/such/file"],
+            "/no/such/file",
+        ),
+        (
+            vec!["run", guest, "--calls", "-", "--input", "-"],
+            "standard input",
+        ),
+        (
+            vec!["run", guest, "upper", "--env", "NOEQUALS"],
+            "KEY=VALUE",
+        ),
+    ] {
+        let out = cleanslate(&args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        let err = String::from_utf8(out.stderr).unwrap();
+        assert_eq!(err.trim().lines().count(), 1, "{err}");
+        assert!(err.contains(says), "{args:?}: {err}");
+    }
+    // ARGs and --input together fail that call, typed.
+    let out = cleanslate(&["run", guest, "upper:1,2", "--input", "x", "--json"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(json_lines(&out)[0]["error"]["kind"], "invalid_arguments");
 }

@@ -304,6 +304,17 @@ impl Error {
         self
     }
 
+    /// An [`ErrorKind::InvalidArguments`] error, for embedders that check
+    /// a request before handing it to a sandbox and want one error type.
+    ///
+    /// ```
+    /// let err = cleanslate::Error::invalid_arguments("the body is empty");
+    /// assert_eq!(err.kind(), cleanslate::ErrorKind::InvalidArguments);
+    /// ```
+    pub fn invalid_arguments(message: impl Into<String>) -> Self {
+        Error::new(ErrorKind::InvalidArguments, message)
+    }
+
     /// What kind of error this is.
     pub fn kind(&self) -> ErrorKind {
         self.kind

@@ -112,9 +112,17 @@ impl Module {
 
     /// The exported functions a sandbox can call.
     pub fn functions(&self) -> impl Iterator<Item = FunctionInfo<'_>> {
-        self.inner.layout.exports.iter().map(|f| FunctionInfo {
+        let has_allocator = self
+            .inner
+            .layout
+            .function(crate::abi::ALLOC_EXPORT)
+            .is_some_and(|f| {
+                f.signature == Signature::new(vec![crate::ValType::I32], vec![crate::ValType::I32])
+            });
+        self.inner.layout.exports.iter().map(move |f| FunctionInfo {
             name: &f.name,
             signature: &f.signature,
+            has_allocator,
         })
     }
 
@@ -154,6 +162,7 @@ impl fmt::Debug for Module {
 pub struct FunctionInfo<'a> {
     name: &'a str,
     signature: &'a Signature,
+    has_allocator: bool,
 }
 
 impl<'a> FunctionInfo<'a> {
@@ -172,6 +181,14 @@ impl<'a> FunctionInfo<'a> {
     /// The result types.
     pub fn results(&self) -> &'a [crate::ValType] {
         self.signature.results()
+    }
+    /// Whether this looks like a bytes/JSON function of the data ABI
+    /// (docs/ABI.md): type `(i32, i32) -> i32` in a module that exports
+    /// `cleanslate_alloc`. Call it with
+    /// [`Sandbox::call_bytes`](crate::Sandbox::call_bytes).
+    pub fn is_data_function(&self) -> bool {
+        use crate::ValType::I32;
+        self.has_allocator && self.params() == [I32, I32] && self.results() == [I32]
     }
 }
 
