@@ -12,8 +12,9 @@ use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
 
 use crate::EXIT_OK;
-use crate::call_spec::CallSpec;
+use crate::call_spec::{CallRequest, CallSpec};
 use crate::options::SandboxOptions;
+use crate::run::read_input;
 
 /// Measure a call: run it N times in one sandbox (each followed by its reset).
 #[derive(Args, Debug)]
@@ -21,6 +22,7 @@ use crate::options::SandboxOptions;
   cleanslate bench guests/example.wat add:2,3
   cleanslate bench guest.wasm work:1000 --calls 100000 --init setup --json
   cleanslate bench guests/example.wat leave_secret:5 --reset fresh_instance
+  cleanslate bench json_transform.wasm shout --input @1KiB.txt
 
 Times include the call and its reset. Quote medians, and compare runs made
 on the same machine at the same time.")]
@@ -33,6 +35,9 @@ pub struct BenchArgs {
     /// How many measured calls (after a warm-up of 1%, at least 10).
     #[arg(long, default_value_t = 10_000, value_name = "N")]
     pub calls: u64,
+    /// Input bytes for a data-ABI (bytes/JSON) function: TEXT, @FILE or `-`.
+    #[arg(long, value_name = "TEXT|@FILE|-")]
+    pub input: Option<String>,
     /// Print one JSON object instead of a table.
     #[arg(long)]
     pub json: bool,
@@ -60,11 +65,21 @@ pub fn bench(args: BenchArgs) -> Result<u8, String> {
     if args.calls == 0 {
         return Err("--calls must be at least 1".into());
     }
+    let input = args.input.as_deref().map(read_input).transpose()?;
     let (module, mut sandbox) = args.sandbox.load_and_build(&args.module)?;
     let spec = CallSpec::parse(&args.call);
-    let values = spec.values(&module).map_err(|e| e.to_string())?;
+    let request = spec
+        .request(&module, input.as_deref())
+        .map_err(|e| e.to_string())?;
+    let function = spec.function.as_str();
+    let call = move |sandbox: &mut cleanslate::Sandbox| -> Result<(), cleanslate::Error> {
+        match &request {
+            CallRequest::Values(values) => sandbox.call(function, values).map(drop),
+            CallRequest::Bytes(input) => sandbox.call_bytes(function, input).map(drop),
+        }
+    };
     // A call that cannot be made at all is a usage error, not a benchmark.
-    if let Err(e) = sandbox.call(&spec.function, &values)
+    if let Err(e) = call(&mut sandbox)
         && !e.kind().is_guest_failure()
     {
         return Err(format!("cannot benchmark `{}`: {e}", args.call));
@@ -72,7 +87,7 @@ pub fn bench(args: BenchArgs) -> Result<u8, String> {
 
     let warmup = (args.calls / 100).max(10);
     for _ in 0..warmup {
-        let _ = sandbox.call(&spec.function, &values);
+        let _ = call(&mut sandbox);
     }
     let progress = progress_bar(args.calls);
     let mut call_ns = Vec::with_capacity(args.calls as usize);
@@ -85,7 +100,7 @@ pub fn bench(args: BenchArgs) -> Result<u8, String> {
     let mut failures = 0u64;
     for i in 0..args.calls {
         let started = Instant::now();
-        let outcome = sandbox.call(&spec.function, &values);
+        let outcome = call(&mut sandbox);
         call_ns.push(started.elapsed().as_nanos() as u64);
         failures += outcome.is_err() as u64;
         if let Some(report) = sandbox.last_reset() {

@@ -193,7 +193,7 @@ pub fn call_once(
 }
 
 /// `--input`: TEXT, @FILE or `-`.
-fn read_input(spec: &str) -> Result<Vec<u8>, String> {
+pub fn read_input(spec: &str) -> Result<Vec<u8>, String> {
     if spec == "-" {
         let mut bytes = Vec::new();
         std::io::stdin()
