@@ -27,7 +27,8 @@ fn lookup(request: Request) -> Result<Vec<Answer>, String> {
         .into_iter()
         .map(|key| {
             let value = host::call("kv.get", key.as_bytes());
-            let value = String::from_utf8(value).map_err(|_| format!("value of {key} is not UTF-8"))?;
+            let value =
+                String::from_utf8(value).map_err(|_| format!("value of {key} is not UTF-8"))?;
             Ok(Answer { key, value })
         })
         .collect()

@@ -25,7 +25,10 @@ fn misbehave(how: &[u8]) -> Result<Vec<u8>, String> {
         b"loop" => loop {
             core::hint::spin_loop();
         },
-        other => Err(alloc::format!("unknown failure {:?}", String::from_utf8_lossy(other))),
+        other => Err(alloc::format!(
+            "unknown failure {:?}",
+            String::from_utf8_lossy(other)
+        )),
     }
 }
 
