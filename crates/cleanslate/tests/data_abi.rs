@@ -347,3 +347,24 @@ fn call_with_carries_bytes_output() {
     assert_eq!(result.output_json::<Vec<u32>>().unwrap(), [1, 2]);
     assert_clean_slate(&mut fx);
 }
+
+#[test]
+fn sessions_keep_state_across_bytes_calls_and_reset_at_the_end() {
+    let mut fx = fixture(ResetStrategy::Auto, |b| b);
+    {
+        let mut session = fx.sandbox.session();
+        assert_eq!(session.call_bytes("echo", b"one").unwrap(), b"one");
+        // The secret `echo` left is still there inside the session...
+        assert_eq!(
+            session.call("read_secret", &[]).unwrap(),
+            [cleanslate::Val::I32(2 * 0x5EC2E7)]
+        );
+        let result = session.call_with(&Call::bytes("upper", "two")).unwrap();
+        assert_eq!(result.output(), Some(&b"TWO"[..]));
+        // ...and a guest failure poisons the session.
+        let err = session.call_bytes("fail", b"stop").unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::GuestError);
+        assert_eq!(session.status(), Status::Poisoned);
+    }
+    assert_clean_slate(&mut fx);
+}

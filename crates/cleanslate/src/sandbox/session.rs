@@ -4,7 +4,7 @@ use std::fmt;
 
 use crate::error::Error;
 use crate::reset::guard::ResetGuard;
-use crate::sandbox::{SandboxCore, Status};
+use crate::sandbox::{Call, CallResult, SandboxCore, Status};
 use crate::snapshot::Snapshot;
 use crate::value::{Val, WasmValues};
 
@@ -49,8 +49,31 @@ impl<'a> Session<'a> {
         core.ensure_status_allows_calls()?;
         let target = core.resolve(name, args)?;
         let outcome = core.invoke(&target, args);
+        self.poison_on_guest_failure(outcome)
+    }
+
+    /// Like [`Sandbox::call_bytes`](crate::Sandbox::call_bytes), without
+    /// resetting afterwards.
+    pub fn call_bytes(&mut self, name: &str, input: &[u8]) -> Result<Vec<u8>, Error> {
+        let core = &mut *self.guard;
+        core.ensure_status_allows_calls()?;
+        let func = core.resolve_data(name, input)?;
+        let outcome = core.call_data(name, func, input);
+        self.poison_on_guest_failure(outcome)
+    }
+
+    /// Like [`Sandbox::call_with`](crate::Sandbox::call_with), without
+    /// resetting afterwards.
+    pub fn call_with(&mut self, call: &Call) -> Result<CallResult, Error> {
+        let core = &mut *self.guard;
+        let prepared = core.prepare(call)?;
+        let outcome = core.execute(call, prepared);
+        self.poison_on_guest_failure(outcome)
+    }
+
+    fn poison_on_guest_failure<T>(&mut self, outcome: Result<T, Error>) -> Result<T, Error> {
         if outcome.as_ref().is_err_and(|e| e.kind().is_guest_failure()) {
-            core.status = Status::Poisoned;
+            self.guard.status = Status::Poisoned;
         }
         outcome
     }
