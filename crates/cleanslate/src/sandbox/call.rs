@@ -36,19 +36,7 @@ impl SandboxCore {
     pub(crate) fn resolve<'n>(&mut self, name: &'n str, args: &[Val]) -> Result<Target<'n>, Error> {
         let layout = &self.module.inner.layout;
         let Some(export) = layout.function(name) else {
-            let mut known: Vec<&str> = layout.exports.iter().map(|e| e.name.as_str()).collect();
-            known.truncate(20);
-            return Err(Error::new(
-                ErrorKind::FunctionNotFound,
-                format!(
-                    "the module exports no function named `{name}`; it exports: {}",
-                    if known.is_empty() {
-                        "(no functions)".to_string()
-                    } else {
-                        known.join(", ")
-                    }
-                ),
-            ));
+            return Err(function_not_found(layout, name));
         };
         if let Some(bad) = export
             .signature
@@ -117,10 +105,7 @@ impl SandboxCore {
     pub(crate) fn resolve_data(&mut self, name: &str, input: &[u8]) -> Result<DataFunc, Error> {
         let layout = &self.module.inner.layout;
         let Some(export) = layout.function(name) else {
-            // Reuse the value path's message listing the exports.
-            return self
-                .resolve(name, &[])
-                .map(|_| unreachable!("no such export"));
+            return Err(function_not_found(layout, name));
         };
         let wanted = Signature::new(vec![ValType::I32, ValType::I32], vec![ValType::I32]);
         if export.signature != wanted {
@@ -158,8 +143,10 @@ impl SandboxCore {
     pub(crate) fn prepare<'c>(&mut self, call: &'c Call) -> Result<Prepared<'c>, Error> {
         self.ensure_status_allows_calls()?;
         Ok(match &call.input {
-            CallInput::Values(args) => Prepared::Values(self.resolve(&call.function, args)?),
-            CallInput::Bytes(input) => Prepared::Bytes(self.resolve_data(&call.function, input)?),
+            CallInput::Values(args) => Prepared::Values(self.resolve(&call.function, args)?, args),
+            CallInput::Bytes(input) => {
+                Prepared::Bytes(self.resolve_data(&call.function, input)?, input)
+            }
         })
     }
 
@@ -174,16 +161,15 @@ impl SandboxCore {
             env: &call.env,
             stdin: &call.stdin,
         };
-        let (outcome, captured) = match (&call.input, prepared) {
-            (CallInput::Values(args), Prepared::Values(target)) => {
+        let (outcome, captured) = match prepared {
+            Prepared::Values(target, args) => {
                 let (outcome, captured) = self.invoke_captured(&target, args, &env);
                 (outcome.map(|values| (values, None)), captured)
             }
-            (CallInput::Bytes(input), Prepared::Bytes(func)) => {
+            Prepared::Bytes(func, input) => {
                 let (outcome, captured) = self.data_captured(&call.function, func, input, &env);
                 (outcome.map(|output| (Vec::new(), Some(output))), captured)
             }
-            _ => unreachable!("prepared from the same call"),
         };
         match outcome {
             Ok((values, output)) => Ok(CallResult {
@@ -241,8 +227,25 @@ pub(crate) type DataFunc = wasmtime::TypedFunc<(i32, i32), i32>;
 
 /// A [`Call`] resolved against the module, ready to run.
 pub(crate) enum Prepared<'c> {
-    Values(Target<'c>),
-    Bytes(DataFunc),
+    Values(Target<'c>, &'c [Val]),
+    Bytes(DataFunc, &'c [u8]),
+}
+
+/// No export `name`: say what the module does export.
+fn function_not_found(layout: &crate::module::ModuleLayout, name: &str) -> Error {
+    let mut known: Vec<&str> = layout.exports.iter().map(|e| e.name.as_str()).collect();
+    known.truncate(20);
+    Error::new(
+        ErrorKind::FunctionNotFound,
+        format!(
+            "the module exports no function named `{name}`; it exports: {}",
+            if known.is_empty() {
+                "(no functions)".to_string()
+            } else {
+                known.join(", ")
+            }
+        ),
+    )
 }
 
 fn no_instance() -> Error {
