@@ -46,6 +46,10 @@ pub(super) fn restore_in_place(
         })?;
         let data = memory.data_mut(&mut live.store);
         let mut protect = DirtyPages::default();
+        // Adjacent pages to restore are copied as one run: one large copy
+        // streams (glibc switches to non-temporal stores for big sizes),
+        // where thousands of 4 KiB copies each pay their own setup.
+        let mut copy = CopyRun::default();
         for run in &written.ranges {
             for offset in run.clone().step_by(PAGE) {
                 let page = offset..offset + PAGE;
@@ -64,11 +68,12 @@ pub(super) fn restore_in_place(
                     }
                 };
                 if restore {
-                    data[page.clone()].copy_from_slice(&expected.bytes[page]);
+                    copy.add(page, data, &expected.bytes);
                     pages += 1;
                 }
             }
         }
+        copy.flush(data, &expected.bytes);
         // Copy first, then protect: protecting first would make the copy
         // itself fault and mark the pages written again.
         tracker
@@ -80,6 +85,31 @@ pub(super) fn restore_in_place(
         restore_table_slots(module, image, live)?;
     }
     Ok(pages)
+}
+
+/// A run of adjacent pages waiting to be copied back from the image.
+#[derive(Default)]
+struct CopyRun {
+    pending: std::ops::Range<usize>,
+}
+
+impl CopyRun {
+    /// Queue `page`; copies the queued run first if `page` does not extend it.
+    fn add(&mut self, page: std::ops::Range<usize>, data: &mut [u8], image: &[u8]) {
+        if self.pending.end != page.start || self.pending.is_empty() {
+            self.flush(data, image);
+            self.pending = page;
+        } else {
+            self.pending.end = page.end;
+        }
+    }
+
+    fn flush(&mut self, data: &mut [u8], image: &[u8]) {
+        let run = std::mem::take(&mut self.pending);
+        if !run.is_empty() {
+            data[run.clone()].copy_from_slice(&image[run]);
+        }
+    }
 }
 
 /// Everything that only a fresh instance can undo.
