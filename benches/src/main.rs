@@ -9,6 +9,7 @@
 mod guest;
 mod methods;
 mod plot;
+mod real_work;
 mod report;
 
 use std::time::{Duration, Instant};
@@ -79,12 +80,31 @@ fn main() {
             }
         }
     }
+    let mut real = Vec::new();
+    match real_work::guest() {
+        Ok(wasm) => {
+            for method in real_work::METHODS {
+                let call = real_work::prepare(method, &wasm, real_work::input());
+                match call.map(|call| sample(call, &budget)) {
+                    Ok((median_us, iterations)) => {
+                        eprintln!(
+                            "real work {:<58} {median_us:>10.2} µs ({iterations} calls)",
+                            method.name()
+                        );
+                        real.push((method, median_us));
+                    }
+                    Err(e) => eprintln!("real work {:<58} failed: {e}", method.name()),
+                }
+            }
+        }
+        Err(e) => eprintln!("real work: cannot build the Rust guest: {e}"),
+    }
     let soak = if quick {
         None
     } else {
         Some(report::soak(1_000_000))
     };
-    let markdown = report::markdown(&cells, soak.as_ref());
+    let markdown = report::markdown(&cells, &real, soak.as_ref());
     println!("{markdown}");
     if !quick {
         report::write(&markdown, &cells)
@@ -101,7 +121,12 @@ fn measure(
     stride: u64,
     budget: &Budget,
 ) -> Result<(f64, usize), String> {
-    let mut call = methods::prepare(method, wasm, bytes, k, stride)?;
+    let call = methods::prepare(method, wasm, bytes, k, stride)?;
+    Ok(sample(call, budget))
+}
+
+/// Median microseconds per call of `call`, and the calls measured.
+fn sample(mut call: methods::Call, budget: &Budget) -> (f64, usize) {
     for _ in 0..budget.warmup {
         call();
     }
@@ -115,5 +140,5 @@ fn measure(
         samples.push(t.elapsed().as_nanos() as u64);
     }
     samples.sort_unstable();
-    Ok((samples[samples.len() / 2] as f64 / 1000.0, samples.len()))
+    (samples[samples.len() / 2] as f64 / 1000.0, samples.len())
 }

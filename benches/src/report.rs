@@ -80,7 +80,7 @@ fn best_fresh(cells: &[Cell], size: &str, k: u64) -> Option<(f64, Method)> {
         .min_by(|a, b| a.0.total_cmp(&b.0))
 }
 
-pub fn markdown(cells: &[Cell], soak: Option<&Soak>) -> String {
+pub fn markdown(cells: &[Cell], real: &[(Method, f64)], soak: Option<&Soak>) -> String {
     let mut out = String::new();
     for (_, size) in SIZES {
         let _ = writeln!(
@@ -116,6 +116,18 @@ pub fn markdown(cells: &[Cell], soak: Option<&Soak>) -> String {
                 _ => row.push_str(" – |"),
             }
             let _ = writeln!(out, "{row}");
+        }
+    }
+    if !real.is_empty() {
+        out.push_str("\n#### Real work: a Rust guest (guests/rust/json-transform) sums a 200-item JSON order (~10 KB) with serde, median µs per call including its reset\n\n");
+        let best = real
+            .iter()
+            .filter(|(m, _)| m.is_wasmtime_fresh())
+            .map(|&(_, us)| us)
+            .fold(f64::INFINITY, f64::min);
+        out.push_str("| method | median µs | ÷ best wasmtime fresh |\n|---|---:|---:|\n");
+        for (method, us) in real {
+            let _ = writeln!(out, "| {} | {us:.1} | {:.2}× |", method.name(), us / best);
         }
     }
     out.push_str("\n#### Targets (from the issue), checked on this run\n\n");
