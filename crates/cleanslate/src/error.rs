@@ -136,6 +136,9 @@ pub enum ErrorKind {
     /// [`Sandbox::call_with`](crate::Sandbox::call_with) treats exits as
     /// results instead.
     Exited,
+    /// Every sandbox of a [`SandboxPool`](crate::SandboxPool) stayed busy
+    /// for the pool's wait limit. Retry later, or grow the pool.
+    PoolExhausted,
 }
 
 impl ErrorKind {
@@ -163,6 +166,7 @@ impl ErrorKind {
             ErrorKind::InvalidGuestOutput => "invalid_guest_output",
             ErrorKind::OutputTooLarge => "output_too_large",
             ErrorKind::Exited => "exited",
+            ErrorKind::PoolExhausted => "pool_exhausted",
         }
     }
 

@@ -30,6 +30,7 @@ mod error;
 mod host;
 mod limits;
 mod module;
+mod pool;
 mod reset;
 mod runtime;
 mod sandbox;
@@ -42,6 +43,7 @@ pub use error::{Error, ErrorKind, Result, TrapCode};
 pub use host::{HostContext, HostFnError};
 pub use limits::{DEFAULT_MEMORY_LIMIT, MAX_STACK_LIMIT, parse_duration, parse_size};
 pub use module::{FunctionInfo, ImportInfo, Module};
+pub use pool::{Histogram, PoolConfig, PoolMetrics, SandboxPool};
 #[cfg(feature = "fault-injection")]
 pub use reset::Fault;
 pub use reset::{FallbackReason, ResetPath, ResetReport, ResetStrategy, Verify};

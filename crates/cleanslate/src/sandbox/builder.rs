@@ -49,6 +49,7 @@ use crate::wasi::WasiConfig;
 /// # Ok::<(), cleanslate::Error>(())
 /// ```
 #[must_use = "a builder does nothing until `build` is called"]
+#[derive(Clone)]
 pub struct SandboxBuilder {
     module: Module,
     limits: Limits,
@@ -234,7 +235,14 @@ impl SandboxBuilder {
         self
     }
 
-    /// Instantiate, initialise and snapshot.
+    /// The module the sandbox will run.
+    pub fn module(&self) -> &Module {
+        &self.module
+    }
+
+    /// Instantiate, initialise and snapshot. The builder can be cloned to
+    /// build several identical sandboxes (a [`SandboxPool`](crate::SandboxPool)
+    /// does).
     pub fn build(self) -> Result<Sandbox, Error> {
         self.limits.validate()?;
         let flavor = EngineFlavor {

@@ -1,0 +1,146 @@
+//! The sandbox pool: many threads, fewer sandboxes, a clean slate for every
+//! call; exhaustion is a typed error; an unrecoverable sandbox is replaced.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use cleanslate::{ErrorKind, Fault, PoolConfig, Runtime, Sandbox, SandboxPool, Val, Verify};
+
+/// `canary(x)`: returns what memory and a global held at entry (0 in a
+/// clean slate), after writing `x` to both and checking, after a pause,
+/// that nobody else's write appeared (traps if one did).
+const CANARY_WAT: &str = r#"(module
+  (memory 1)
+  (global $g (mut i32) (i32.const 0))
+  (func (export "canary") (param $x i32) (result i32)
+    (local $seen i32) (local $i i32)
+    (local.set $seen (i32.add (i32.load (i32.const 0)) (global.get $g)))
+    (i32.store (i32.const 0) (local.get $x))
+    (global.set $g (local.get $x))
+    (loop $pause
+      (local.set $i (i32.add (local.get $i) (i32.const 1)))
+      (br_if $pause (i32.lt_u (local.get $i) (i32.const 2000))))
+    (if (i32.ne (i32.load (i32.const 0)) (local.get $x)) (then unreachable))
+    (if (i32.ne (global.get $g) (local.get $x)) (then unreachable))
+    (local.get $seen))
+  (func (export "spin") (loop $forever (br $forever))))"#;
+
+fn pool(size: usize, wait: Duration) -> SandboxPool {
+    let module = Runtime::new().unwrap().load_bytes(CANARY_WAT).unwrap();
+    let builder = Sandbox::builder(&module)
+        .timeout(Duration::from_millis(300))
+        .verify(Verify::Always);
+    SandboxPool::new(builder, PoolConfig::new(size).max_wait(wait)).unwrap()
+}
+
+#[test]
+fn concurrent_callers_each_see_a_clean_slate() {
+    let pool = Arc::new(pool(2, Duration::from_secs(10)));
+    let threads: Vec<_> = (1..=6)
+        .map(|t| {
+            let pool = pool.clone();
+            std::thread::spawn(move || {
+                for i in 0..200 {
+                    let canary = t * 10_000 + i;
+                    let seen = pool.call("canary", &[Val::I32(canary)]).unwrap();
+                    assert_eq!(
+                        seen,
+                        [Val::I32(0)],
+                        "call {canary} saw another call's canary"
+                    );
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    let m = pool.metrics();
+    assert_eq!(m.calls("canary", "ok"), 1200);
+    assert_eq!(m.reset_micros().count(), 1200);
+    assert_eq!(m.in_use(), 0);
+    assert_eq!(pool.idle(), 2);
+}
+
+#[test]
+fn async_callers_share_the_pool() {
+    let pool = pool(2, Duration::from_secs(10));
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .build()
+        .unwrap();
+    let results = runtime.block_on(async {
+        let calls = (0..20).map(|i| {
+            let pool = pool.clone();
+            tokio::spawn(async move {
+                pool.call_async(cleanslate::Call::values("canary", &[Val::I32(i + 1)]))
+                    .await
+            })
+        });
+        let mut out = Vec::new();
+        for call in calls {
+            out.push(call.await.unwrap().unwrap());
+        }
+        out
+    });
+    assert!(results.iter().all(|r| r.values() == [Val::I32(0)]));
+}
+
+#[test]
+fn exhaustion_is_a_typed_error_after_the_wait() {
+    let pool = Arc::new(pool(1, Duration::from_millis(20)));
+    let busy = {
+        let pool = pool.clone();
+        std::thread::spawn(move || pool.call("spin", &[]).unwrap_err())
+    };
+    // Let the spinning call take the only sandbox.
+    while pool.metrics().in_use() == 0 {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let err = pool.call("canary", &[Val::I32(1)]).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::PoolExhausted, "{err}");
+    assert_eq!(busy.join().unwrap().kind(), ErrorKind::Timeout);
+    // Free again, and clean.
+    assert_eq!(pool.call("canary", &[Val::I32(2)]).unwrap(), [Val::I32(0)]);
+    let m = pool.metrics();
+    assert_eq!(m.exhausted(), 1);
+    assert_eq!(m.calls("canary", "pool_exhausted"), 1);
+    assert_eq!(m.calls("spin", "timeout"), 1);
+}
+
+#[test]
+fn an_unrecoverable_sandbox_is_replaced_in_the_background() {
+    let pool = pool(1, Duration::from_secs(10));
+    pool.inject_fault(Fault::CorruptMemory);
+    let err = pool.call("canary", &[Val::I32(7)]).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::ResetFailed, "{err}");
+    // The replacement arrives; the next call waits for it and is clean.
+    assert_eq!(pool.call("canary", &[Val::I32(8)]).unwrap(), [Val::I32(0)]);
+    assert_eq!(pool.metrics().replacements(), 1);
+    assert_eq!(pool.idle(), 1);
+}
+
+#[test]
+fn metrics_render_as_prometheus_text() {
+    let pool = pool(1, Duration::from_secs(1));
+    pool.call("canary", &[Val::I32(1)]).unwrap();
+    let _ = pool.call("no_such_function", &[]);
+    let text = pool.metrics().to_prometheus();
+    for needle in [
+        "cleanslate_pool_calls_total{function=\"canary\",outcome=\"ok\"} 1",
+        "cleanslate_pool_calls_total{function=\"(unknown)\",outcome=\"function_not_found\"} 1",
+        "cleanslate_pool_reset_duration_microseconds_bucket{le=\"+Inf\"} 1",
+        "cleanslate_pool_reset_dirty_pages_count 1",
+        "cleanslate_pool_size 1",
+        "cleanslate_pool_in_use 0",
+    ] {
+        assert!(text.contains(needle), "missing {needle}:\n{text}");
+    }
+}
+
+#[test]
+fn a_pool_of_zero_is_refused() {
+    let module = Runtime::new().unwrap().load_bytes(CANARY_WAT).unwrap();
+    let err = SandboxPool::new(Sandbox::builder(&module), PoolConfig::new(0)).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidArguments);
+}
