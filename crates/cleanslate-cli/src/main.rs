@@ -5,6 +5,7 @@ mod bench;
 mod call_spec;
 mod demo;
 mod demo_host;
+mod inspect;
 mod options;
 mod record;
 mod run;
@@ -26,6 +27,7 @@ enum Command {
     Run(run::RunArgs),
     Bench(bench::BenchArgs),
     Demo(demo::DemoArgs),
+    Inspect(inspect::InspectArgs),
 }
 
 /// Exit status: all calls succeeded.
@@ -45,6 +47,7 @@ fn main() -> ExitCode {
         Command::Run(args) => run::run(args),
         Command::Bench(args) => bench::bench(args),
         Command::Demo(args) => demo::demo(args),
+        Command::Inspect(args) => inspect::inspect(args),
     };
     match outcome {
         Ok(code) => ExitCode::from(code),

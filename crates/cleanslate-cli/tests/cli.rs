@@ -455,3 +455,54 @@ fn run_input_misuse_is_one_clear_line() {
     assert_eq!(out.status.code(), Some(1));
     assert_eq!(json_lines(&out)[0]["error"]["kind"], "invalid_arguments");
 }
+
+#[test]
+fn inspect_lists_the_example_guests_state_and_reset_paths() {
+    let out = cleanslate(&["inspect", EXAMPLE, "--json"]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report = &json_lines(&out)[0];
+    assert_eq!(report["imports"][0]["name"], "host_op");
+    assert_eq!(report["imports"][0]["signature"], "(i32) -> i32");
+    let add = report["exports"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["name"] == "add")
+        .unwrap();
+    assert_eq!(add["signature"], "(i32, i32) -> i32");
+    assert_eq!(add["data_abi"], false);
+    assert_eq!(report["memories"][0]["initial_bytes"], 65536);
+    assert_eq!(report["tables"][0]["initial_elements"], 4);
+    assert_eq!(report["globals"].as_array().unwrap().len(), 3);
+    let reasons: Vec<&str> = report["reset"]["fallbacks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["reason"].as_str().unwrap())
+        .collect();
+    assert_eq!(reasons, ["memory_grew", "table_resized", "segment_dropped"]);
+    if std::env::var_os("CLEANSLATE_EXPECT_TRACKING").is_some() {
+        assert_eq!(report["reset"]["default_path"], "in_place");
+    }
+
+    // The data guest: its bytes functions are marked, WASI is noted.
+    let guest = data_guest();
+    let out = cleanslate(&["inspect", guest.to_str().unwrap()]);
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        text.contains("upper: (i32, i32) -> i32  [bytes/JSON: --input]"),
+        "{text}"
+    );
+    assert!(
+        text.contains("wasi: imports wasi_snapshot_preview1"),
+        "{text}"
+    );
+    // A module that does not load is exit 2 with one line.
+    let out = cleanslate(&["inspect", "/no/such.wasm"]);
+    assert_eq!(out.status.code(), Some(2));
+}

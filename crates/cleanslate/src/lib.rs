@@ -42,7 +42,9 @@ pub use abi::DEFAULT_OUTPUT_LIMIT;
 pub use error::{Error, ErrorKind, Result, TrapCode};
 pub use host::{HostContext, HostFnError};
 pub use limits::{DEFAULT_MEMORY_LIMIT, MAX_STACK_LIMIT, parse_duration, parse_size};
-pub use module::{FunctionInfo, ImportInfo, Module};
+pub use module::{
+    FunctionInfo, GlobalInfo, ImportInfo, MemoryInfo, Module, ResetCoverage, TableInfo,
+};
 pub use pool::{Histogram, PoolConfig, PoolMetrics, SandboxPool};
 #[cfg(feature = "fault-injection")]
 pub use reset::Fault;

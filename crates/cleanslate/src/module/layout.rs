@@ -21,6 +21,9 @@ pub(crate) struct MemoryLayout {
     /// Index in the module's memory index space.
     pub index: u32,
     pub memory64: bool,
+    /// Initial and maximum size in bytes (the maximum as declared, if any).
+    pub initial_bytes: u64,
+    pub maximum_bytes: Option<u64>,
     /// The end of the last byte active data segments initialise, when every
     /// segment for this memory has a constant offset. Beyond it, a fresh
     /// instance's memory is zero.
@@ -44,6 +47,8 @@ pub(crate) struct TableLayout {
     pub table64: bool,
     /// Holds funcrefs (as opposed to another reference type).
     pub funcref: bool,
+    pub initial_elements: u64,
+    pub maximum_elements: Option<u64>,
 }
 
 /// A global defined by the module.
@@ -136,6 +141,11 @@ impl ModuleLayout {
     pub fn function(&self, name: &str) -> Option<&ExportedFunction> {
         self.exports.iter().find(|f| f.name == name)
     }
+}
+
+/// Bytes per page of `memory` (64 KiB unless custom page sizes say otherwise).
+fn page_size(memory: &wasmparser::MemoryType) -> u64 {
+    1u64 << memory.page_size_log2.unwrap_or(16)
 }
 
 /// The WebAssembly features Cleanslate accepts.
@@ -234,6 +244,8 @@ pub(crate) fn analyse(wasm: &[u8]) -> Result<ModuleLayout, Error> {
                         index: layout.tables.len() as u32,
                         table64: table.ty.table64,
                         funcref: table.ty.element_type.is_func_ref(),
+                        initial_elements: table.ty.initial,
+                        maximum_elements: table.ty.maximum,
                     });
                 }
             }
@@ -243,6 +255,8 @@ pub(crate) fn analyse(wasm: &[u8]) -> Result<ModuleLayout, Error> {
                     layout.memories.push(MemoryLayout {
                         index: layout.memories.len() as u32,
                         memory64: memory.memory64,
+                        initial_bytes: memory.initial.saturating_mul(page_size(&memory)),
+                        maximum_bytes: memory.maximum.map(|m| m.saturating_mul(page_size(&memory))),
                         data_extent: Some(0),
                     });
                 }

@@ -1,6 +1,7 @@
 //! Loading a module: parse (binary or WAT), validate, analyse what a reset
 //! must cover, rewrite so all state is reachable, compile.
 
+mod inspect;
 mod instrument;
 mod layout;
 
@@ -8,6 +9,7 @@ use std::collections::HashMap;
 use std::fmt;
 use std::sync::{Arc, Mutex};
 
+pub use inspect::{GlobalInfo, MemoryInfo, ResetCoverage, TableInfo};
 pub(crate) use instrument::Hooks;
 pub(crate) use layout::ModuleLayout;
 
