@@ -9,6 +9,7 @@ mod inspect;
 mod options;
 mod record;
 mod run;
+mod serve;
 
 use std::process::ExitCode;
 
@@ -28,6 +29,7 @@ enum Command {
     Bench(bench::BenchArgs),
     Demo(demo::DemoArgs),
     Inspect(inspect::InspectArgs),
+    Serve(serve::ServeArgs),
 }
 
 /// Exit status: all calls succeeded.
@@ -48,6 +50,7 @@ fn main() -> ExitCode {
         Command::Bench(args) => bench::bench(args),
         Command::Demo(args) => demo::demo(args),
         Command::Inspect(args) => inspect::inspect(args),
+        Command::Serve(args) => serve::serve(args),
     };
     match outcome {
         Ok(code) => ExitCode::from(code),

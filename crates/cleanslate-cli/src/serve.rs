@@ -1,0 +1,434 @@
+//! `cleanslate serve`: an HTTP/1.1 server over a pool of sandboxes; every
+//! request starts from the clean slate.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::{Path, Request, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use clap::Args;
+use cleanslate::{Call, CallResult, Error, ErrorKind, Module, PoolConfig, SandboxPool};
+use serde_json::{Value, json};
+use tokio::sync::Semaphore;
+use tracing::Instrument;
+
+use crate::EXIT_OK;
+use crate::options::SandboxOptions;
+use crate::record::{encode, json_value};
+
+/// Serve a module's functions over HTTP; every request starts from the
+/// module's snapshot.
+#[derive(Args, Debug)]
+#[command(after_help = "Examples:
+  cleanslate serve guests/example.wat
+  curl -X POST localhost:8080/call/add -d '{\"args\":[2,3]}'
+  cleanslate serve summarise.wasm --listen 0.0.0.0:8080 --pool 4 --timeout 100ms
+
+POST /call/FUNC with the input as the body (bytes/JSON functions) or
+{\"args\":[...]} (core-value functions). GET /healthz, /metrics, /.
+Errors are JSON {\"kind\",\"message\"}: bad input 400, unknown function 404,
+body too large 413, guest fault 422, host failure 500, pool exhausted 503
+(with Retry-After), timeout 504. SIGINT/SIGTERM stop it gracefully.")]
+pub struct ServeArgs {
+    /// The module: a .wasm binary or .wat text file.
+    pub module: PathBuf,
+    /// Address to listen on (port 0 picks a free port; the address is printed).
+    #[arg(long, default_value = "127.0.0.1:8080", value_name = "ADDR")]
+    pub listen: SocketAddr,
+    /// Sandboxes in the pool (default: the number of CPUs).
+    #[arg(long, value_name = "N")]
+    pub pool: Option<usize>,
+    /// How long a request waits for a free sandbox before 503.
+    #[arg(long, default_value = "1s", value_name = "DURATION", value_parser = parse_duration)]
+    pub pool_wait: Duration,
+    /// Largest request body, e.g. 1MiB.
+    #[arg(long, default_value = "1MiB", value_name = "SIZE", value_parser = parse_size)]
+    pub max_body: u64,
+    /// Time limit for a whole request, waiting included (504 past it).
+    #[arg(long, default_value = "30s", value_name = "DURATION", value_parser = parse_duration)]
+    pub request_timeout: Duration,
+    /// Requests handled at once; more get 503 (default: 64 per sandbox).
+    #[arg(long, value_name = "N")]
+    pub max_concurrency: Option<usize>,
+    #[command(flatten)]
+    pub sandbox: SandboxOptions,
+}
+
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    cleanslate::parse_duration(text).map_err(|e| e.to_string())
+}
+
+fn parse_size(text: &str) -> Result<u64, String> {
+    cleanslate::parse_size(text).map_err(|e| e.to_string())
+}
+
+/// What every handler shares.
+struct Server {
+    module: Module,
+    module_name: String,
+    pool: SandboxPool,
+    max_body: usize,
+    request_timeout: Duration,
+    concurrency: Semaphore,
+    next_request: AtomicU64,
+    responses: ResponseCounters,
+}
+
+/// Responses by status class, for /metrics.
+#[derive(Default)]
+struct ResponseCounters {
+    by_status: std::sync::Mutex<std::collections::BTreeMap<u16, u64>>,
+}
+
+pub fn serve(args: ServeArgs) -> Result<u8, String> {
+    if args.max_body == 0 || args.max_body > u32::MAX as u64 {
+        return Err("--max-body must be between 1 byte and 4 GiB".into());
+    }
+    let runtime = cleanslate::Runtime::new().map_err(|e| e.to_string())?;
+    let module = runtime.load_file(&args.module).map_err(|e| e.to_string())?;
+    let mut builder = args.sandbox.builder(&module)?;
+    if args.sandbox.timeout.is_none() {
+        // A guest must never outlive the request that started it.
+        builder = builder.timeout(args.request_timeout);
+    }
+    let size = args
+        .pool
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
+    let pool = SandboxPool::new(builder, PoolConfig::new(size).max_wait(args.pool_wait))
+        .map_err(|e| format!("cannot build the sandbox pool: {e}"))?;
+    let server = Arc::new(Server {
+        module_name: args.module.display().to_string(),
+        module,
+        pool,
+        max_body: args.max_body as usize,
+        request_timeout: args.request_timeout,
+        concurrency: Semaphore::new(args.max_concurrency.unwrap_or(size * 64).max(1)),
+        next_request: AtomicU64::new(1),
+        responses: ResponseCounters::default(),
+    });
+    init_logging();
+    let tokio = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the async runtime: {e}"))?;
+    tokio.block_on(run(server, args.listen))?;
+    Ok(EXIT_OK)
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("CLEANSLATE_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .try_init();
+}
+
+async fn run(server: Arc<Server>, listen: SocketAddr) -> Result<(), String> {
+    let app = Router::new()
+        .route("/", get(index))
+        .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics))
+        .route("/call/{function}", post(call))
+        .layer(middleware::from_fn_with_state(server.clone(), log_request))
+        .with_state(server.clone());
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .map_err(|e| format!("cannot listen on {listen}: {e}"))?;
+    let address = listener.local_addr().map_err(|e| e.to_string())?;
+    // Tools (and the tests) read the chosen port from this line.
+    println!("listening on http://{address}");
+    tracing::info!(%address, module = %server.module_name, sandboxes = server.pool.config().size(), "serving");
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown_signal())
+        .await
+        .map_err(|e| format!("the server failed: {e}"))?;
+    tracing::info!("stopped: in-flight requests finished");
+    Ok(())
+}
+
+/// SIGINT or SIGTERM: stop accepting, let in-flight requests finish.
+async fn shutdown_signal() {
+    let interrupt = tokio::signal::ctrl_c();
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = interrupt => {}
+        _ = terminate => {}
+    }
+    tracing::info!("shutting down: refusing new connections");
+}
+
+/// One log line per request, with an id that also goes back in a header.
+async fn log_request(State(server): State<Arc<Server>>, request: Request, next: Next) -> Response {
+    let id = server.next_request.fetch_add(1, Ordering::Relaxed);
+    let method = request.method().clone();
+    let path = request.uri().path().to_string();
+    let started = Instant::now();
+    let span = tracing::info_span!("request", id);
+    let mut response = next.run(request).instrument(span.clone()).await;
+    let status = response.status();
+    tracing::info!(parent: &span, %method, path, status = status.as_u16(), micros = started.elapsed().as_micros() as u64, "handled");
+    if let Ok(value) = HeaderValue::from_str(&id.to_string()) {
+        response.headers_mut().insert("x-request-id", value);
+    }
+    if let Ok(mut counts) = server.responses.by_status.lock() {
+        *counts.entry(status.as_u16()).or_default() += 1;
+    }
+    response
+}
+
+async fn index(State(server): State<Arc<Server>>) -> Response {
+    let mut page = format!(
+        "cleanslate serve: {}\nevery request starts from the module's snapshot\n\nfunctions (POST /call/NAME):\n",
+        server.module_name
+    );
+    for f in server.module.functions() {
+        let how = if f.is_data_function() {
+            "body: input bytes/JSON"
+        } else {
+            "body: {\"args\":[...]}"
+        };
+        page.push_str(&format!(
+            "  /call/{}  {}  ({how})\n",
+            f.name(),
+            f.signature()
+        ));
+    }
+    page.push_str("\nGET /healthz  liveness and readiness\nGET /metrics  Prometheus metrics\n");
+    text(StatusCode::OK, page)
+}
+
+async fn healthz(State(server): State<Arc<Server>>) -> Response {
+    let m = server.pool.metrics();
+    text(
+        StatusCode::OK,
+        format!(
+            "ok: {} sandboxes, {} in use\n",
+            server.pool.config().size(),
+            m.in_use()
+        ),
+    )
+}
+
+async fn metrics(State(server): State<Arc<Server>>) -> Response {
+    let mut body = server.pool.metrics().to_prometheus();
+    body.push_str("# HELP cleanslate_http_responses_total HTTP responses by status.\n# TYPE cleanslate_http_responses_total counter\n");
+    if let Ok(counts) = server.responses.by_status.lock() {
+        for (status, n) in counts.iter() {
+            body.push_str(&format!(
+                "cleanslate_http_responses_total{{status=\"{status}\"}} {n}\n"
+            ));
+        }
+    }
+    let mut response = text(StatusCode::OK, body);
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+    );
+    response
+}
+
+async fn call(
+    State(server): State<Arc<Server>>,
+    Path(function): Path<String>,
+    body: Body,
+) -> Response {
+    let Ok(_permit) = server.concurrency.try_acquire() else {
+        return problem(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "too_many_requests",
+            "the server is handling as many requests as it allows: retry later",
+        );
+    };
+    let body = match axum::body::to_bytes(body, server.max_body).await {
+        Ok(body) => body,
+        Err(_) => {
+            return problem(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "body_too_large",
+                &format!("the request body is larger than {} bytes", server.max_body),
+            );
+        }
+    };
+    let (call, data) = match build_call(&server.module, &function, &body) {
+        Ok(planned) => planned,
+        Err(response) => return response,
+    };
+    match tokio::time::timeout(server.request_timeout, server.pool.call_async(call)).await {
+        Err(_) => problem(
+            StatusCode::GATEWAY_TIMEOUT,
+            "timeout",
+            &format!("the request took longer than {:?}", server.request_timeout),
+        ),
+        Ok(Err(error)) => error_response(&error),
+        Ok(Ok(result)) if data => bytes_response(result),
+        Ok(Ok(result)) => values_response(result),
+    }
+}
+
+/// The call a request makes, and whether it passes bytes (data ABI) rather
+/// than core values.
+fn build_call(module: &Module, function: &str, body: &Bytes) -> Result<(Call, bool), Response> {
+    let Some(info) = module.function(function) else {
+        return Err(problem(
+            StatusCode::NOT_FOUND,
+            ErrorKind::FunctionNotFound.as_str(),
+            &format!("the module exports no function named `{function}`; GET / lists them"),
+        ));
+    };
+    if info.is_data_function() {
+        return Ok((Call::bytes(function, body.to_vec()), true));
+    }
+    let bad = |message: String| {
+        problem(
+            StatusCode::BAD_REQUEST,
+            ErrorKind::InvalidArguments.as_str(),
+            &message,
+        )
+    };
+    let args: Vec<String> = if body.is_empty() {
+        Vec::new()
+    } else {
+        let parsed: Value = serde_json::from_slice(body).map_err(|e| {
+            bad(format!(
+                "the body is not JSON: {e}; send {{\"args\":[...]}}"
+            ))
+        })?;
+        match parsed.get("args") {
+            None => Vec::new(),
+            Some(Value::Array(items)) => items
+                .iter()
+                .map(|v| match v {
+                    Value::String(s) => Ok(s.clone()),
+                    Value::Number(n) => Ok(n.to_string()),
+                    other => Err(bad(format!("argument {other} is not a number"))),
+                })
+                .collect::<Result<_, _>>()?,
+            Some(other) => return Err(bad(format!("\"args\" must be an array, not {other}"))),
+        }
+    };
+    let values = info
+        .signature()
+        .parse_args(function, &args)
+        .map_err(|e| bad(e.to_string()))?;
+    Ok((Call::values(function, &values), false))
+}
+
+fn bytes_response(result: CallResult) -> Response {
+    let output = result.output().unwrap_or_default().to_vec();
+    let content_type = if serde_json::from_slice::<serde::de::IgnoredAny>(&output).is_ok() {
+        "application/json"
+    } else if std::str::from_utf8(&output).is_ok() {
+        "text/plain; charset=utf-8"
+    } else {
+        "application/octet-stream"
+    };
+    let mut response = (StatusCode::OK, output).into_response();
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    if let Some(code) = result.exit_code()
+        && let Ok(value) = HeaderValue::from_str(&code.to_string())
+    {
+        response.headers_mut().insert("x-exit-code", value);
+    }
+    response
+}
+
+fn values_response(result: CallResult) -> Response {
+    let mut body = json!({
+        "results": result.values().iter().map(json_value).collect::<Vec<_>>(),
+    });
+    if let Some(code) = result.exit_code() {
+        body["exit_code"] = json!(code);
+    }
+    for (key, bytes) in [("stdout", result.stdout()), ("stderr", result.stderr())] {
+        if !bytes.is_empty() {
+            let (text, encoding) = encode(bytes);
+            body[key] = json!(text);
+            if let Some(encoding) = encoding {
+                body[format!("{key}_encoding")] = json!(encoding);
+            }
+        }
+    }
+    (StatusCode::OK, axum::Json(body)).into_response()
+}
+
+/// An error's HTTP status: the caller's fault 4xx, the guest's 422, the
+/// host's 500, capacity 503, time 504.
+fn status_of(kind: ErrorKind) -> StatusCode {
+    match kind {
+        ErrorKind::InvalidArguments => StatusCode::BAD_REQUEST,
+        ErrorKind::FunctionNotFound => StatusCode::NOT_FOUND,
+        ErrorKind::Timeout | ErrorKind::Cancelled => StatusCode::GATEWAY_TIMEOUT,
+        ErrorKind::PoolExhausted => StatusCode::SERVICE_UNAVAILABLE,
+        ErrorKind::HostError
+        | ErrorKind::HostPanic
+        | ErrorKind::ResetFailed
+        | ErrorKind::Unrecoverable
+        | ErrorKind::Instantiation
+        | ErrorKind::MissingImport
+        | ErrorKind::InvalidModule
+        | ErrorKind::Poisoned => StatusCode::INTERNAL_SERVER_ERROR,
+        // Traps, stack overflow, out of memory or fuel, guest errors and
+        // panics, bad guest output, exits: the guest failed on this input.
+        _ => StatusCode::UNPROCESSABLE_ENTITY,
+    }
+}
+
+fn error_response(error: &Error) -> Response {
+    let status = status_of(error.kind());
+    let mut body = json!({ "kind": error.kind().as_str(), "message": error.to_string() });
+    if let Some(trap) = error.kind().trap_code() {
+        body["trap"] = json!(trap.as_str());
+    }
+    if let Some(message) = error.guest_message() {
+        body["guest_message"] = json!(message);
+    }
+    let mut response = (status, axum::Json(body)).into_response();
+    if status == StatusCode::SERVICE_UNAVAILABLE {
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    }
+    response
+}
+
+fn problem(status: StatusCode, kind: &str, message: &str) -> Response {
+    let mut response = (
+        status,
+        axum::Json(json!({ "kind": kind, "message": message })),
+    )
+        .into_response();
+    if status == StatusCode::SERVICE_UNAVAILABLE {
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    }
+    response
+}
+
+fn text(status: StatusCode, body: String) -> Response {
+    let mut response = (status, body).into_response();
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    response
+}
