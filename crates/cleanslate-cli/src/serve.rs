@@ -268,7 +268,7 @@ async fn call(
     };
     let (call, data) = match build_call(&server.module, &function, &body) {
         Ok(planned) => planned,
-        Err(response) => return response,
+        Err(refusal) => return problem(refusal.status, refusal.kind, &refusal.message),
     };
     match tokio::time::timeout(server.request_timeout, server.pool.call_async(call)).await {
         Err(_) => problem(
@@ -282,25 +282,30 @@ async fn call(
     }
 }
 
+/// Why a request cannot become a call.
+struct Refusal {
+    status: StatusCode,
+    kind: &'static str,
+    message: String,
+}
+
 /// The call a request makes, and whether it passes bytes (data ABI) rather
 /// than core values.
-fn build_call(module: &Module, function: &str, body: &Bytes) -> Result<(Call, bool), Response> {
+fn build_call(module: &Module, function: &str, body: &Bytes) -> Result<(Call, bool), Refusal> {
     let Some(info) = module.function(function) else {
-        return Err(problem(
-            StatusCode::NOT_FOUND,
-            ErrorKind::FunctionNotFound.as_str(),
-            &format!("the module exports no function named `{function}`; GET / lists them"),
-        ));
+        return Err(Refusal {
+            status: StatusCode::NOT_FOUND,
+            kind: ErrorKind::FunctionNotFound.as_str(),
+            message: format!("the module exports no function named `{function}`; GET / lists them"),
+        });
     };
     if info.is_data_function() {
         return Ok((Call::bytes(function, body.to_vec()), true));
     }
-    let bad = |message: String| {
-        problem(
-            StatusCode::BAD_REQUEST,
-            ErrorKind::InvalidArguments.as_str(),
-            &message,
-        )
+    let bad = |message: String| Refusal {
+        status: StatusCode::BAD_REQUEST,
+        kind: ErrorKind::InvalidArguments.as_str(),
+        message,
     };
     let args: Vec<String> = if body.is_empty() {
         Vec::new()
