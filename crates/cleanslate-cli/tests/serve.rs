@@ -1,0 +1,308 @@
+//! `cleanslate serve` as clients see it: real HTTP requests to a server
+//! process on an ephemeral loopback port.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+const EXAMPLE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../guests/example.wat");
+
+/// `echo` returns its input (data ABI); `slow(n)` counts to n and returns n.
+const GUEST_WAT: &str = r#"(module
+  (memory (export "memory") 1)
+  (global $heap (mut i32) (i32.const 4096))
+  (func (export "cleanslate_alloc") (param $len i32) (result i32)
+    (local $ptr i32)
+    (local.set $ptr (global.get $heap))
+    (global.set $heap (i32.add (global.get $heap) (local.get $len)))
+    (local.get $ptr))
+  (func (export "echo") (param $ptr i32) (param $len i32) (result i32)
+    (i32.store (i32.const 20) (local.get $ptr))
+    (i32.store (i32.const 24) (local.get $len))
+    (i32.const 16))
+  (func (export "slow") (param $n i32) (result i32) (local $i i32)
+    (loop $more
+      (local.set $i (i32.add (local.get $i) (i32.const 1)))
+      (br_if $more (i32.lt_u (local.get $i) (local.get $n))))
+    (local.get $i)))"#;
+
+struct Server {
+    child: Child,
+    port: u16,
+}
+
+impl Server {
+    fn start(module: &str, extra: &[&str]) -> Server {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_cleanslate"))
+            .args(["serve", module, "--listen", "127.0.0.1:0"])
+            .args(extra)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let port = line
+            .trim()
+            .rsplit(':')
+            .next()
+            .and_then(|p| p.parse().ok())
+            .unwrap_or_else(|| panic!("no address in {line:?}"));
+        Server { child, port }
+    }
+
+    fn request(&self, method: &str, path: &str, body: &[u8]) -> Response {
+        request(self.port, method, path, body)
+    }
+
+    /// SIGTERM, as an orchestrator stops a container.
+    fn terminate(&self) {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[derive(Debug)]
+struct Response {
+    status: u16,
+    headers: Vec<(String, String)>,
+    body: Vec<u8>,
+}
+
+impl Response {
+    fn json(&self) -> Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&self.body)))
+    }
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+}
+
+/// One HTTP/1.1 request on its own connection.
+fn request(port: u16, method: &str, path: &str, body: &[u8]) -> Response {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    let head = format!(
+        "{method} {path} HTTP/1.1\r\nHost: localhost\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    stream.write_all(head.as_bytes()).unwrap();
+    let _ = stream.write_all(body);
+    let mut raw = Vec::new();
+    let _ = stream.read_to_end(&mut raw);
+    let split = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .unwrap_or_else(|| panic!("no response head: {}", String::from_utf8_lossy(&raw)));
+    let head = String::from_utf8_lossy(&raw[..split]).into_owned();
+    let mut lines = head.lines();
+    let status = lines
+        .next()
+        .unwrap()
+        .split(' ')
+        .nth(1)
+        .unwrap()
+        .parse()
+        .unwrap();
+    let headers = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+        .collect();
+    Response {
+        status,
+        headers,
+        body: raw[split + 4..].to_vec(),
+    }
+}
+
+fn guest_file() -> String {
+    let dir = std::env::temp_dir().join(format!("cleanslate-serve-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("guest.wat");
+    std::fs::write(&path, GUEST_WAT).unwrap();
+    path.to_string_lossy().into_owned()
+}
+
+#[test]
+fn calls_succeed_and_every_error_has_its_status() {
+    let server = Server::start(
+        EXAMPLE,
+        &["--pool", "2", "--timeout", "200ms", "--max-body", "1KiB"],
+    );
+    let ok = server.request("POST", "/call/add", br#"{"args":[2,3]}"#);
+    assert_eq!(ok.status, 200, "{}", ok.text());
+    assert_eq!(ok.json()["results"], serde_json::json!([5]));
+    assert!(ok.header("x-request-id").is_some());
+
+    for (path, body, status, kind) in [
+        (
+            "/call/add",
+            &br#"{"args":["two",3]}"#[..],
+            400,
+            "invalid_arguments",
+        ),
+        ("/call/add", &b"not json"[..], 400, "invalid_arguments"),
+        ("/call/nope", &b""[..], 404, "function_not_found"),
+        (
+            "/call/trap_unreachable",
+            &br#"{"args":[7]}"#[..],
+            422,
+            "trap",
+        ),
+        (
+            "/call/stack_overflow",
+            &br#"{"args":[1]}"#[..],
+            422,
+            "stack_overflow",
+        ),
+        (
+            "/call/call_host",
+            &br#"{"args":[7,1]}"#[..],
+            500,
+            "host_error",
+        ),
+        ("/call/spin", &br#"{"args":[7]}"#[..], 504, "timeout"),
+    ] {
+        let response = server.request("POST", path, body);
+        assert_eq!(response.status, status, "{path}: {}", response.text());
+        assert_eq!(response.json()["kind"], kind, "{path}");
+        assert!(response.json()["message"].is_string());
+    }
+    let big = vec![b' '; 2048];
+    let response = server.request("POST", "/call/add", &big);
+    assert_eq!(response.status, 413, "{}", response.text());
+    assert_eq!(response.json()["kind"], "body_too_large");
+
+    // Whatever failed before, the next caller sees a clean slate.
+    server.request("POST", "/call/leave_secret", br#"{"args":[99]}"#);
+    let secret = server.request("POST", "/call/read_secret", b"");
+    assert_eq!(secret.json()["results"], serde_json::json!([0]));
+
+    let health = server.request("GET", "/healthz", b"");
+    assert_eq!(health.status, 200);
+    let index = server.request("GET", "/", b"");
+    assert!(index.text().contains("/call/add"), "{}", index.text());
+
+    let metrics = server.request("GET", "/metrics", b"");
+    assert_eq!(metrics.status, 200);
+    let text = metrics.text();
+    for needle in [
+        "cleanslate_pool_calls_total{function=\"add\",outcome=\"ok\"} 1",
+        "cleanslate_pool_calls_total{function=\"trap_unreachable\",outcome=\"trap\"} 1",
+        "cleanslate_pool_calls_total{function=\"spin\",outcome=\"timeout\"} 1",
+        "cleanslate_pool_size 2",
+        "cleanslate_http_responses_total{status=\"413\"} 1",
+        "cleanslate_pool_reset_duration_microseconds_count",
+    ] {
+        assert!(text.contains(needle), "missing {needle} in\n{text}");
+    }
+}
+
+#[test]
+fn bytes_functions_take_the_body_and_concurrent_callers_stay_apart() {
+    let server = Server::start(&guest_file(), &["--pool", "2"]);
+    let response = server.request("POST", "/call/echo", br#"{"hello":"world"}"#);
+    assert_eq!(response.status, 200);
+    assert_eq!(response.header("content-type"), Some("application/json"));
+    assert_eq!(response.body, br#"{"hello":"world"}"#);
+
+    let port = server.port;
+    let threads: Vec<_> = (0..8)
+        .map(|t| {
+            std::thread::spawn(move || {
+                for i in 0..25 {
+                    let body = format!("caller {t} request {i}");
+                    let response = request(port, "POST", "/call/echo", body.as_bytes());
+                    assert_eq!(response.status, 200);
+                    assert_eq!(response.text(), body, "cross-talk between requests");
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+}
+
+#[test]
+fn a_busy_pool_answers_503_with_retry_after() {
+    let server = Server::start(
+        EXAMPLE,
+        &["--pool", "1", "--pool-wait", "10ms", "--timeout", "1s"],
+    );
+    let port = server.port;
+    let busy = std::thread::spawn(move || request(port, "POST", "/call/spin", br#"{"args":[1]}"#));
+    // Wait until the spin holds the only sandbox.
+    let started = Instant::now();
+    loop {
+        let metrics = server.request("GET", "/metrics", b"").text();
+        if metrics.contains("cleanslate_pool_in_use 1") {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "the spin never started"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let refused = server.request("POST", "/call/add", br#"{"args":[1,2]}"#);
+    assert_eq!(refused.status, 503, "{}", refused.text());
+    assert_eq!(refused.json()["kind"], "pool_exhausted");
+    assert_eq!(refused.header("retry-after"), Some("1"));
+    assert_eq!(busy.join().unwrap().status, 504);
+}
+
+#[test]
+fn shutdown_lets_the_request_in_flight_finish() {
+    let mut server = Server::start(&guest_file(), &["--pool", "1"]);
+    let port = server.port;
+    // About a second of guest work.
+    let in_flight =
+        std::thread::spawn(move || request(port, "POST", "/call/slow", br#"{"args":[400000000]}"#));
+    let started = Instant::now();
+    loop {
+        let metrics = server.request("GET", "/metrics", b"").text();
+        if metrics.contains("cleanslate_pool_in_use 1") {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "the request never started"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    server.terminate();
+    let response = in_flight.join().unwrap();
+    assert_eq!(response.status, 200, "{}", response.text());
+    assert_eq!(response.json()["results"], serde_json::json!([400000000]));
+    let status = server.child.wait().unwrap();
+    assert!(status.success(), "exit {status:?}");
+    assert!(
+        TcpStream::connect(("127.0.0.1", port)).is_err(),
+        "new connections are refused after shutdown"
+    );
+}
