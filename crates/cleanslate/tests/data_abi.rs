@@ -2,18 +2,12 @@
 //! functions over bytes, every new error kind, and a hostile guest — each
 //! failure followed by the clean-slate check, on both reset paths.
 
-use cleanslate::{
-    Call, ErrorKind, ResetStrategy, Runtime, Sandbox, SandboxBuilder, Snapshot, Status,
-};
+mod common;
+
+use cleanslate::{Call, ErrorKind, ResetStrategy, Runtime, Sandbox, SandboxBuilder, Status};
+use common::{Twin as Fixture, assert_matches_twin, on_both_strategies as on_both_paths};
 
 const HOSTILE_WAT: &str = include_str!("../../../guests/hostile_data.wat");
-
-struct Fixture {
-    sandbox: Sandbox,
-    fresh: Snapshot,
-}
-
-const STRATEGIES: [ResetStrategy; 2] = [ResetStrategy::Auto, ResetStrategy::FreshInstance];
 
 fn with_kv(builder: SandboxBuilder) -> SandboxBuilder {
     builder.host_fn_bytes("kv", "get", |ctx, key| {
@@ -32,41 +26,17 @@ fn fixture(
     configure: impl Fn(SandboxBuilder) -> SandboxBuilder,
 ) -> Fixture {
     let module = Runtime::new().unwrap().load_bytes(HOSTILE_WAT).unwrap();
-    let build = || {
-        configure(with_kv(Sandbox::builder(&module).reset_strategy(strategy)))
-            .build()
-            .unwrap()
-    };
-    let sandbox = build();
-    let fresh = build().snapshot().unwrap();
-    Fixture { sandbox, fresh }
+    common::twin(&module, |b| configure(with_kv(b.reset_strategy(strategy))))
 }
 
-/// Memory bytes and size, globals and tables equal a fresh twin's, and the
-/// guest itself sees no secret.
+/// The twin check, and the guest itself sees no secret.
 fn assert_clean_slate(fx: &mut Fixture) {
-    assert_eq!(fx.sandbox.status(), Status::Ready);
-    let now = fx.sandbox.snapshot().unwrap();
-    let diff = fx.fresh.differences(&now);
-    assert!(
-        diff.is_empty(),
-        "state differs from a fresh sandbox: {diff:?}"
-    );
-    assert_eq!(now.memory_sizes(), vec![65536]);
+    assert_matches_twin(fx);
+    assert_eq!(fx.sandbox.snapshot().unwrap().memory_sizes(), vec![65536]);
     assert_eq!(
         fx.sandbox.call_typed::<(), i32>("read_secret", ()).unwrap(),
         0
     );
-}
-
-fn on_both_paths(test: impl Fn(ResetStrategy)) {
-    for strategy in STRATEGIES {
-        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| test(strategy)));
-        if let Err(panic) = outcome {
-            eprintln!("failed with reset strategy {strategy:?}");
-            std::panic::resume_unwind(panic);
-        }
-    }
 }
 
 #[test]

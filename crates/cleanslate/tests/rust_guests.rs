@@ -6,14 +6,12 @@ mod common;
 
 use std::time::Duration;
 
-use cleanslate::{ErrorKind, ResetStrategy, Runtime, Sandbox, SandboxBuilder, Snapshot, Status};
+use cleanslate::{ErrorKind, ResetStrategy, Runtime, SandboxBuilder};
 use common::build::rust_guest;
+use common::{
+    Twin as Fixture, assert_matches_twin as assert_clean_slate, on_both_strategies as on_both_paths,
+};
 use serde_json::json;
-
-struct Fixture {
-    sandbox: Sandbox,
-    fresh: Snapshot,
-}
 
 fn fixture(
     guest: &str,
@@ -24,35 +22,7 @@ fn fixture(
         .unwrap()
         .load_file(rust_guest(guest))
         .unwrap();
-    let build = || {
-        configure(Sandbox::builder(&module).reset_strategy(strategy))
-            .build()
-            .unwrap()
-    };
-    let sandbox = build();
-    let fresh = build().snapshot().unwrap();
-    Fixture { sandbox, fresh }
-}
-
-fn assert_clean_slate(fx: &mut Fixture) {
-    assert_eq!(fx.sandbox.status(), Status::Ready);
-    let now = fx.sandbox.snapshot().unwrap();
-    let diff = fx.fresh.differences(&now);
-    assert!(
-        diff.is_empty(),
-        "state differs from a fresh sandbox: {diff:?}"
-    );
-    assert_eq!(now.memory_sizes(), fx.fresh.memory_sizes());
-}
-
-fn on_both_paths(test: impl Fn(ResetStrategy)) {
-    for strategy in [ResetStrategy::Auto, ResetStrategy::FreshInstance] {
-        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| test(strategy)));
-        if let Err(panic) = outcome {
-            eprintln!("failed with reset strategy {strategy:?}");
-            std::panic::resume_unwind(panic);
-        }
-    }
+    common::twin(&module, |b| configure(b.reset_strategy(strategy)))
 }
 
 #[test]

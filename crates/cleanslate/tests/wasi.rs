@@ -6,33 +6,14 @@
 mod common;
 
 use cleanslate::{
-    Call, DirAccess, ErrorKind, Runtime, Sandbox, SandboxBuilder, Snapshot, Status, TrapCode, Val,
-    WasiConfig,
+    Call, DirAccess, ErrorKind, Runtime, Sandbox, SandboxBuilder, TrapCode, Val, WasiConfig,
 };
 use common::build::c_guest;
-
-struct Fixture {
-    sandbox: Sandbox,
-    fresh: Snapshot,
-}
+use common::{Twin as Fixture, assert_matches_twin as assert_clean_slate};
 
 fn fixture(wasm: &[u8], configure: impl Fn(SandboxBuilder) -> SandboxBuilder) -> Fixture {
     let module = Runtime::new().unwrap().load_bytes(wasm).unwrap();
-    let build = || configure(Sandbox::builder(&module)).build().unwrap();
-    let sandbox = build();
-    let fresh = build().snapshot().unwrap();
-    Fixture { sandbox, fresh }
-}
-
-fn assert_clean_slate(fx: &mut Fixture) {
-    assert_eq!(fx.sandbox.status(), Status::Ready);
-    let now = fx.sandbox.snapshot().unwrap();
-    let diff = fx.fresh.differences(&now);
-    assert!(
-        diff.is_empty(),
-        "state differs from a fresh sandbox: {diff:?}"
-    );
-    assert_eq!(now.memory_sizes(), fx.fresh.memory_sizes());
+    common::twin(&module, configure)
 }
 
 fn text(bytes: &[u8]) -> &str {

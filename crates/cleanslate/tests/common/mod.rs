@@ -157,3 +157,40 @@ pub fn rss_bytes() -> u64 {
     let pages: u64 = statm.split_whitespace().nth(1).unwrap().parse().unwrap();
     pages * 4096
 }
+
+/// A sandbox of any module plus the snapshot of an independently built twin
+/// (the oracle for "equal to a fresh sandbox").
+pub struct Twin {
+    pub sandbox: Sandbox,
+    pub fresh: Snapshot,
+}
+
+pub fn twin(module: &Module, configure: impl Fn(SandboxBuilder) -> SandboxBuilder) -> Twin {
+    let build = || configure(Sandbox::builder(module)).build().unwrap();
+    let sandbox = build();
+    let fresh = build().snapshot().unwrap();
+    Twin { sandbox, fresh }
+}
+
+/// Memory bytes and size, globals and tables equal the twin's.
+pub fn assert_matches_twin(twin: &mut Twin) {
+    assert_eq!(twin.sandbox.status(), Status::Ready);
+    let now = twin.sandbox.snapshot().unwrap();
+    let diff = twin.fresh.differences(&now);
+    assert!(
+        diff.is_empty(),
+        "state differs from a fresh sandbox: {diff:?}"
+    );
+    assert_eq!(now.memory_sizes(), twin.fresh.memory_sizes());
+}
+
+/// Run `test` with each reset strategy, naming it when it fails.
+pub fn on_both_strategies(test: impl Fn(ResetStrategy)) {
+    for strategy in [ResetStrategy::Auto, ResetStrategy::FreshInstance] {
+        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| test(strategy)));
+        if let Err(panic) = outcome {
+            eprintln!("failed with reset strategy {strategy:?}");
+            std::panic::resume_unwind(panic);
+        }
+    }
+}
