@@ -58,6 +58,28 @@ impl Method {
     }
 }
 
+/// The engine of a wasmtime fresh-instance baseline, for memories of up to
+/// `max_memory` bytes.
+pub fn wasmtime_engine(method: Method, max_memory: u64) -> Result<Engine, String> {
+    let mut config = Config::new();
+    if method != Method::WasmtimeOnDemand {
+        let mut pooling = PoolingAllocationConfig::new();
+        pooling
+            .total_memories(4)
+            .total_core_instances(4)
+            .total_tables(4)
+            .max_memory_size(max_memory as usize);
+        if method == Method::WasmtimePoolingKeepResident {
+            pooling
+                .linear_memory_keep_resident(16 << 20)
+                .table_keep_resident(1 << 16)
+                .pagemap_scan(Enabled::Yes);
+        }
+        config.allocation_strategy(InstanceAllocationStrategy::Pooling(pooling));
+    }
+    Engine::new(&config).map_err(|e| format!("{e:#}"))
+}
+
 /// One prepared call: run it to perform call + reset once.
 pub type Call = Box<dyn FnMut()>;
 
@@ -91,22 +113,7 @@ pub fn prepare(
         Method::WasmtimePooling
         | Method::WasmtimePoolingKeepResident
         | Method::WasmtimeOnDemand => {
-            let mut config = Config::new();
-            if method != Method::WasmtimeOnDemand {
-                let mut pooling = PoolingAllocationConfig::new();
-                pooling
-                    .total_memories(4)
-                    .total_core_instances(4)
-                    .total_tables(4)
-                    .max_memory_size(memory_bytes as usize);
-                if method == Method::WasmtimePoolingKeepResident {
-                    pooling
-                        .linear_memory_keep_resident(16 << 20)
-                        .pagemap_scan(Enabled::Yes);
-                }
-                config.allocation_strategy(InstanceAllocationStrategy::Pooling(pooling));
-            }
-            let engine = Engine::new(&config).map_err(|e| format!("{e:#}"))?;
+            let engine = wasmtime_engine(method, memory_bytes)?;
             let module = Module::new(&engine, wasm).map_err(|e| format!("{e:#}"))?;
             let pre: InstancePre<()> = Linker::new(&engine)
                 .instantiate_pre(&module)

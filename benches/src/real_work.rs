@@ -7,10 +7,7 @@ use std::path::PathBuf;
 use std::process::Command;
 
 use cleanslate::{ResetStrategy, Runtime, Sandbox};
-use wasmtime::{
-    Config, Engine, InstanceAllocationStrategy, InstancePre, Linker, Memory, Module,
-    PoolingAllocationConfig, Store, TypedFunc,
-};
+use wasmtime::{Engine, InstancePre, Linker, Memory, Module, Store, TypedFunc};
 
 use crate::methods::{Call, Method};
 
@@ -91,23 +88,7 @@ pub fn prepare(method: Method, wasm: &[u8], input: Vec<u8>) -> Result<Call, Stri
         Method::WasmtimePooling
         | Method::WasmtimePoolingKeepResident
         | Method::WasmtimeOnDemand => {
-            let mut config = Config::new();
-            if method != Method::WasmtimeOnDemand {
-                let mut pooling = PoolingAllocationConfig::new();
-                pooling
-                    .total_memories(4)
-                    .total_core_instances(4)
-                    .total_tables(4)
-                    .max_memory_size(64 << 20);
-                if method == Method::WasmtimePoolingKeepResident {
-                    pooling
-                        .linear_memory_keep_resident(16 << 20)
-                        .table_keep_resident(1 << 16)
-                        .pagemap_scan(wasmtime::Enabled::Yes);
-                }
-                config.allocation_strategy(InstanceAllocationStrategy::Pooling(pooling));
-            }
-            let engine = Engine::new(&config).map_err(|e| format!("{e:#}"))?;
+            let engine = crate::methods::wasmtime_engine(method, 64 << 20)?;
             let module = Module::new(&engine, wasm).map_err(|e| format!("{e:#}"))?;
             let pre: InstancePre<()> = sdk_linker(&engine)?
                 .instantiate_pre(&module)

@@ -69,6 +69,14 @@ pub fn encode(bytes: &[u8]) -> (String, Option<&'static str>) {
     }
 }
 
+/// An optional record field and its encoding, from optional bytes.
+pub fn encode_field(bytes: Option<&[u8]>) -> (Option<String>, Option<&'static str>) {
+    match bytes.map(encode) {
+        Some((text, encoding)) => (Some(text), encoding),
+        None => (None, None),
+    }
+}
+
 impl ErrorRecord {
     pub fn from_error(error: &Error) -> ErrorRecord {
         ErrorRecord {

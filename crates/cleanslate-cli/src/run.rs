@@ -9,7 +9,7 @@ use serde_json::Value;
 
 use crate::call_spec::{CallRequest, CallSpec};
 use crate::options::SandboxOptions;
-use crate::record::{CallRecord, ErrorRecord, ResetRecord, encode, json_value};
+use crate::record::{CallRecord, ErrorRecord, ResetRecord, encode_field, json_value};
 use crate::{EXIT_CALL_FAILED, EXIT_OK};
 
 /// Run calls in one sandbox; each starts from the snapshot.
@@ -166,10 +166,8 @@ pub fn call_once(
     };
     let (stdout, stderr) = match outcome {
         Ok(result) => {
-            if let Some(output) = result.output() {
-                (record.output, record.output_encoding) =
-                    (Some(encode(output).0), encode(output).1);
-            } else {
+            (record.output, record.output_encoding) = encode_field(result.output());
+            if record.output.is_none() {
                 record.results = Some(result.values().iter().map(json_value).collect());
             }
             record.exit_code = result.exit_code();
@@ -181,15 +179,14 @@ pub fn call_once(
             (error.stdout().to_vec(), error.stderr().to_vec())
         }
     };
-    if !stdout.is_empty() {
-        let (text, encoding) = encode(&stdout);
-        (record.stdout, record.stdout_encoding) = (Some(text), encoding);
-    }
-    if !stderr.is_empty() {
-        let (text, encoding) = encode(&stderr);
-        (record.stderr, record.stderr_encoding) = (Some(text), encoding);
-    }
+    (record.stdout, record.stdout_encoding) = encode_field(present(&stdout));
+    (record.stderr, record.stderr_encoding) = encode_field(present(&stderr));
     (record, stdout, stderr)
+}
+
+/// `bytes`, unless there are none.
+fn present(bytes: &[u8]) -> Option<&[u8]> {
+    (!bytes.is_empty()).then_some(bytes)
 }
 
 /// `--input`: TEXT, @FILE or `-`.

@@ -398,7 +398,6 @@ fn status_of(kind: ErrorKind) -> StatusCode {
 }
 
 fn error_response(error: &Error) -> Response {
-    let status = status_of(error.kind());
     let mut body = json!({ "kind": error.kind().as_str(), "message": error.to_string() });
     if let Some(trap) = error.kind().trap_code() {
         body["trap"] = json!(trap.as_str());
@@ -406,21 +405,16 @@ fn error_response(error: &Error) -> Response {
     if let Some(message) = error.guest_message() {
         body["guest_message"] = json!(message);
     }
-    let mut response = (status, axum::Json(body)).into_response();
-    if status == StatusCode::SERVICE_UNAVAILABLE {
-        response
-            .headers_mut()
-            .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-    }
-    response
+    json_error(status_of(error.kind()), body)
 }
 
 fn problem(status: StatusCode, kind: &str, message: &str) -> Response {
-    let mut response = (
-        status,
-        axum::Json(json!({ "kind": kind, "message": message })),
-    )
-        .into_response();
+    json_error(status, json!({ "kind": kind, "message": message }))
+}
+
+/// An error body; a 503 also says when to retry.
+fn json_error(status: StatusCode, body: Value) -> Response {
+    let mut response = (status, axum::Json(body)).into_response();
     if status == StatusCode::SERVICE_UNAVAILABLE {
         response
             .headers_mut()

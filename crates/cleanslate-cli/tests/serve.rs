@@ -60,6 +60,22 @@ impl Server {
         request(self.port, method, path, body)
     }
 
+    /// Poll /metrics until a call holds a sandbox (at most 5 s).
+    fn wait_until_a_sandbox_is_busy(&self) {
+        let started = Instant::now();
+        while !self
+            .request("GET", "/metrics", b"")
+            .text()
+            .contains("cleanslate_pool_in_use 1")
+        {
+            assert!(
+                started.elapsed() < Duration::from_secs(5),
+                "no call started"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
     /// SIGTERM, as an orchestrator stops a container.
     fn terminate(&self) {
         let status = Command::new("kill")
@@ -257,18 +273,7 @@ fn a_busy_pool_answers_503_with_retry_after() {
     let port = server.port;
     let busy = std::thread::spawn(move || request(port, "POST", "/call/spin", br#"{"args":[1]}"#));
     // Wait until the spin holds the only sandbox.
-    let started = Instant::now();
-    loop {
-        let metrics = server.request("GET", "/metrics", b"").text();
-        if metrics.contains("cleanslate_pool_in_use 1") {
-            break;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(5),
-            "the spin never started"
-        );
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    server.wait_until_a_sandbox_is_busy();
     let refused = server.request("POST", "/call/add", br#"{"args":[1,2]}"#);
     assert_eq!(refused.status, 503, "{}", refused.text());
     assert_eq!(refused.json()["kind"], "pool_exhausted");
@@ -283,18 +288,7 @@ fn shutdown_lets_the_request_in_flight_finish() {
     // About a second of guest work.
     let in_flight =
         std::thread::spawn(move || request(port, "POST", "/call/slow", br#"{"args":[400000000]}"#));
-    let started = Instant::now();
-    loop {
-        let metrics = server.request("GET", "/metrics", b"").text();
-        if metrics.contains("cleanslate_pool_in_use 1") {
-            break;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(5),
-            "the request never started"
-        );
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    server.wait_until_a_sandbox_is_busy();
     server.terminate();
     let response = in_flight.join().unwrap();
     assert_eq!(response.status, 200, "{}", response.text());

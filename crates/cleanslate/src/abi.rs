@@ -7,7 +7,10 @@
 //! [`ErrorKind::InvalidGuestOutput`] or [`ErrorKind::OutputTooLarge`], never
 //! make the host read outside its memory or allocate without bound.
 
+use std::fmt::Display;
+
 use crate::error::{Error, ErrorKind};
+use crate::value::{Signature, ValType};
 
 /// The export a data guest provides so the host can place input in its
 /// memory: `(param i32 len) (result i32 ptr)`.
@@ -18,6 +21,16 @@ pub(crate) const IMPORT_MODULE: &str = "cleanslate";
 pub const DEFAULT_OUTPUT_LIMIT: usize = 16 << 20;
 /// Cap on a guest's panic or log message; longer ones are cut.
 pub(crate) const MESSAGE_LIMIT: u32 = 64 * 1024;
+
+/// Whether `signature` is a data function's: `(i32 ptr, i32 len) -> i32 record`.
+pub(crate) fn is_data_signature(signature: &Signature) -> bool {
+    signature.params() == [ValType::I32, ValType::I32] && signature.results() == [ValType::I32]
+}
+
+/// Whether `signature` is `cleanslate_alloc`'s: `(i32 len) -> i32 ptr`.
+pub(crate) fn is_alloc_signature(signature: &Signature) -> bool {
+    signature.params() == [ValType::I32] && signature.results() == [ValType::I32]
+}
 
 /// Status word of a result record: the bytes are the output.
 const STATUS_OK: u32 = 0;
@@ -38,7 +51,7 @@ impl<'a> GuestMemory<'a> {
 
     /// The `len` bytes at `ptr`, or an `InvalidGuestOutput` error naming
     /// `what` if any of them lies outside the memory.
-    pub(crate) fn read(&self, ptr: u32, len: u32, what: &str) -> Result<&'a [u8], Error> {
+    pub(crate) fn read(&self, ptr: u32, len: u32, what: impl Display) -> Result<&'a [u8], Error> {
         let start = ptr as usize;
         start
             .checked_add(len as usize)
@@ -59,7 +72,7 @@ impl<'a> GuestMemoryMut<'a> {
 
     /// Copy `data` to `ptr`, refusing if the guest's allocator handed out a
     /// range that is not inside its memory.
-    pub(crate) fn write(&mut self, ptr: u32, data: &[u8], what: &str) -> Result<(), Error> {
+    pub(crate) fn write(&mut self, ptr: u32, data: &[u8], what: impl Display) -> Result<(), Error> {
         let len = self.bytes.len();
         let start = ptr as usize;
         let slot = start
@@ -71,7 +84,7 @@ impl<'a> GuestMemoryMut<'a> {
     }
 }
 
-fn out_of_bounds(what: &str, ptr: u32, len: u32, memory: usize) -> Error {
+fn out_of_bounds(what: impl Display, ptr: u32, len: u32, memory: usize) -> Error {
     Error::new(
         ErrorKind::InvalidGuestOutput,
         format!(
@@ -109,7 +122,9 @@ impl GuestResult {
 }
 
 /// Refuse a piece of guest data longer than `limit` before reading it.
-pub(crate) fn check_size(what: &str, len: u64, limit: usize) -> Result<(), Error> {
+/// `what` (like the other `what`s here) is only formatted on failure, so
+/// callers pass `format_args!` and the success path allocates nothing.
+pub(crate) fn check_size(what: impl Display, len: u64, limit: usize) -> Result<(), Error> {
     if len > limit as u64 {
         return Err(Error::new(
             ErrorKind::OutputTooLarge,

@@ -268,12 +268,12 @@ impl Error {
         }
     }
 
-    pub(crate) fn exited(function: &str, code: i32, why: &str) -> Self {
+    pub(crate) fn exited(function: &str, code: i32) -> Self {
         Error {
             exit_code: Some(code),
             ..Error::new(
                 ErrorKind::Exited,
-                format!("`{function}` exited with code {code} (proc_exit){why}"),
+                format!("`{function}` exited with code {code} (proc_exit)"),
             )
         }
     }

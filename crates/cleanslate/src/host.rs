@@ -422,14 +422,18 @@ fn call_bytes_host(
     let limit = caller.data().output_limit;
     let guest = |e: Error| wasmtime::Error::new(HostFault::Guest(e));
     check_size(
-        &format!("the input to host function `{function}`"),
+        format_args!("the input to host function `{function}`"),
         len.into(),
         limit,
     )
     .map_err(guest)?;
     let input = with_memory(&mut caller, |memory| {
         memory
-            .read(ptr, len, &format!("input to host function `{function}`"))
+            .read(
+                ptr,
+                len,
+                format_args!("input to host function `{function}`"),
+            )
             .map(<[u8]>::to_vec)
     })?;
     let outcome = {
@@ -497,7 +501,7 @@ fn call_bytes_host(
         .write(
             out_ptr,
             &output,
-            &format!("room for the output of host function `{function}`"),
+            format_args!("room for the output of host function `{function}`"),
         )
         .map_err(guest)?;
     Ok(pack(out_ptr, out_len))

@@ -118,9 +118,7 @@ impl Module {
             .inner
             .layout
             .function(crate::abi::ALLOC_EXPORT)
-            .is_some_and(|f| {
-                f.signature == Signature::new(vec![crate::ValType::I32], vec![crate::ValType::I32])
-            });
+            .is_some_and(|f| crate::abi::is_alloc_signature(&f.signature));
         self.inner.layout.exports.iter().map(move |f| FunctionInfo {
             name: &f.name,
             signature: &f.signature,
@@ -189,8 +187,7 @@ impl<'a> FunctionInfo<'a> {
     /// `cleanslate_alloc`. Call it with
     /// [`Sandbox::call_bytes`](crate::Sandbox::call_bytes).
     pub fn is_data_function(&self) -> bool {
-        use crate::ValType::I32;
-        self.has_allocator && self.params() == [I32, I32] && self.results() == [I32]
+        self.has_allocator && crate::abi::is_data_signature(self.signature)
     }
 }
 

@@ -9,6 +9,9 @@ use std::time::Duration;
 
 use crate::error::ErrorKind;
 
+/// The label of calls to functions the module does not export.
+const UNKNOWN_FUNCTION: &str = "(unknown)";
+
 /// Upper bounds (µs) of the reset-duration and wait-time buckets.
 const MICROS_BUCKETS: [f64; 12] = [
     1.0,
@@ -101,7 +104,8 @@ impl Histogram {
 /// ```
 #[derive(Clone, Debug, PartialEq)]
 pub struct PoolMetrics {
-    calls: BTreeMap<(String, &'static str), u64>,
+    /// Function -> outcome -> calls.
+    calls: BTreeMap<String, BTreeMap<&'static str, u64>>,
     reset_micros: Histogram,
     dirty_pages: Histogram,
     wait_micros: Histogram,
@@ -116,15 +120,15 @@ impl PoolMetrics {
     /// kind's name, e.g. `"trap"`).
     pub fn calls(&self, function: &str, outcome: &str) -> u64 {
         self.calls
-            .iter()
-            .filter(|((f, o), _)| f == function && *o == outcome)
-            .map(|(_, n)| n)
-            .sum()
+            .get(function)
+            .and_then(|outcomes| outcomes.get(outcome))
+            .copied()
+            .unwrap_or(0)
     }
 
     /// All calls, whatever their outcome (refusals for exhaustion included).
     pub fn calls_total(&self) -> u64 {
-        self.calls.values().sum()
+        self.calls.values().flat_map(|o| o.values()).sum()
     }
 
     /// Reset durations, in microseconds.
@@ -161,12 +165,14 @@ impl PoolMetrics {
     pub fn to_prometheus(&self) -> String {
         let mut out = String::new();
         out.push_str("# HELP cleanslate_pool_calls_total Calls by function and outcome (ok or error kind).\n# TYPE cleanslate_pool_calls_total counter\n");
-        for ((function, outcome), n) in &self.calls {
-            let _ = writeln!(
-                out,
-                "cleanslate_pool_calls_total{{function=\"{}\",outcome=\"{outcome}\"}} {n}",
-                escape(function)
-            );
+        for (function, outcomes) in &self.calls {
+            for (outcome, n) in outcomes {
+                let _ = writeln!(
+                    out,
+                    "cleanslate_pool_calls_total{{function=\"{}\",outcome=\"{outcome}\"}} {n}",
+                    escape(function)
+                );
+            }
         }
         histogram(
             &mut out,
@@ -222,6 +228,17 @@ impl PoolMetrics {
     }
 }
 
+impl PoolMetrics {
+    /// Count one call; allocates only for a function's first call.
+    fn count(&mut self, function: &str, outcome: &'static str) {
+        let outcomes = match self.calls.get_mut(function) {
+            Some(outcomes) => outcomes,
+            None => self.calls.entry(function.to_string()).or_default(),
+        };
+        *outcomes.entry(outcome).or_default() += 1;
+    }
+}
+
 fn histogram(out: &mut String, name: &str, help: &str, h: &Histogram) {
     let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
     for (bound, n) in h.buckets() {
@@ -272,11 +289,12 @@ impl MetricsRecorder {
         f(&mut self.state.lock().unwrap_or_else(|e| e.into_inner()));
     }
 
-    fn label(&self, function: &str) -> String {
+    /// The label `function` is counted under.
+    fn label<'f>(&self, function: &'f str) -> &'f str {
         if self.exports.contains(function) {
-            function.to_string()
+            function
         } else {
-            "(unknown)".to_string()
+            UNKNOWN_FUNCTION
         }
     }
 
@@ -296,9 +314,7 @@ impl MetricsRecorder {
         self.with(|m| {
             m.exhausted += 1;
             m.wait_micros.observe(micros(waited));
-            *m.calls
-                .entry((label, ErrorKind::PoolExhausted.as_str()))
-                .or_default() += 1;
+            m.count(label, ErrorKind::PoolExhausted.as_str());
         });
     }
 
@@ -310,8 +326,7 @@ impl MetricsRecorder {
     ) {
         let label = self.label(function);
         self.with(|m| {
-            let outcome = error.map_or("ok", |k| k.as_str());
-            *m.calls.entry((label, outcome)).or_default() += 1;
+            m.count(label, error.map_or("ok", |k| k.as_str()));
             if let Some((duration, pages)) = reset {
                 m.reset_micros.observe(micros(duration));
                 m.dirty_pages.observe(pages as f64);
@@ -356,7 +371,7 @@ mod tests {
         let m = recorder.snapshot();
         assert_eq!(m.calls("f", "ok"), 1);
         assert_eq!(m.calls("(unknown)", "function_not_found"), 3);
-        assert_eq!(m.calls.len(), 2);
+        assert_eq!(m.calls.len(), 2, "one label per export, one for the rest");
         let text = m.to_prometheus();
         assert!(text.contains("cleanslate_pool_calls_total{function=\"(unknown)\",outcome=\"function_not_found\"} 3"), "{text}");
     }

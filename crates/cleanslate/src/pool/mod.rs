@@ -208,8 +208,8 @@ impl SandboxPool {
         };
         self.shared.metrics.record_checkout(waited.elapsed());
         let resets_before = sandbox.resets();
-        // If `call` panics (it cannot through the sandbox's own API, but the
-        // guard keeps the count honest), the sandbox is dropped with it.
+        // The sandbox's API catches guest and host panics, so `call`
+        // returns and the sandbox always comes back here.
         let outcome = call(&mut sandbox);
         let reset = sandbox
             .last_reset()

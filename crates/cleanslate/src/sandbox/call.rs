@@ -5,7 +5,8 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::time::Instant;
 
 use crate::abi::{
-    ALLOC_EXPORT, GuestMemory, GuestMemoryMut, GuestResult, check_size, read_message,
+    ALLOC_EXPORT, GuestMemory, GuestMemoryMut, GuestResult, check_size, is_data_signature,
+    read_message,
 };
 use crate::error::{Captured, Error, ErrorKind, TrapCode};
 use crate::host::{HostFault, panic_message};
@@ -16,7 +17,7 @@ use crate::sandbox::StoreData;
 use crate::sandbox::instance::{InstanceFactory, LiveInstance};
 use crate::sandbox::interrupt::Interruption;
 use crate::sandbox::request::{Call, CallInput, CallResult};
-use crate::value::{Signature, Val, ValType};
+use crate::value::Val;
 use crate::wasi::{CallEnv, WasiConfig};
 
 /// A callable export, resolved and type-checked before the guard is armed.
@@ -107,12 +108,11 @@ impl SandboxCore {
         let Some(export) = layout.function(name) else {
             return Err(function_not_found(layout, name));
         };
-        let wanted = Signature::new(vec![ValType::I32, ValType::I32], vec![ValType::I32]);
-        if export.signature != wanted {
+        if !is_data_signature(&export.signature) {
             return Err(Error::new(
                 ErrorKind::InvalidArguments,
                 format!(
-                    "`{name}` has signature {}; a bytes/JSON function needs {wanted} (input pointer and length in, result record out; docs/ABI.md)",
+                    "`{name}` has signature {}; a bytes/JSON function needs (i32, i32) -> i32 (input pointer and length in, result record out; docs/ABI.md)",
                     export.signature
                 ),
             ));
@@ -306,7 +306,7 @@ fn exchange_bytes(
     match GuestResult::decode(&view, record)? {
         GuestResult::Output { ptr, len } => {
             check_size(
-                &format!("the output of `{name}`"),
+                format_args!("the output of `{name}`"),
                 len.into(),
                 limits.output,
             )?;
@@ -377,26 +377,32 @@ pub(crate) fn enter_with<R>(
     // The pipes hold one byte more than the limit, so a guest that wrote
     // past it is caught here (WASI reports a full pipe to the guest as a
     // short write, which the guest may ignore).
-    let overflowed = [&mut captured.stdout, &mut captured.stderr]
-        .into_iter()
-        .filter(|stream| stream.len() > limits.output)
-        .map(|stream| stream.truncate(limits.output))
-        .count();
-    if overflowed > 0
+    let mut overflowed = false;
+    for stream in [&mut captured.stdout, &mut captured.stderr] {
+        if stream.len() > limits.output {
+            stream.truncate(limits.output);
+            overflowed = true;
+        }
+    }
+    if overflowed
         && !outcome
             .as_ref()
             .is_err_and(|e| e.kind() == ErrorKind::OutputTooLarge)
     {
-        let overflow = Error::new(
-            ErrorKind::OutputTooLarge,
-            format!(
-                "`{name}` wrote more than the output limit of {} bytes to stdout or stderr; raise output_limit if legitimate",
-                limits.output
-            ),
-        );
-        return (Err(overflow), captured);
+        return (Err(stdio_overflow(name, limits)), captured);
     }
     (outcome, captured)
+}
+
+/// A WASI guest wrote more to stdout or stderr than the output limit.
+fn stdio_overflow(function: &str, limits: &Limits) -> Error {
+    Error::new(
+        ErrorKind::OutputTooLarge,
+        format!(
+            "`{function}` wrote more than the output limit of {} bytes to stdout or stderr; raise output_limit if legitimate",
+            limits.output
+        ),
+    )
 }
 
 /// Call `func` with core values.
@@ -486,16 +492,10 @@ pub(crate) fn classify(
         return fault.to_error(function);
     }
     if let Some(exit) = err.downcast_ref::<wasmtime_wasi::I32Exit>() {
-        return Error::exited(function, exit.0, "");
+        return Error::exited(function, exit.0);
     }
     if crate::wasi::is_pipe_overflow(&err) {
-        return Error::new(
-            ErrorKind::OutputTooLarge,
-            format!(
-                "`{function}` wrote more than the output limit of {} bytes to stdout or stderr; raise output_limit if legitimate",
-                limits.output
-            ),
-        );
+        return stdio_overflow(function, limits);
     }
     if let Some(interruption) = err.downcast_ref::<Interruption>() {
         return match interruption {
