@@ -18,7 +18,6 @@ use clap::Args;
 use cleanslate::{Call, CallResult, Error, ErrorKind, Module, PoolConfig, SandboxPool};
 use serde_json::{Value, json};
 use tokio::sync::Semaphore;
-use tracing::Instrument;
 
 use crate::EXIT_OK;
 use crate::options::SandboxOptions;
@@ -82,10 +81,50 @@ struct Server {
     responses: ResponseCounters,
 }
 
-/// Responses by status class, for /metrics.
-#[derive(Default)]
+/// Responses by status, for /metrics: a counter per status this server
+/// sends (and one per class for any other), so counting is one atomic add.
 struct ResponseCounters {
-    by_status: std::sync::Mutex<std::collections::BTreeMap<u16, u64>>,
+    by_status: Vec<(&'static str, AtomicU64)>,
+}
+
+impl Default for ResponseCounters {
+    fn default() -> Self {
+        let labels = [
+            "200", "400", "404", "405", "413", "422", "500", "503", "504", "1xx", "2xx", "3xx",
+            "4xx", "5xx",
+        ];
+        ResponseCounters {
+            by_status: labels.iter().map(|&s| (s, AtomicU64::new(0))).collect(),
+        }
+    }
+}
+
+impl ResponseCounters {
+    fn count(&self, status: StatusCode) {
+        let exact = status.as_str();
+        let class = match status.as_u16() / 100 {
+            1 => "1xx",
+            2 => "2xx",
+            3 => "3xx",
+            4 => "4xx",
+            _ => "5xx",
+        };
+        let slot = self
+            .by_status
+            .iter()
+            .find(|(s, _)| *s == exact)
+            .or_else(|| self.by_status.iter().find(|(s, _)| *s == class));
+        if let Some((_, n)) = slot {
+            n.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    fn counts(&self) -> impl Iterator<Item = (&'static str, u64)> + '_ {
+        self.by_status
+            .iter()
+            .map(|(s, n)| (*s, n.load(Ordering::Relaxed)))
+            .filter(|(_, n)| *n > 0)
+    }
 }
 
 pub fn serve(args: ServeArgs) -> Result<u8, String> {
@@ -115,7 +154,12 @@ pub fn serve(args: ServeArgs) -> Result<u8, String> {
         responses: ResponseCounters::default(),
     });
     init_logging();
+    // Guest calls run on the async workers (no hand-off to another thread,
+    // which cost a short call most of its time); the pool runs at most
+    // `size` at once, so one more worker than sandboxes always stays free
+    // for accepting connections, /healthz and /metrics.
     let tokio = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(size + 1)
         .enable_all()
         .build()
         .map_err(|e| format!("cannot start the async runtime: {e}"))?;
@@ -175,21 +219,30 @@ async fn shutdown_signal() {
 }
 
 /// One log line per request, with an id that also goes back in a header.
+/// Failures log at `info` (4xx) or `warn` (5xx); successes at `debug`, so
+/// the default filter does not pay for a line per request at full load
+/// (`CLEANSLATE_LOG=debug` logs every request).
 async fn log_request(State(server): State<Arc<Server>>, request: Request, next: Next) -> Response {
     let id = server.next_request.fetch_add(1, Ordering::Relaxed);
     let method = request.method().clone();
-    let path = request.uri().path().to_string();
     let started = Instant::now();
-    let span = tracing::info_span!("request", id);
-    let mut response = next.run(request).instrument(span.clone()).await;
+    let path = tracing::enabled!(tracing::Level::INFO).then(|| request.uri().path().to_string());
+    let mut response = next.run(request).await;
     let status = response.status();
-    tracing::info!(parent: &span, %method, path, status = status.as_u16(), micros = started.elapsed().as_micros() as u64, "handled");
+    let micros = started.elapsed().as_micros() as u64;
+    let path = path.as_deref().unwrap_or("");
+    let code = status.as_u16();
+    if status.is_server_error() {
+        tracing::warn!(id, %method, path, status = code, micros, "request failed");
+    } else if status.is_client_error() {
+        tracing::info!(id, %method, path, status = code, micros, "request refused");
+    } else {
+        tracing::debug!(id, %method, path, status = code, micros, "handled");
+    }
     if let Ok(value) = HeaderValue::from_str(&id.to_string()) {
         response.headers_mut().insert("x-request-id", value);
     }
-    if let Ok(mut counts) = server.responses.by_status.lock() {
-        *counts.entry(status.as_u16()).or_default() += 1;
-    }
+    server.responses.count(status);
     response
 }
 
@@ -229,12 +282,10 @@ async fn healthz(State(server): State<Arc<Server>>) -> Response {
 async fn metrics(State(server): State<Arc<Server>>) -> Response {
     let mut body = server.pool.metrics().to_prometheus();
     body.push_str("# HELP cleanslate_http_responses_total HTTP responses by status.\n# TYPE cleanslate_http_responses_total counter\n");
-    if let Ok(counts) = server.responses.by_status.lock() {
-        for (status, n) in counts.iter() {
-            body.push_str(&format!(
-                "cleanslate_http_responses_total{{status=\"{status}\"}} {n}\n"
-            ));
-        }
+    for (status, n) in server.responses.counts() {
+        body.push_str(&format!(
+            "cleanslate_http_responses_total{{status=\"{status}\"}} {n}\n"
+        ));
     }
     let mut response = text(StatusCode::OK, body);
     response.headers_mut().insert(
@@ -270,7 +321,7 @@ async fn call(
         Ok(planned) => planned,
         Err(refusal) => return problem(refusal.status, refusal.kind, &refusal.message),
     };
-    match tokio::time::timeout(server.request_timeout, server.pool.call_async(call)).await {
+    match tokio::time::timeout(server.request_timeout, server.pool.call_async_inline(&call)).await {
         Err(_) => problem(
             StatusCode::GATEWAY_TIMEOUT,
             "timeout",

@@ -35,6 +35,7 @@ mod reset;
 mod runtime;
 mod sandbox;
 mod snapshot;
+mod timer;
 mod value;
 mod wasi;
 

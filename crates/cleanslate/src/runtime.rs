@@ -1,14 +1,14 @@
-//! The shared engine: configuration, compiled-code variants and the epoch
-//! ticker that drives timeouts and cancellation.
+//! The shared engine: configuration, compiled-code variants and the
+//! deadline timer that drives timeouts.
 
 use std::collections::HashMap;
 use std::path::Path;
-use std::sync::{Arc, Condvar, Mutex, Weak};
-use std::thread;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use crate::error::{Error, ErrorKind};
 use crate::module::Module;
+use crate::timer::{DeadlineTicket, DeadlineTimer};
 
 /// Settings shared by every module and sandbox of a [`Runtime`].
 ///
@@ -33,9 +33,10 @@ impl Default for RuntimeConfig {
 }
 
 impl RuntimeConfig {
-    /// How often running calls check their timeout (default 1 ms). A timeout
-    /// fires at most about one tick late. The ticker only runs while a call
-    /// is in progress.
+    /// The timeout timer's resolution (default 1 ms): it wakes at the
+    /// earliest running call's deadline, but never twice within one tick,
+    /// so a timeout fires at most about one tick late. It costs nothing
+    /// while no call with a timeout runs.
     pub fn epoch_tick(mut self, tick: Duration) -> Self {
         self.epoch_tick = tick.max(Duration::from_micros(100));
         self
@@ -69,12 +70,12 @@ pub struct Runtime {
 pub(crate) struct RuntimeInner {
     pub config: RuntimeConfig,
     engines: Mutex<HashMap<EngineFlavor, wasmtime::Engine>>,
-    ticker: Arc<Ticker>,
+    timer: Arc<DeadlineTimer>,
 }
 
 impl Drop for RuntimeInner {
     fn drop(&mut self) {
-        self.ticker.stop();
+        self.timer.stop();
     }
 }
 
@@ -86,12 +87,12 @@ impl Runtime {
 
     /// A runtime with `config`.
     pub fn with_config(config: RuntimeConfig) -> Result<Runtime, Error> {
-        let ticker = Ticker::start(config.epoch_tick)?;
+        let timer = DeadlineTimer::start(config.epoch_tick)?;
         Ok(Runtime {
             inner: Arc::new(RuntimeInner {
                 config,
                 engines: Mutex::new(HashMap::new()),
-                ticker,
+                timer,
             }),
         })
     }
@@ -159,17 +160,25 @@ impl Runtime {
                 format!("cannot configure the engine: {e:#}"),
             )
         })?;
-        self.inner.ticker.register(engine.clone());
+        self.inner.timer.register(engine.clone());
         engines.insert(flavor, engine.clone());
         Ok(engine)
     }
 
-    /// Mark a call as running so the ticker advances epochs until it ends.
-    pub(crate) fn begin_call(&self) -> CallTicket {
-        self.inner.ticker.begin();
-        CallTicket {
-            ticker: self.inner.ticker.clone(),
-        }
+    /// A call with `deadline` starts: the timer stops it then, unless the
+    /// returned ticket is dropped first.
+    pub(crate) fn schedule_deadline(&self, deadline: Instant) -> DeadlineTicket {
+        self.inner.timer.schedule(deadline)
+    }
+
+    /// Wake `waker` at `deadline` (a timer for async waits that needs no
+    /// async runtime's timer), unless the ticket is dropped first.
+    pub(crate) fn schedule_wake(
+        &self,
+        deadline: Instant,
+        waker: std::task::Waker,
+    ) -> DeadlineTicket {
+        self.inner.timer.schedule_wake(deadline, waker)
     }
 }
 
@@ -178,99 +187,5 @@ impl std::fmt::Debug for Runtime {
         f.debug_struct("Runtime")
             .field("config", &self.inner.config)
             .finish_non_exhaustive()
-    }
-}
-
-/// Held for the duration of a guest call.
-pub(crate) struct CallTicket {
-    ticker: Arc<Ticker>,
-}
-
-impl Drop for CallTicket {
-    fn drop(&mut self) {
-        self.ticker.end();
-    }
-}
-
-/// Advances every engine's epoch once per tick while any call runs, and
-/// sleeps otherwise: an idle runtime costs no CPU.
-struct Ticker {
-    state: Mutex<TickerState>,
-    wake: Condvar,
-}
-
-struct TickerState {
-    active_calls: usize,
-    stopped: bool,
-    engines: Vec<wasmtime::Engine>,
-}
-
-impl Ticker {
-    fn start(tick: Duration) -> Result<Arc<Ticker>, Error> {
-        let ticker = Arc::new(Ticker {
-            state: Mutex::new(TickerState {
-                active_calls: 0,
-                stopped: false,
-                engines: Vec::new(),
-            }),
-            wake: Condvar::new(),
-        });
-        let weak: Weak<Ticker> = Arc::downgrade(&ticker);
-        thread::Builder::new()
-            .name("cleanslate-epoch".into())
-            .spawn(move || Ticker::run(weak, tick))
-            .map_err(|e| {
-                Error::new(
-                    ErrorKind::Instantiation,
-                    format!("cannot start the timeout ticker thread: {e}"),
-                )
-            })?;
-        Ok(ticker)
-    }
-
-    fn run(weak: Weak<Ticker>, tick: Duration) {
-        loop {
-            let Some(ticker) = weak.upgrade() else { return };
-            {
-                let mut state = ticker.state.lock().unwrap_or_else(|e| e.into_inner());
-                while state.active_calls == 0 && !state.stopped {
-                    state = ticker.wake.wait(state).unwrap_or_else(|e| e.into_inner());
-                }
-                if state.stopped {
-                    return;
-                }
-                for engine in &state.engines {
-                    engine.increment_epoch();
-                }
-            }
-            drop(ticker);
-            thread::sleep(tick);
-        }
-    }
-
-    fn register(&self, engine: wasmtime::Engine) {
-        self.state
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .engines
-            .push(engine);
-    }
-
-    fn begin(&self) {
-        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        state.active_calls += 1;
-        if state.active_calls == 1 {
-            self.wake.notify_one();
-        }
-    }
-
-    fn end(&self) {
-        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        state.active_calls = state.active_calls.saturating_sub(1);
-    }
-
-    fn stop(&self) {
-        self.state.lock().unwrap_or_else(|e| e.into_inner()).stopped = true;
-        self.wake.notify_one();
     }
 }

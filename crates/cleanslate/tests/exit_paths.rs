@@ -379,3 +379,30 @@ fn ten_thousand_alternating_calls_end_identical_to_the_snapshot() {
         assert_clean_slate(&mut fx);
     });
 }
+
+/// A short timeout fires on time even while a call with a far later
+/// deadline runs in the same runtime (the timer, asleep towards the later
+/// deadline, must be woken for the earlier one).
+#[test]
+fn a_short_timeout_fires_while_a_long_one_runs() {
+    let runtime = Runtime::new().unwrap();
+    let module = runtime
+        .load_bytes(r#"(module (func (export "spin") (loop $l (br $l))))"#)
+        .unwrap();
+    let mut long = Sandbox::builder(&module)
+        .timeout(Duration::from_secs(3600))
+        .build()
+        .unwrap();
+    let stop_long = long.interrupt_handle();
+    let long_call = std::thread::spawn(move || long.call("spin", &[]).unwrap_err());
+    let mut short = Sandbox::builder(&module)
+        .timeout(Duration::from_millis(30))
+        .build()
+        .unwrap();
+    let err = short.call("spin", &[]).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Timeout, "{err}");
+    while !stop_long.cancel() {
+        std::thread::yield_now();
+    }
+    assert_eq!(long_call.join().unwrap().kind(), ErrorKind::Cancelled);
+}

@@ -144,3 +144,108 @@ fn a_pool_of_zero_is_refused() {
     let err = SandboxPool::new(Sandbox::builder(&module), PoolConfig::new(0)).unwrap_err();
     assert_eq!(err.kind(), ErrorKind::InvalidArguments);
 }
+
+/// Async waiters that give up (their wait limit passes, or their future is
+/// dropped mid-wait) never take a sandbox with them: the pool ends whole.
+#[test]
+fn async_waiters_that_give_up_lose_no_sandbox() {
+    let pool = pool(1, Duration::from_millis(30));
+    // No timers on this runtime: the pool's wait limit must not need them.
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let spinner = {
+            let pool = pool.clone();
+            tokio::task::spawn_blocking(move || pool.call("spin", &[]).unwrap_err())
+        };
+        while pool.metrics().in_use() == 0 {
+            tokio::task::yield_now().await;
+        }
+        // Waiters that time out inside the pool.
+        let waiters: Vec<_> = (0..8)
+            .map(|i| {
+                let pool = pool.clone();
+                tokio::spawn(async move {
+                    pool.call_async(cleanslate::Call::values("canary", &[Val::I32(i + 1)]))
+                        .await
+                })
+            })
+            .collect();
+        for waiter in waiters {
+            let err = waiter.await.unwrap().unwrap_err();
+            assert_eq!(err.kind(), ErrorKind::PoolExhausted, "{err}");
+        }
+        // Waiters whose futures are dropped while they wait.
+        let cancelled: Vec<_> = (0..8)
+            .map(|i| {
+                let pool = pool.clone();
+                tokio::spawn(async move {
+                    pool.call_async_inline(&cleanslate::Call::values("canary", &[Val::I32(i)]))
+                        .await
+                })
+            })
+            .collect();
+        tokio::task::yield_now().await;
+        for task in &cancelled {
+            task.abort();
+        }
+        assert_eq!(spinner.await.unwrap().kind(), ErrorKind::Timeout);
+    });
+    assert_eq!(pool.idle(), 1, "a waiter kept the sandbox");
+    assert_eq!(pool.call("canary", &[Val::I32(9)]).unwrap(), [Val::I32(0)]);
+    assert_eq!(pool.metrics().exhausted(), 8);
+}
+
+/// Inline async calls on a runtime with one worker more than sandboxes:
+/// every caller sees a clean slate, and while every sandbox runs a slow
+/// guest, other tasks still run.
+#[test]
+fn inline_async_calls_leave_a_worker_free() {
+    let pool = pool(2, Duration::from_secs(10));
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(3)
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let calls: Vec<_> = (0..40)
+            .map(|i| {
+                let pool = pool.clone();
+                tokio::spawn(async move {
+                    pool.call_async_inline(&cleanslate::Call::values("canary", &[Val::I32(i + 1)]))
+                        .await
+                })
+            })
+            .collect();
+        for call in calls {
+            assert_eq!(call.await.unwrap().unwrap().values(), [Val::I32(0)]);
+        }
+        // Two spinning guests occupy both sandboxes (and two workers)...
+        let spinners: Vec<_> = (0..2)
+            .map(|_| {
+                let pool = pool.clone();
+                tokio::spawn(async move {
+                    pool.call_async_inline(&cleanslate::Call::values("spin", &[]))
+                        .await
+                })
+            })
+            .collect();
+        while pool.metrics().in_use() < 2 {
+            tokio::task::yield_now().await;
+        }
+        // ...and the third worker still runs other tasks meanwhile.
+        let other = tokio::spawn(async { 42 }).await.unwrap();
+        assert_eq!(other, 42);
+        assert!(
+            pool.metrics().in_use() == 2,
+            "the spinners ended before the other task ran"
+        );
+        for spinner in spinners {
+            let err = spinner.await.unwrap().unwrap_err();
+            assert_eq!(err.kind(), ErrorKind::Timeout);
+        }
+    });
+    assert_eq!(pool.idle(), 2);
+    assert_eq!(pool.metrics().calls("canary", "ok"), 40);
+}

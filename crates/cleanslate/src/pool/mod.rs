@@ -10,13 +10,17 @@
 
 mod metrics;
 
-use std::sync::{Arc, Condvar, Mutex};
+use std::collections::VecDeque;
+use std::pin::Pin;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 pub use metrics::{Histogram, PoolMetrics};
 
 use crate::error::{Error, ErrorKind};
 use crate::sandbox::{Call, CallResult, Sandbox, SandboxBuilder, Status};
+use crate::timer::DeadlineTicket;
 use crate::value::Val;
 use metrics::MetricsRecorder;
 
@@ -82,9 +86,19 @@ pub struct SandboxPool {
 struct Shared {
     builder: SandboxBuilder,
     config: PoolConfig,
-    idle: Mutex<Vec<Sandbox>>,
+    idle: Mutex<Idle>,
+    /// Threads waiting in [`SandboxPool::call`] and friends.
     available: Condvar,
     metrics: MetricsRecorder,
+}
+
+/// Free sandboxes, and the async callers waiting for one (FIFO).
+struct Idle {
+    sandboxes: Vec<Sandbox>,
+    waiters: VecDeque<(u64, Waker)>,
+    next_waiter: u64,
+    /// Threads blocked on `Shared::available`.
+    threads_waiting: usize,
 }
 
 impl SandboxPool {
@@ -96,9 +110,9 @@ impl SandboxPool {
                 "a pool needs at least one sandbox: give a size of 1 or more",
             ));
         }
-        let mut idle = Vec::with_capacity(config.size);
+        let mut sandboxes = Vec::with_capacity(config.size);
         for _ in 0..config.size {
-            idle.push(builder.clone().build()?);
+            sandboxes.push(builder.clone().build()?);
         }
         let exports = builder
             .module()
@@ -110,7 +124,12 @@ impl SandboxPool {
                 builder,
                 metrics: MetricsRecorder::new(exports, config.size),
                 config,
-                idle: Mutex::new(idle),
+                idle: Mutex::new(Idle {
+                    sandboxes,
+                    waiters: VecDeque::new(),
+                    next_waiter: 0,
+                    threads_waiting: 0,
+                }),
                 available: Condvar::new(),
             }),
         })
@@ -118,12 +137,14 @@ impl SandboxPool {
 
     /// [`Sandbox::call`] on a free sandbox.
     pub fn call(&self, name: &str, args: &[Val]) -> Result<Vec<Val>, Error> {
-        self.run(name, |sandbox| sandbox.call(name, args))
+        self.checkout(name)?
+            .run(name, |sandbox| sandbox.call(name, args))
     }
 
     /// [`Sandbox::call_bytes`] on a free sandbox.
     pub fn call_bytes(&self, name: &str, input: &[u8]) -> Result<Vec<u8>, Error> {
-        self.run(name, |sandbox| sandbox.call_bytes(name, input))
+        self.checkout(name)?
+            .run(name, |sandbox| sandbox.call_bytes(name, input))
     }
 
     /// [`Sandbox::call_json`] on a free sandbox.
@@ -132,17 +153,24 @@ impl SandboxPool {
         In: serde::Serialize + ?Sized,
         Out: serde::de::DeserializeOwned,
     {
-        self.run(name, |sandbox| sandbox.call_json(name, input))
+        self.checkout(name)?
+            .run(name, |sandbox| sandbox.call_json(name, input))
     }
 
     /// [`Sandbox::call_with`] on a free sandbox.
     pub fn call_with(&self, call: &Call) -> Result<CallResult, Error> {
-        self.run(call.function(), |sandbox| sandbox.call_with(call))
+        let name = call.function();
+        self.checkout(name)?
+            .run(name, |sandbox| sandbox.call_with(call))
     }
 
-    /// [`call_with`](SandboxPool::call_with) for async hosts: the wait for a
-    /// sandbox and the call run on tokio's blocking threads, never on the
-    /// runtime's workers.
+    /// [`call_with`](SandboxPool::call_with) for async hosts. The wait for a
+    /// free sandbox suspends the task (no thread is held while it waits);
+    /// the call then runs on tokio's blocking threads, so a long guest call
+    /// never stalls the runtime's workers.
+    ///
+    /// The wait's limit runs on the runtime's own timer thread, so any
+    /// executor works (a tokio runtime without `enable_time` included).
     ///
     /// ```
     /// # use cleanslate::{Call, PoolConfig, Runtime, Sandbox, SandboxPool, Val};
@@ -155,23 +183,54 @@ impl SandboxPool {
     /// # Ok::<(), cleanslate::Error>(())
     /// ```
     pub async fn call_async(&self, call: Call) -> Result<CallResult, Error> {
-        let pool = self.clone();
-        tokio::task::spawn_blocking(move || pool.call_with(&call))
-            .await
-            .unwrap_or_else(|e| {
-                Err(Error::new(
-                    ErrorKind::HostPanic,
-                    format!("the pool's blocking task failed: {e}"),
-                ))
-            })
+        let checkout = self.checkout_async(call.function()).await?;
+        tokio::task::spawn_blocking(move || {
+            let name = call.function();
+            checkout.run(name, |sandbox| sandbox.call_with(&call))
+        })
+        .await
+        .unwrap_or_else(|e| {
+            Err(Error::new(
+                ErrorKind::HostPanic,
+                format!("the pool's blocking task failed: {e}"),
+            ))
+        })
+    }
+
+    /// [`call_async`](SandboxPool::call_async), but the call runs on the
+    /// task's own thread: no hand-off to another thread, which on a busy
+    /// server is most of a short call's cost.
+    ///
+    /// While it runs, the call occupies a runtime worker. The pool never
+    /// runs more calls than it has sandboxes, so give the runtime more
+    /// worker threads than the pool has sandboxes, and other tasks keep
+    /// running even while every sandbox runs a slow guest (set a
+    /// [`timeout`](crate::SandboxBuilder::timeout) to bound that).
+    ///
+    /// ```
+    /// # use cleanslate::{Call, PoolConfig, Runtime, Sandbox, SandboxPool, Val};
+    /// # let runtime = Runtime::new()?;
+    /// # let module = runtime.load_bytes(r#"(module (func (export "one") (result i32) (i32.const 1)))"#)?;
+    /// let pool = SandboxPool::new(Sandbox::builder(&module), PoolConfig::new(2))?;
+    /// // Three workers for two sandboxes: one worker always stays free.
+    /// let tokio = tokio::runtime::Builder::new_multi_thread().worker_threads(3).build().unwrap();
+    /// let result = tokio.block_on(pool.call_async_inline(&Call::values("one", &[])))?;
+    /// assert_eq!(result.values(), [Val::I32(1)]);
+    /// # Ok::<(), cleanslate::Error>(())
+    /// ```
+    pub async fn call_async_inline(&self, call: &Call) -> Result<CallResult, Error> {
+        let name = call.function();
+        self.checkout_async(name)
+            .await?
+            .run(name, |sandbox| sandbox.call_with(call))
     }
 
     /// Make the next reset of one idle sandbox suffer `fault` (tests of the
     /// pool's replacement of unrecoverable sandboxes only).
     #[cfg(feature = "fault-injection")]
     pub fn inject_fault(&self, fault: crate::reset::Fault) {
-        let mut idle = self.shared.idle.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(sandbox) = idle.last_mut() {
+        let mut idle = self.shared.lock_idle();
+        if let Some(sandbox) = idle.sandboxes.last_mut() {
             sandbox.inject_fault(fault);
         }
     }
@@ -188,66 +247,68 @@ impl SandboxPool {
 
     /// Sandboxes free right now.
     pub fn idle(&self) -> usize {
-        self.shared.idle.lock().map(|idle| idle.len()).unwrap_or(0)
+        self.shared.lock_idle().sandboxes.len()
     }
 
-    fn run<T>(
-        &self,
-        function: &str,
-        call: impl FnOnce(&mut Sandbox) -> Result<T, Error>,
-    ) -> Result<T, Error> {
-        let waited = Instant::now();
-        let mut sandbox = match self.take() {
-            Ok(sandbox) => sandbox,
-            Err(e) => {
-                self.shared
-                    .metrics
-                    .record_exhausted(function, waited.elapsed());
-                return Err(e);
-            }
-        };
-        self.shared.metrics.record_checkout(waited.elapsed());
-        let resets_before = sandbox.resets();
-        // The sandbox's API catches guest and host panics, so `call`
-        // returns and the sandbox always comes back here.
-        let outcome = call(&mut sandbox);
-        let reset = sandbox
-            .last_reset()
-            .filter(|_| sandbox.resets() != resets_before);
-        self.shared.metrics.record_call(
-            function,
-            outcome.as_ref().err().map(|e| e.kind()),
-            reset.map(|r| (r.duration(), r.dirty_pages())),
-        );
-        self.give_back(sandbox);
-        outcome
-    }
-
-    /// Take a free sandbox, waiting up to the configured limit.
-    fn take(&self) -> Result<Sandbox, Error> {
+    /// Take a free sandbox, blocking the thread up to the configured wait.
+    fn checkout(&self, function: &str) -> Result<Checkout, Error> {
         let shared = &self.shared;
-        let deadline = Instant::now() + shared.config.max_wait;
-        let mut idle = shared.idle.lock().unwrap_or_else(|e| e.into_inner());
+        let waited = Instant::now();
+        let deadline = waited + shared.config.max_wait;
+        let mut idle = shared.lock_idle();
         loop {
-            if let Some(sandbox) = idle.pop() {
-                return Ok(sandbox);
+            if let Some(sandbox) = idle.sandboxes.pop() {
+                drop(idle);
+                return Ok(self.checked_out(sandbox, waited));
             }
             let now = Instant::now();
             if now >= deadline {
-                return Err(Error::new(
-                    ErrorKind::PoolExhausted,
-                    format!(
-                        "all {} sandboxes stayed busy for {:?}: retry later, or raise the pool size or wait",
-                        shared.config.size, shared.config.max_wait
-                    ),
-                ));
+                drop(idle);
+                return Err(self.exhausted(function, waited));
             }
+            idle.threads_waiting += 1;
             idle = shared
                 .available
                 .wait_timeout(idle, deadline - now)
                 .unwrap_or_else(|e| e.into_inner())
                 .0;
+            idle.threads_waiting -= 1;
         }
+    }
+
+    /// Take a free sandbox, suspending the task up to the configured wait.
+    async fn checkout_async(&self, function: &str) -> Result<Checkout, Error> {
+        let waited = Instant::now();
+        let wait = WaitForSandbox {
+            shared: &self.shared,
+            ticket: None,
+            deadline: waited + self.shared.config.max_wait,
+            alarm: None,
+        };
+        match wait.await {
+            Some(sandbox) => Ok(self.checked_out(sandbox, waited)),
+            None => Err(self.exhausted(function, waited)),
+        }
+    }
+
+    fn checked_out(&self, sandbox: Sandbox, waited: Instant) -> Checkout {
+        self.shared.metrics.record_checkout(waited.elapsed());
+        Checkout {
+            pool: self.clone(),
+            sandbox: Some(sandbox),
+        }
+    }
+
+    fn exhausted(&self, function: &str, waited: Instant) -> Error {
+        let shared = &self.shared;
+        shared.metrics.record_exhausted(function, waited.elapsed());
+        Error::new(
+            ErrorKind::PoolExhausted,
+            format!(
+                "all {} sandboxes stayed busy for {:?}: retry later, or raise the pool size or wait",
+                shared.config.size, shared.config.max_wait
+            ),
+        )
     }
 
     /// Return a sandbox; replace it in the background if it is unrecoverable.
@@ -264,12 +325,143 @@ impl SandboxPool {
     }
 }
 
+/// A sandbox taken from the pool; it goes back when this is dropped, so no
+/// path (an error, a dropped future, a panic) can lose one.
+struct Checkout {
+    pool: SandboxPool,
+    sandbox: Option<Sandbox>,
+}
+
+impl Checkout {
+    fn run<T>(
+        mut self,
+        function: &str,
+        call: impl FnOnce(&mut Sandbox) -> Result<T, Error>,
+    ) -> Result<T, Error> {
+        let Some(sandbox) = self.sandbox.as_mut() else {
+            unreachable!("a checkout holds its sandbox until dropped")
+        };
+        let resets_before = sandbox.resets();
+        // The sandbox's API catches guest and host panics, so `call`
+        // returns and the sandbox always comes back.
+        let outcome = call(sandbox);
+        let reset = sandbox
+            .last_reset()
+            .filter(|_| sandbox.resets() != resets_before);
+        self.pool.shared.metrics.record_call(
+            function,
+            outcome.as_ref().err().map(|e| e.kind()),
+            reset.map(|r| (r.duration(), r.dirty_pages())),
+        );
+        outcome
+    }
+}
+
+impl Drop for Checkout {
+    fn drop(&mut self) {
+        if let Some(sandbox) = self.sandbox.take() {
+            self.pool.give_back(sandbox);
+        }
+    }
+}
+
+/// An async caller's place in the queue for a free sandbox; `None` when the
+/// wait limit passes first.
+///
+/// Its time limit runs on the runtime's own deadline timer, not the async
+/// runtime's, so it works on any executor (a tokio runtime built without
+/// timers included).
+struct WaitForSandbox<'a> {
+    shared: &'a Shared,
+    /// Its entry in `Idle::waiters`, once it has one.
+    ticket: Option<u64>,
+    deadline: Instant,
+    /// The timer's wake-up at `deadline`, and the waker it will wake.
+    alarm: Option<(DeadlineTicket, Waker)>,
+}
+
+impl Future for WaitForSandbox<'_> {
+    type Output = Option<Sandbox>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Sandbox>> {
+        let shared = self.shared;
+        let mut idle = shared.lock_idle();
+        if let Some(sandbox) = idle.sandboxes.pop() {
+            if let Some(ticket) = self.ticket.take() {
+                idle.waiters.retain(|(t, _)| *t != ticket);
+            }
+            return Poll::Ready(Some(sandbox));
+        }
+        if Instant::now() >= self.deadline {
+            // Dropping `self` leaves the queue.
+            return Poll::Ready(None);
+        }
+        let waker = cx.waker().clone();
+        let stale_alarm = self
+            .alarm
+            .as_ref()
+            .is_none_or(|(_, armed)| !armed.will_wake(&waker));
+        if stale_alarm {
+            let runtime = shared.builder.module().runtime();
+            let alarm = runtime.schedule_wake(self.deadline, waker.clone());
+            self.alarm = Some((alarm, waker.clone()));
+        }
+        match self.ticket {
+            Some(ticket) => match idle.waiters.iter_mut().find(|(t, _)| *t == ticket) {
+                Some(entry) => entry.1 = waker,
+                // Woken, but another caller took the sandbox first: keep
+                // the place at the front of the queue.
+                None => idle.waiters.push_front((ticket, waker)),
+            },
+            None => {
+                let ticket = idle.next_waiter;
+                idle.next_waiter += 1;
+                idle.waiters.push_back((ticket, waker));
+                self.ticket = Some(ticket);
+            }
+        }
+        Poll::Pending
+    }
+}
+
+impl Drop for WaitForSandbox<'_> {
+    fn drop(&mut self) {
+        let Some(ticket) = self.ticket else { return };
+        let mut idle = self.shared.lock_idle();
+        let queued = idle.waiters.len();
+        idle.waiters.retain(|(t, _)| *t != ticket);
+        // Not queued any more means this waiter was woken for a sandbox it
+        // will now never take: pass the wake-up on.
+        if idle.waiters.len() == queued && !idle.sandboxes.is_empty() {
+            self.shared.wake_one(idle);
+        }
+    }
+}
+
 impl Shared {
+    fn lock_idle(&self) -> MutexGuard<'_, Idle> {
+        self.idle.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     fn put(&self, sandbox: Sandbox) {
-        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
-        idle.push(sandbox);
+        let mut idle = self.lock_idle();
+        idle.sandboxes.push(sandbox);
+        self.wake_one(idle);
+    }
+
+    /// Tell the first async waiter and one waiting thread that a sandbox is
+    /// free (the two race for it; the loser waits again). Each is told only
+    /// if it exists: a notify is a system call.
+    fn wake_one(&self, mut idle: MutexGuard<'_, Idle>) {
+        let waiter = idle.waiters.pop_front();
+        let threads_waiting = idle.threads_waiting > 0;
         drop(idle);
-        self.available.notify_one();
+        if let Some((_, waker)) = waiter {
+            waker.wake();
+        }
+        if threads_waiting {
+            self.available.notify_one();
+        }
     }
 }
 

@@ -360,8 +360,8 @@ pub(crate) fn enter_with<R>(
     let data = live.store.data_mut();
     data.current_export.clear();
     data.current_export.push_str(name);
-    // Only timeouts need the ticker; cancellation wakes the engine itself.
-    let _ticket = limits.timeout.map(|_| runtime.begin_call());
+    // Only timeouts need the timer; cancellation wakes the engine itself.
+    let _deadline = data.deadline.map(|d| runtime.schedule_deadline(d));
     let generation = factory.interrupt.begin();
     live.store.data_mut().generation = generation;
 
