@@ -6,11 +6,16 @@
 #   (c) POST /call/summarise <1 KiB order>  a 1 KiB JSON transform by a Rust guest
 # Results go to stdout; docs/SERVER.md quotes them.
 #
-# Usage: scripts/load.sh [DURATION_SECONDS] [POOL_SIZE]
+# The three run in turn, ROUNDS times (default 3), so that drift of this
+# shared machine hits all three alike; a summary with the median per endpoint
+# ends the output.
+#
+# Usage: scripts/load.sh [DURATION_SECONDS] [POOL_SIZE] [ROUNDS]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 duration="${1:-10}"
 pool="${2:-2}"
+rounds="${3:-3}"
 command -v wrk >/dev/null || { echo "needs wrk: apt install wrk" >&2; exit 2; }
 
 cargo build --release -q -p cleanslate-cli
@@ -51,10 +56,32 @@ post "$work/order.json" >"$work/order.lua"
 echo "order body: $(wc -c <"$work/order.json") bytes; pool $pool; 64 connections; ${duration}s each; $(nproc) cores"
 
 run() { # name url [script]
-    echo "== $1"
-    wrk -t2 -c64 -d"${duration}s" --latency ${3:+-s "$3"} "$2" | grep -E 'Requests/sec|Latency|50%|99%|Non-2xx|errors'
+    wrk -t2 -c64 -d"${duration}s" --latency ${3:+-s "$3"} "$2" >"$work/wrk.out"
+    rps=$(awk '/Requests\/sec/ {print $2}' "$work/wrk.out")
+    p50=$(awk '$1 == "50%" {print $2}' "$work/wrk.out")
+    p99=$(awk '$1 == "99%" {print $2}' "$work/wrk.out")
+    bad=$(awk '/Non-2xx|Socket errors/' "$work/wrk.out")
+    echo "$1 req/s $rps p50 $p50 p99 $p99 ${bad:+($bad)}"
+    echo "$1 $rps $p50 $p99" >>"$work/results"
 }
-run "(a) GET /healthz" "http://127.0.0.1:$values_port/healthz"
-run "(b) POST /call/add" "http://127.0.0.1:$values_port/call/add" "$work/add.lua"
-run "(c) POST /call/summarise (1 KiB JSON)" "http://127.0.0.1:$json_port/call/summarise" "$work/order.lua"
+for round in $(seq "$rounds"); do
+    echo "== round $round"
+    run a "http://127.0.0.1:$values_port/healthz"
+    run b "http://127.0.0.1:$values_port/call/add" "$work/add.lua"
+    run c "http://127.0.0.1:$json_port/call/summarise" "$work/order.lua"
+done
+echo "== medians over $rounds rounds (a: GET /healthz, b: POST /call/add, c: POST /call/summarise)"
+python3 - "$work/results" <<'PY'
+import statistics, sys
+rows = {}
+for line in open(sys.argv[1]):
+    name, rps, p50, p99 = line.split()
+    ms = lambda t: float(t[:-2]) if t.endswith("ms") else float(t[:-2]) / 1000 if t.endswith("us") else float(t[:-1]) * 1000
+    rows.setdefault(name, []).append((float(rps), ms(p50), ms(p99)))
+floor = statistics.median(r[0] for r in rows["a"])
+for name, runs in rows.items():
+    rps = statistics.median(r[0] for r in runs)
+    print(f"{name}: {rps:,.0f} req/s ({rps / floor:.2f} of a), p50 {statistics.median(r[1] for r in runs):.2f} ms, "
+          f"p99 {statistics.median(r[2] for r in runs):.2f} ms; p99 per round: {', '.join(f'{r[2]:.2f}' for r in runs)} ms")
+PY
 curl -s "http://127.0.0.1:$values_port/metrics" | grep -E 'pool_calls_total|reset_duration_microseconds_(sum|count)'
