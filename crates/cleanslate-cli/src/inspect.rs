@@ -20,11 +20,12 @@ pub struct InspectArgs {
     /// Print one JSON object instead of text.
     #[arg(long)]
     pub json: bool,
+    #[command(flatten)]
+    pub load: crate::load::LoadOptions,
 }
 
 pub fn inspect(args: InspectArgs) -> Result<u8, String> {
-    let runtime = cleanslate::Runtime::new().map_err(|e| e.to_string())?;
-    let module = runtime.load_file(&args.module).map_err(|e| e.to_string())?;
+    let module = args.load.load(&args.module)?;
     let report = describe(&args.module, &module);
     if args.json {
         println!("{report}");
@@ -64,6 +65,8 @@ fn describe(path: &std::path::Path, module: &cleanslate::Module) -> Value {
             "mutable": g.mutable,
         })).collect::<Vec<_>>(),
         "wasi": module.uses_wasi(),
+        "proposals": module.proposals(),
+        "compiled_module_cache": module.cache_status().to_string(),
         "reset": {
             "default_path": if coverage.in_place().is_ok() { "in_place" } else { "fresh_instance" },
             "in_place_unavailable": coverage.in_place().err(),
@@ -131,6 +134,12 @@ fn to_text(report: &Value) -> String {
     let globals = list("globals");
     let mutable = globals.iter().filter(|g| g["mutable"] == true).count();
     out.push_str(&format!("globals: {} ({mutable} mutable)\n", globals.len()));
+    let proposals = list("proposals");
+    let proposals: Vec<&str> = proposals.iter().filter_map(|p| p.as_str()).collect();
+    out.push_str(&format!(
+        "proposals: {}\n",
+        if proposals.is_empty() { "none (WebAssembly 1.0)".to_string() } else { proposals.join(", ") }
+    ));
     if report["wasi"] == true {
         out.push_str("wasi: imports wasi_snapshot_preview1 (a fresh context per call)\n");
     }

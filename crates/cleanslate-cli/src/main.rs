@@ -6,6 +6,7 @@ mod call_spec;
 mod demo;
 mod demo_host;
 mod inspect;
+mod load;
 mod options;
 mod record;
 mod run;

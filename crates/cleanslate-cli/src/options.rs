@@ -43,6 +43,8 @@ pub struct SandboxOptions {
     /// WASI: deterministic clocks and randomness seeded with SEED.
     #[arg(long, value_name = "SEED")]
     pub deterministic: Option<u64>,
+    #[command(flatten)]
+    pub load: crate::load::LoadOptions,
 }
 
 /// A `--dir` argument.
@@ -101,8 +103,7 @@ fn parse_verify(text: &str) -> Result<Verify, String> {
 impl SandboxOptions {
     /// Load the module at `path` and build its sandbox with these options.
     pub fn load_and_build(&self, path: &std::path::Path) -> Result<(Module, Sandbox), String> {
-        let runtime = cleanslate::Runtime::new().map_err(|e| e.to_string())?;
-        let module = runtime.load_file(path).map_err(|e| e.to_string())?;
+        let module = self.load.load(path)?;
         let sandbox = self
             .builder(&module)?
             .build()

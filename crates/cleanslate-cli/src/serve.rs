@@ -131,8 +131,7 @@ pub fn serve(args: ServeArgs) -> Result<u8, String> {
     if args.max_body == 0 || args.max_body > u32::MAX as u64 {
         return Err("--max-body must be between 1 byte and 4 GiB".into());
     }
-    let runtime = cleanslate::Runtime::new().map_err(|e| e.to_string())?;
-    let module = runtime.load_file(&args.module).map_err(|e| e.to_string())?;
+    let module = args.sandbox.load.load(&args.module)?;
     let mut builder = args.sandbox.builder(&module)?;
     if args.sandbox.timeout.is_none() {
         // A guest must never outlive the request that started it.

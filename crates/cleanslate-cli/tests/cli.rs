@@ -506,3 +506,28 @@ fn inspect_lists_the_example_guests_state_and_reset_paths() {
     let out = cleanslate(&["inspect", "/no/such.wasm"]);
     assert_eq!(out.status.code(), Some(2));
 }
+
+#[test]
+fn inspect_reports_proposals_and_the_compiled_module_cache() {
+    let dir = std::env::temp_dir().join(format!("cleanslate-cli-cache-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let dir_arg = dir.to_str().unwrap();
+    let status = |extra: &[&str]| {
+        let mut args = vec!["inspect", EXAMPLE, "--json"];
+        args.extend_from_slice(extra);
+        let out = cleanslate(&args);
+        assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+        json_lines(&out)[0].clone()
+    };
+    let first = status(&["--cache-dir", dir_arg]);
+    assert_eq!(first["compiled_module_cache"], "miss");
+    assert_eq!(
+        first["proposals"],
+        serde_json::json!(["bulk-memory", "reference-types"])
+    );
+    assert_eq!(status(&["--cache-dir", dir_arg])["compiled_module_cache"], "hit");
+    assert_eq!(status(&["--no-cache"])["compiled_module_cache"], "off");
+    let both = cleanslate(&["inspect", EXAMPLE, "--no-cache", "--cache-dir", dir_arg]);
+    assert_eq!(both.status.code(), Some(2));
+    std::fs::remove_dir_all(&dir).unwrap();
+}

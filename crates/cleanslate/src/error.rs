@@ -139,6 +139,9 @@ pub enum ErrorKind {
     /// Every sandbox of a [`SandboxPool`](crate::SandboxPool) stayed busy
     /// for the pool's wait limit. Retry later, or grow the pool.
     PoolExhausted,
+    /// A WebAssembly exception (exception handling proposal) escaped the
+    /// called function: the guest threw and nothing caught it.
+    UncaughtException,
 }
 
 impl ErrorKind {
@@ -167,6 +170,7 @@ impl ErrorKind {
             ErrorKind::OutputTooLarge => "output_too_large",
             ErrorKind::Exited => "exited",
             ErrorKind::PoolExhausted => "pool_exhausted",
+            ErrorKind::UncaughtException => "uncaught_exception",
         }
     }
 

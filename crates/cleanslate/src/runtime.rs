@@ -2,7 +2,7 @@
 //! deadline timer that drives timeouts.
 
 use std::collections::HashMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -22,12 +22,14 @@ use crate::timer::{DeadlineTicket, DeadlineTimer};
 #[derive(Clone, Debug)]
 pub struct RuntimeConfig {
     pub(crate) epoch_tick: Duration,
+    pub(crate) module_cache: Option<PathBuf>,
 }
 
 impl Default for RuntimeConfig {
     fn default() -> Self {
         RuntimeConfig {
             epoch_tick: Duration::from_millis(1),
+            module_cache: None,
         }
     }
 }
@@ -41,6 +43,50 @@ impl RuntimeConfig {
         self.epoch_tick = tick.max(Duration::from_micros(100));
         self
     }
+
+    /// Keep compiled code in `dir`, so loading a module compiled before
+    /// (by this process or another) skips the compiler. Off by default.
+    /// Files there are checked before use and ignored (and rebuilt) when
+    /// corrupt, foreign, or writable by other users; see
+    /// [`Module::cache_status`](crate::Module::cache_status).
+    ///
+    /// ```
+    /// let dir = std::env::temp_dir().join("cleanslate-doc-cache");
+    /// let config = cleanslate::RuntimeConfig::default().module_cache(&dir);
+    /// let runtime = cleanslate::Runtime::with_config(config)?;
+    /// # Ok::<(), cleanslate::Error>(())
+    /// ```
+    pub fn module_cache(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.module_cache = Some(dir.into());
+        self
+    }
+
+    /// [`module_cache`](Self::module_cache) in the user's cache directory:
+    /// `$XDG_CACHE_HOME/cleanslate/modules`, else
+    /// `~/.cache/cleanslate/modules`. Without either (no home directory),
+    /// the cache stays off.
+    pub fn module_cache_in_user_dir(self) -> Self {
+        match user_cache_dir() {
+            Some(dir) => self.module_cache(dir),
+            None => self,
+        }
+    }
+
+    /// No compiled-module cache.
+    pub fn no_module_cache(mut self) -> Self {
+        self.module_cache = None;
+        self
+    }
+}
+
+/// The XDG base-directory rule for caches (relative values are ignored, as
+/// the specification says).
+fn user_cache_dir() -> Option<PathBuf> {
+    let absolute = |v: std::ffi::OsString| Some(PathBuf::from(v)).filter(|p| p.is_absolute());
+    std::env::var_os("XDG_CACHE_HOME")
+        .and_then(absolute)
+        .or_else(|| std::env::var_os("HOME").and_then(absolute).map(|h| h.join(".cache")))
+        .map(|base| base.join("cleanslate").join("modules"))
 }
 
 /// Compile-relevant engine settings. Fuel metering changes the generated
@@ -153,7 +199,13 @@ impl Runtime {
             .wasm_tail_call(true)
             .wasm_extended_const(true)
             .wasm_custom_page_sizes(true)
-            .wasm_wide_arithmetic(true);
+            .wasm_wide_arithmetic(true)
+            // Exception objects need a GC heap; the ref-counting collector
+            // frees a caught exception when the call lets go of it, so a
+            // sandbox that throws on every call does not accumulate them.
+            .wasm_exceptions(true)
+            .wasm_gc(false)
+            .collector(wasmtime::Collector::DeferredReferenceCounting);
         let engine = wasmtime::Engine::new(&config).map_err(|e| {
             Error::new(
                 ErrorKind::Instantiation,

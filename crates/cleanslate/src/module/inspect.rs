@@ -122,6 +122,23 @@ impl Module {
             .collect()
     }
 
+    /// The WebAssembly proposals (beyond 1.0) the module uses, by their
+    /// usual names, e.g. `"bulk-memory"`, `"simd"`, `"exception-handling"`.
+    /// Validates the module once per proposal Cleanslate accepts, so it
+    /// costs several validations of the module.
+    ///
+    /// ```
+    /// # let runtime = cleanslate::Runtime::new()?;
+    /// let module = runtime.load_bytes(r#"(module
+    ///     (memory 1)
+    ///     (func (export "fill") (memory.fill (i32.const 0) (i32.const 0) (i32.const 8))))"#)?;
+    /// assert_eq!(module.proposals(), ["bulk-memory"]);
+    /// # Ok::<(), cleanslate::Error>(())
+    /// ```
+    pub fn proposals(&self) -> Vec<&'static str> {
+        super::layout::proposals_used(&self.inner.instrumented)
+    }
+
     /// Whether the module imports WASI preview 1.
     pub fn uses_wasi(&self) -> bool {
         self.inner

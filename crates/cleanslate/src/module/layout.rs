@@ -159,11 +159,49 @@ pub(crate) fn features() -> WasmFeatures {
         | WasmFeatures::MEMORY64
         | WasmFeatures::RELAXED_SIMD
         | WasmFeatures::CUSTOM_PAGE_SIZES
-        | WasmFeatures::WIDE_ARITHMETIC;
-    // Reference types are part of WASM2; without a GC heap only funcref and
-    // null externref exist, which our snapshot covers.
-    f.remove(WasmFeatures::GC_TYPES);
+        | WasmFeatures::WIDE_ARITHMETIC
+        | WasmFeatures::EXCEPTIONS;
+    // Reference types are part of WASM2. Of the GC proposal's types only
+    // what exception handling needs is accepted: exception objects live
+    // while a call throws and catches them; a global or table slot that
+    // still holds one after the call is reset to its snapshot's null.
+    f.remove(WasmFeatures::GC);
     f
+}
+
+/// The proposals beyond WebAssembly 1.0 that Cleanslate accepts, by name,
+/// with the feature flags that make them up. (Import and export of mutable
+/// globals is left out: the reset's rewrite exports every mutable global,
+/// so every such module would seem to use it.)
+pub(crate) const PROPOSALS: &[(&str, WasmFeatures)] = &[
+    ("sign-extension", WasmFeatures::SIGN_EXTENSION),
+    ("nontrapping-float-to-int", WasmFeatures::SATURATING_FLOAT_TO_INT),
+    ("multi-value", WasmFeatures::MULTI_VALUE),
+    ("bulk-memory", WasmFeatures::BULK_MEMORY),
+    ("reference-types", WasmFeatures::REFERENCE_TYPES),
+    ("simd", WasmFeatures::SIMD),
+    ("relaxed-simd", WasmFeatures::RELAXED_SIMD),
+    ("tail-call", WasmFeatures::TAIL_CALL),
+    ("extended-const", WasmFeatures::EXTENDED_CONST),
+    ("multi-memory", WasmFeatures::MULTI_MEMORY),
+    ("memory64", WasmFeatures::MEMORY64),
+    ("custom-page-sizes", WasmFeatures::CUSTOM_PAGE_SIZES),
+    ("wide-arithmetic", WasmFeatures::WIDE_ARITHMETIC),
+    ("exception-handling", WasmFeatures::EXCEPTIONS),
+];
+
+/// Which of [`PROPOSALS`] `wasm` uses: those without which it does not
+/// validate.
+pub(crate) fn proposals_used(wasm: &[u8]) -> Vec<&'static str> {
+    PROPOSALS
+        .iter()
+        .filter(|(_, feature)| {
+            let mut without = features();
+            without.remove(*feature);
+            Validator::new_with_features(without).validate_all(wasm).is_err()
+        })
+        .map(|(name, _)| *name)
+        .collect()
 }
 
 /// Validate `wasm` and record its layout.

@@ -430,7 +430,15 @@ fn run_guest<R>(
 ) -> Result<R, Error> {
     match catch_unwind(AssertUnwindSafe(|| f(&mut live.store))) {
         Ok(Ok(value)) => Ok(value),
-        Ok(Err(e)) => Err(classify(name, e, live, limits)),
+        Ok(Err(e)) => {
+            // An uncaught exception stays in the store until taken: drop it
+            // now, so nothing of this call outlives it.
+            let uncaught = e.is::<wasmtime::ThrownException>();
+            if uncaught {
+                let _ = live.store.take_pending_exception();
+            }
+            Err(classify(name, e, live, limits))
+        }
         // wasmtime re-raises host panics at the call boundary; ours are
         // caught earlier, but nothing may escape with a dirty sandbox.
         Err(payload) => Err(Error::new(
@@ -493,6 +501,12 @@ pub(crate) fn classify(
     }
     if let Some(exit) = err.downcast_ref::<wasmtime_wasi::I32Exit>() {
         return Error::exited(function, exit.0);
+    }
+    if err.is::<wasmtime::ThrownException>() {
+        return Error::new(
+            ErrorKind::UncaughtException,
+            format!("`{function}` threw a WebAssembly exception that nothing caught"),
+        );
     }
     if crate::wasi::is_pipe_overflow(&err) {
         return stdio_overflow(function, limits);

@@ -218,7 +218,12 @@ pub(crate) fn write_globals(image: &SnapshotImage, live: &mut LiveInstance) -> R
                 live.function_ref(f)
                     .map_err(|e| format!("global {index}: {e}"))?,
             ),
-            GlobalValue::NullRef => WasmVal::ExternRef(None),
+            // The null of the global's own reference type (externref,
+            // exnref, ...): a null of another type would not type-check.
+            GlobalValue::NullRef => match global.ty(&live.store).content() {
+                wasmtime::ValType::Ref(r) => WasmVal::null_ref(r.heap_type()),
+                _ => WasmVal::ExternRef(None),
+            },
         };
         global
             .set(&mut live.store, val)
