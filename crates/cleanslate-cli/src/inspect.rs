@@ -138,7 +138,11 @@ fn to_text(report: &Value) -> String {
     let proposals: Vec<&str> = proposals.iter().filter_map(|p| p.as_str()).collect();
     out.push_str(&format!(
         "proposals: {}\n",
-        if proposals.is_empty() { "none (WebAssembly 1.0)".to_string() } else { proposals.join(", ") }
+        if proposals.is_empty() {
+            "none (WebAssembly 1.0)".to_string()
+        } else {
+            proposals.join(", ")
+        }
     ));
     if report["wasi"] == true {
         out.push_str("wasi: imports wasi_snapshot_preview1 (a fresh context per call)\n");

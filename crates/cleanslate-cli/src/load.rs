@@ -45,7 +45,10 @@ pub fn load_with_spinner(runtime: &Runtime, path: &Path) -> Result<Module, Strin
     let spinner = large.then(|| {
         // indicatif draws nothing when stderr is not a terminal.
         let bar = indicatif::ProgressBar::new_spinner();
-        bar.set_message(format!("loading {} (compiling on first use)", path.display()));
+        bar.set_message(format!(
+            "loading {} (compiling on first use)",
+            path.display()
+        ));
         bar.enable_steady_tick(Duration::from_millis(100));
         bar
     });

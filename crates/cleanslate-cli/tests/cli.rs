@@ -516,7 +516,12 @@ fn inspect_reports_proposals_and_the_compiled_module_cache() {
         let mut args = vec!["inspect", EXAMPLE, "--json"];
         args.extend_from_slice(extra);
         let out = cleanslate(&args);
-        assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         json_lines(&out)[0].clone()
     };
     let first = status(&["--cache-dir", dir_arg]);
@@ -525,7 +530,10 @@ fn inspect_reports_proposals_and_the_compiled_module_cache() {
         first["proposals"],
         serde_json::json!(["bulk-memory", "reference-types"])
     );
-    assert_eq!(status(&["--cache-dir", dir_arg])["compiled_module_cache"], "hit");
+    assert_eq!(
+        status(&["--cache-dir", dir_arg])["compiled_module_cache"],
+        "hit"
+    );
     assert_eq!(status(&["--no-cache"])["compiled_module_cache"], "off");
     let both = cleanslate(&["inspect", EXAMPLE, "--no-cache", "--cache-dir", dir_arg]);
     assert_eq!(both.status.code(), Some(2));

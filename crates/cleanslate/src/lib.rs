@@ -44,8 +44,7 @@ pub use error::{Error, ErrorKind, Result, TrapCode};
 pub use host::{HostContext, HostFnError};
 pub use limits::{DEFAULT_MEMORY_LIMIT, MAX_STACK_LIMIT, parse_duration, parse_size};
 pub use module::{
-    CacheStatus,
-    FunctionInfo, GlobalInfo, ImportInfo, MemoryInfo, Module, ResetCoverage, TableInfo,
+    CacheStatus, FunctionInfo, GlobalInfo, ImportInfo, MemoryInfo, Module, ResetCoverage, TableInfo,
 };
 pub use pool::{Histogram, PoolConfig, PoolMetrics, SandboxPool};
 #[cfg(feature = "fault-injection")]

@@ -18,7 +18,10 @@ const WAT: &str = r#"(module
 
 /// A fresh cache directory per test.
 fn cache_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("cleanslate-cache-test-{name}-{}", std::process::id()));
+    let dir = std::env::temp_dir().join(format!(
+        "cleanslate-cache-test-{name}-{}",
+        std::process::id()
+    ));
     let _ = std::fs::remove_dir_all(&dir);
     dir
 }
@@ -41,7 +44,10 @@ fn cache_files(dir: &Path) -> Vec<PathBuf> {
 fn assert_works(runtime: &Runtime, wat: &str) {
     let module = runtime.load_bytes(wat).unwrap();
     let mut sandbox = Sandbox::builder(&module).build().unwrap();
-    assert_eq!(sandbox.call("add", &[Val::I32(2), Val::I32(3)]).unwrap(), [Val::I32(5)]);
+    assert_eq!(
+        sandbox.call("add", &[Val::I32(2), Val::I32(3)]).unwrap(),
+        [Val::I32(5)]
+    );
     assert_eq!(sandbox.call("poke", &[Val::I32(7)]).unwrap(), [Val::I32(0)]);
     assert_eq!(sandbox.call("poke", &[Val::I32(8)]).unwrap(), [Val::I32(0)]);
 }
@@ -56,11 +62,17 @@ fn a_miss_stores_and_a_new_runtime_hits() {
     let mode = std::fs::metadata(&files[0]).unwrap().permissions().mode();
     assert_eq!(mode & 0o777, 0o600, "cache files are private");
     let second = runtime(&dir);
-    assert_eq!(second.load_bytes(WAT).unwrap().cache_status(), &CacheStatus::Hit);
+    assert_eq!(
+        second.load_bytes(WAT).unwrap().cache_status(),
+        &CacheStatus::Hit
+    );
     assert_works(&second, WAT);
     // Another module gets another file.
     let other = WAT.replace("i32.add", "i32.sub");
-    assert_eq!(second.load_bytes(&other).unwrap().cache_status(), &CacheStatus::Miss);
+    assert_eq!(
+        second.load_bytes(&other).unwrap().cache_status(),
+        &CacheStatus::Miss
+    );
     assert_eq!(cache_files(&dir).len(), 2);
     std::fs::remove_dir_all(&dir).unwrap();
 }
@@ -68,7 +80,10 @@ fn a_miss_stores_and_a_new_runtime_hits() {
 #[test]
 fn without_a_cache_nothing_is_written() {
     let runtime = Runtime::new().unwrap();
-    assert_eq!(runtime.load_bytes(WAT).unwrap().cache_status(), &CacheStatus::Off);
+    assert_eq!(
+        runtime.load_bytes(WAT).unwrap().cache_status(),
+        &CacheStatus::Off
+    );
 }
 
 /// Damage the one cache file with `damage`, then load: the file is
@@ -86,7 +101,10 @@ fn assert_rebuilt(name: &str, damage: impl Fn(&Path), reason: &str) {
         other => panic!("expected a rebuild ({reason}), got {other:?}"),
     }
     assert_works(&runtime, WAT);
-    assert_eq!(self::runtime(&dir).load_bytes(WAT).unwrap().cache_status(), &CacheStatus::Hit);
+    assert_eq!(
+        self::runtime(&dir).load_bytes(WAT).unwrap().cache_status(),
+        &CacheStatus::Hit
+    );
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
@@ -181,14 +199,20 @@ fn a_different_engine_configuration_gets_its_own_file() {
     assert_eq!(cache_files(&dir).len(), 1);
     // Fuel metering compiles different code: a second file, not a reuse.
     let mut metered = Sandbox::builder(&module).fuel(1_000).build().unwrap();
-    assert_eq!(metered.call("add", &[Val::I32(1), Val::I32(1)]).unwrap(), [Val::I32(2)]);
+    assert_eq!(
+        metered.call("add", &[Val::I32(1), Val::I32(1)]).unwrap(),
+        [Val::I32(2)]
+    );
     assert_eq!(cache_files(&dir).len(), 2);
     // A new runtime finds both.
     let again = self::runtime(&dir);
     let module = again.load_bytes(WAT).unwrap();
     assert_eq!(module.cache_status(), &CacheStatus::Hit);
     let mut metered = Sandbox::builder(&module).fuel(1_000).build().unwrap();
-    assert_eq!(metered.call("add", &[Val::I32(2), Val::I32(2)]).unwrap(), [Val::I32(4)]);
+    assert_eq!(
+        metered.call("add", &[Val::I32(2), Val::I32(2)]).unwrap(),
+        [Val::I32(4)]
+    );
     assert_eq!(cache_files(&dir).len(), 2);
     std::fs::remove_dir_all(&dir).unwrap();
 }
@@ -200,7 +224,11 @@ fn an_unwritable_cache_directory_still_loads() {
     std::fs::write(&blocker, b"in the way").unwrap();
     let runtime = runtime(&blocker.join("modules"));
     let module = runtime.load_bytes(WAT).unwrap();
-    assert!(matches!(module.cache_status(), CacheStatus::NotStored(_)), "{:?}", module.cache_status());
+    assert!(
+        matches!(module.cache_status(), CacheStatus::NotStored(_)),
+        "{:?}",
+        module.cache_status()
+    );
     assert_works(&runtime, WAT);
     std::fs::remove_file(&blocker).unwrap();
 }
@@ -211,9 +239,15 @@ fn an_unwritable_cache_directory_still_loads() {
 fn a_large_generated_module_goes_through_the_cache() {
     let mut wat = String::from("(module (memory 1)\n");
     for f in 0..1500 {
-        wat.push_str(&format!("(func $f{f} (export \"f{f}\") (param i32) (result i32) (local.get 0)"));
+        wat.push_str(&format!(
+            "(func $f{f} (export \"f{f}\") (param i32) (result i32) (local.get 0)"
+        ));
         for k in 0..40 {
-            wat.push_str(&format!(" (i32.const {}) (i32.add) (i32.const {}) (i32.xor)", f + k, k * 7));
+            wat.push_str(&format!(
+                " (i32.const {}) (i32.add) (i32.const {}) (i32.xor)",
+                f + k,
+                k * 7
+            ));
         }
         wat.push_str(")\n");
     }
@@ -228,7 +262,10 @@ fn a_large_generated_module_goes_through_the_cache() {
     let mut b = Sandbox::builder(&cached).build().unwrap();
     for f in [0, 749, 1499] {
         let name = format!("f{f}");
-        assert_eq!(a.call(&name, &[Val::I32(f)]).unwrap(), b.call(&name, &[Val::I32(f)]).unwrap());
+        assert_eq!(
+            a.call(&name, &[Val::I32(f)]).unwrap(),
+            b.call(&name, &[Val::I32(f)]).unwrap()
+        );
     }
     std::fs::remove_dir_all(&dir).unwrap();
 }

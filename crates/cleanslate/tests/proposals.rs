@@ -42,16 +42,26 @@ fn exception_handling_runs_and_resets_on_every_outcome() {
     on_both_strategies(|strategy| {
         let mut t = twin(&module, |b| b.reset_strategy(strategy));
         // Thrown and caught inside the call.
-        assert_eq!(t.sandbox.call("catch", &[Val::I32(7)]).unwrap(), [Val::I32(7)]);
+        assert_eq!(
+            t.sandbox.call("catch", &[Val::I32(7)]).unwrap(),
+            [Val::I32(7)]
+        );
         assert_matches_twin(&mut t);
         // An exception object left in a global after the call.
-        assert_eq!(t.sandbox.call("hold", &[Val::I32(8)]).unwrap(), [Val::I32(9)]);
+        assert_eq!(
+            t.sandbox.call("hold", &[Val::I32(8)]).unwrap(),
+            [Val::I32(9)]
+        );
         assert_matches_twin(&mut t);
         assert_eq!(t.sandbox.call("held_is_null", &[]).unwrap(), [Val::I32(1)]);
         // ... so a later call cannot rethrow the earlier call's exception:
         // throw_ref of null traps.
         let err = t.sandbox.call("rethrow_held", &[]).unwrap_err();
-        assert_eq!(err.kind(), ErrorKind::Trap(TrapCode::NullReference), "{err}");
+        assert_eq!(
+            err.kind(),
+            ErrorKind::Trap(TrapCode::NullReference),
+            "{err}"
+        );
         assert_matches_twin(&mut t);
         // An exception that escapes the call is an error, and leaves no trace.
         let err = t.sandbox.call("escape", &[Val::I32(9)]).unwrap_err();
@@ -71,7 +81,10 @@ fn exceptions_do_not_accumulate_across_calls() {
     let module = Runtime::new().unwrap().load_bytes(EXCEPTIONS_WAT).unwrap();
     let mut sandbox = cleanslate::Sandbox::builder(&module).build().unwrap();
     for i in 0..20_000 {
-        assert_eq!(sandbox.call("hold", &[Val::I32(i)]).unwrap(), [Val::I32(i + 1)]);
+        assert_eq!(
+            sandbox.call("hold", &[Val::I32(i)]).unwrap(),
+            [Val::I32(i + 1)]
+        );
     }
     assert_eq!(sandbox.call("held_is_null", &[]).unwrap(), [Val::I32(1)]);
 }

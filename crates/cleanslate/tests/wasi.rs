@@ -43,7 +43,7 @@ fn c_command_captures_stdio_per_call_with_args_env_and_exit_codes() {
         "FIRST INPUT\narg[0]=wasi_tool\narg[1]=echo\narg[2]=extra\ngreeting=hello\n"
     );
     assert_eq!(text(first.stderr()), "note: echo done\n");
-    assert!(matches!(first.exit_code(), None | Some(0)), "{first:?}");
+    assert_eq!(first.exit_code(), Some(0), "{first:?}");
     assert_clean_slate(&mut fx);
 
     // The second call sees only its own input and output, and its own env.
@@ -219,4 +219,26 @@ fn deterministic_mode_repeats_clocks_and_randomness() {
     let real_1 = sample(WasiConfig::new());
     let real_2 = sample(WasiConfig::new());
     assert_ne!(real_1.0, real_2.0, "real randomness differs");
+}
+
+/// Three runs of a command in one sandbox, each with its own input: each
+/// is exactly what a first run in a brand-new sandbox gives.
+#[test]
+fn repeated_command_runs_equal_first_runs() {
+    let Some(wasm) = c_tool() else { return };
+    let mut reused = fixture(&wasm, |b| b);
+    for (input, code) in [("alpha\n", "0"), ("beta beta\n", "3"), ("", "0")] {
+        let call = start("echo")
+            .arg(input.trim())
+            .stdin(input)
+            .env("EXIT_CODE", code);
+        let again = reused.sandbox.call_with(&call).unwrap();
+        let mut fresh = fixture(&wasm, |b| b);
+        let first = fresh.sandbox.call_with(&call).unwrap();
+        assert_eq!(text(again.stdout()), text(first.stdout()));
+        assert_eq!(text(again.stderr()), text(first.stderr()));
+        assert_eq!(again.exit_code(), first.exit_code());
+        assert_eq!(again.exit_code(), Some(code.parse().unwrap()));
+        assert_clean_slate(&mut reused);
+    }
 }

@@ -82,7 +82,12 @@ pub(crate) struct CacheEntry {
 impl CacheEntry {
     /// The entry for `wasm` compiled by `engine` (`flavor` tells apart
     /// engines whose compatibility hash could coincide).
-    pub(crate) fn new(dir: &Path, wasm: &[u8], engine: &wasmtime::Engine, flavor: impl Hash) -> Self {
+    pub(crate) fn new(
+        dir: &Path,
+        wasm: &[u8],
+        engine: &wasmtime::Engine,
+        flavor: impl Hash,
+    ) -> Self {
         let mut config = std::collections::hash_map::DefaultHasher::new();
         engine.precompile_compatibility_hash().hash(&mut config);
         flavor.hash(&mut config);
@@ -107,7 +112,8 @@ impl CacheEntry {
         };
         trusted(&metadata, "file")?;
         if let Some(dir) = self.path.parent() {
-            let dir_metadata = fs::metadata(dir).map_err(|e| format!("cannot stat the cache directory: {e}"))?;
+            let dir_metadata =
+                fs::metadata(dir).map_err(|e| format!("cannot stat the cache directory: {e}"))?;
             trusted(&dir_metadata, "directory")?;
         }
         let bytes = fs::read(&self.path).map_err(|e| format!("cannot read it: {e}"))?;
@@ -128,7 +134,10 @@ impl CacheEntry {
 
     /// Store `compiled` under this entry.
     pub(crate) fn write(&self, compiled: &[u8]) -> Result<(), String> {
-        let dir = self.path.parent().ok_or("the cache path has no directory")?;
+        let dir = self
+            .path
+            .parent()
+            .ok_or("the cache path has no directory")?;
         fs::DirBuilder::new()
             .recursive(true)
             .mode(0o700)
@@ -137,7 +146,10 @@ impl CacheEntry {
         static NEXT: AtomicU64 = AtomicU64::new(0);
         let temporary = dir.join(format!(
             ".{}.{}.{}.tmp",
-            self.path.file_name().and_then(|n| n.to_str()).unwrap_or("module"),
+            self.path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .unwrap_or("module"),
             std::process::id(),
             NEXT.fetch_add(1, Ordering::Relaxed)
         ));

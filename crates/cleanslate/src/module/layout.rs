@@ -175,7 +175,10 @@ pub(crate) fn features() -> WasmFeatures {
 /// so every such module would seem to use it.)
 pub(crate) const PROPOSALS: &[(&str, WasmFeatures)] = &[
     ("sign-extension", WasmFeatures::SIGN_EXTENSION),
-    ("nontrapping-float-to-int", WasmFeatures::SATURATING_FLOAT_TO_INT),
+    (
+        "nontrapping-float-to-int",
+        WasmFeatures::SATURATING_FLOAT_TO_INT,
+    ),
     ("multi-value", WasmFeatures::MULTI_VALUE),
     ("bulk-memory", WasmFeatures::BULK_MEMORY),
     ("reference-types", WasmFeatures::REFERENCE_TYPES),
@@ -198,7 +201,9 @@ pub(crate) fn proposals_used(wasm: &[u8]) -> Vec<&'static str> {
         .filter(|(_, feature)| {
             let mut without = features();
             without.remove(*feature);
-            Validator::new_with_features(without).validate_all(wasm).is_err()
+            Validator::new_with_features(without)
+                .validate_all(wasm)
+                .is_err()
         })
         .map(|(name, _)| *name)
         .collect()

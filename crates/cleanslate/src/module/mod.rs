@@ -128,8 +128,9 @@ impl Module {
             ),
             None => self.compile_through_cache(&engine, flavor),
         };
-        let module = module
-            .map_err(|e| Error::invalid_module(format!("cannot compile the module: {e:#}"), None))?;
+        let module = module.map_err(|e| {
+            Error::invalid_module(format!("cannot compile the module: {e:#}"), None)
+        })?;
         compiled.insert(flavor, module.clone());
         Ok((module, status))
     }

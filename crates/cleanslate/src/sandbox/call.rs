@@ -171,13 +171,16 @@ impl SandboxCore {
                 (outcome.map(|output| (Vec::new(), Some(output))), captured)
             }
         };
+        // A WASI command's `_start` that returns (wasi-libc returns when
+        // `main` returns 0) finished with exit status 0, as in a shell.
+        let command_returned = call.function == "_start" && self.factory.wasi.is_some();
         match outcome {
             Ok((values, output)) => Ok(CallResult {
                 values,
                 output,
                 stdout: captured.stdout,
                 stderr: captured.stderr,
-                exit_code: None,
+                exit_code: command_returned.then_some(0),
             }),
             // A WASI command ending with proc_exit finished normally.
             Err(e) if e.kind() == ErrorKind::Exited => Ok(CallResult {

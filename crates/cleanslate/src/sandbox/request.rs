@@ -148,7 +148,9 @@ impl CallResult {
         &self.stderr
     }
 
-    /// The code a WASI guest passed to `proc_exit`, if it exited.
+    /// A WASI guest's exit status: the code it passed to `proc_exit`, or 0
+    /// when a command's `_start` returned. `None` for other functions that
+    /// returned.
     pub fn exit_code(&self) -> Option<i32> {
         self.exit_code
     }
