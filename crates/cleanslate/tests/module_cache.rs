@@ -251,7 +251,7 @@ fn a_large_generated_module_goes_through_the_cache() {
         }
         wat.push_str(")\n");
     }
-    wat.push_str(")");
+    wat.push(')');
     assert!(wat.len() > 1_000_000);
     let dir = cache_dir("large");
     let compiled = runtime(&dir).load_bytes(&wat).unwrap();

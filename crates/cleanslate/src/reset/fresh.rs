@@ -8,7 +8,7 @@ use wasmtime::Ref;
 use crate::error::{Error, ErrorKind};
 use crate::sandbox::instance::{InstanceFactory, LiveInstance};
 use crate::snapshot::SnapshotImage;
-use crate::snapshot::image::{HOST_PAGE, null_ref, write_globals};
+use crate::snapshot::image::{HOST_PAGE, table_null, write_globals};
 
 /// Instantiate and apply `image`; returns the instance and the number of
 /// host pages copied.
@@ -20,7 +20,7 @@ pub(super) fn restore_fresh(
     let pages = apply_memories(factory, &mut live, image)?;
     write_globals(image, &mut live).map_err(failed)?;
     if factory.module.inner.layout.mutations.table_write {
-        apply_tables(factory, &mut live, image)?;
+        apply_tables(&mut live, image)?;
     }
     apply_dropped_segments(factory, &mut live, image)?;
     Ok((live, pages))
@@ -118,14 +118,10 @@ pub(crate) fn differing_ranges(
     ranges
 }
 
-fn apply_tables(
-    factory: &InstanceFactory,
-    live: &mut LiveInstance,
-    image: &SnapshotImage,
-) -> Result<(), Error> {
+fn apply_tables(live: &mut LiveInstance, image: &SnapshotImage) -> Result<(), Error> {
     for (i, target) in image.tables.iter().enumerate() {
         let table = live.tables[i];
-        let null = null_ref(factory.module.inner.layout.tables[i].funcref);
+        let null = table_null(live, i);
         let current = table.size(&live.store);
         let wanted = target.elements.len() as u64;
         if wanted > current {

@@ -12,7 +12,7 @@ use super::report::FallbackReason;
 use crate::module::Module;
 use crate::sandbox::instance::LiveInstance;
 use crate::snapshot::SnapshotImage;
-use crate::snapshot::image::{capture_table, null_ref, write_globals};
+use crate::snapshot::image::{table_null, table_slot, write_globals};
 
 /// Why the in-place path did not finish.
 pub(super) enum Declined {
@@ -82,7 +82,7 @@ pub(super) fn restore_in_place(
     }
     write_globals(image, live).map_err(Declined::Failed)?;
     if module.inner.layout.mutations.table_write {
-        restore_table_slots(module, image, live)?;
+        restore_table_slots(image, live)?;
     }
     Ok(pages)
 }
@@ -154,22 +154,18 @@ fn check_applicable(
 }
 
 /// Rewrite only the table slots that differ from the image.
-fn restore_table_slots(
-    module: &Module,
-    image: &SnapshotImage,
-    live: &mut LiveInstance,
-) -> Result<(), Declined> {
+fn restore_table_slots(image: &SnapshotImage, live: &mut LiveInstance) -> Result<(), Declined> {
     for (i, expected) in image.tables.iter().enumerate() {
-        let funcref = module.inner.layout.tables[i].funcref;
-        let actual = capture_table(live, i).map_err(|e| Declined::Failed(e.to_string()))?;
         let table = live.tables[i];
-        for (slot, (want, have)) in expected.elements.iter().zip(&actual.elements).enumerate() {
-            if want == have {
+        for (slot, want) in expected.elements.iter().enumerate() {
+            // A slot the image cannot describe (an exception object left
+            // there) never equals the image: it is overwritten.
+            if table_slot(live, i, slot as u64).as_ref() == Ok(want) {
                 continue;
             }
             let value = match want {
                 Some(_) => Ref::Func(live.function_ref(*want).map_err(Declined::Failed)?),
-                None => null_ref(funcref),
+                None => table_null(live, i),
             };
             table
                 .set(&mut live.store, slot as u64, value)

@@ -193,13 +193,21 @@ pub(crate) fn global_value(live: &mut LiveInstance, value: &WasmVal) -> Result<G
     })
 }
 
-/// The null value of a table's element type (funcref, or externref, the
-/// only other reference type without a GC heap).
-pub(crate) fn null_ref(funcref: bool) -> Ref {
-    if funcref {
-        Ref::Func(None)
-    } else {
-        Ref::Extern(None)
+/// The null value of table `i`'s own element type (funcref, externref,
+/// exnref, ...): a null of another type would not type-check.
+pub(crate) fn table_null(live: &LiveInstance, i: usize) -> Ref {
+    let ty = live.tables[i].ty(&live.store);
+    Ref::null(ty.element().heap_type())
+}
+
+/// Table slot `slot` as the image records it: `Ok(None)` for any null,
+/// `Ok(Some(index))` for a function; `Err(())` for a non-null reference an
+/// image cannot hold (an exception object a call left there).
+pub(crate) fn table_slot(live: &mut LiveInstance, i: usize, slot: u64) -> Result<Option<u32>, ()> {
+    match live.tables[i].get(&mut live.store, slot) {
+        Some(Ref::Func(f)) => funcref_index(live, f.as_ref()).map_err(|_| ()),
+        Some(r) if r.is_null() => Ok(None),
+        _ => Err(()),
     }
 }
 
