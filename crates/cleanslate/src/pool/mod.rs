@@ -254,7 +254,8 @@ impl SandboxPool {
     fn checkout(&self, function: &str) -> Result<Checkout, Error> {
         let shared = &self.shared;
         let waited = Instant::now();
-        let deadline = waited + shared.config.max_wait;
+        // A wait too long to represent (e.g. `Duration::MAX`) is no limit.
+        let deadline = waited.checked_add(shared.config.max_wait);
         let mut idle = shared.lock_idle();
         loop {
             if let Some(sandbox) = idle.sandboxes.pop() {
@@ -262,16 +263,24 @@ impl SandboxPool {
                 return Ok(self.checked_out(sandbox, waited));
             }
             let now = Instant::now();
-            if now >= deadline {
+            if deadline.is_some_and(|d| now >= d) {
                 drop(idle);
                 return Err(self.exhausted(function, waited));
             }
             idle.threads_waiting += 1;
-            idle = shared
-                .available
-                .wait_timeout(idle, deadline - now)
-                .unwrap_or_else(|e| e.into_inner())
-                .0;
+            idle = match deadline {
+                Some(deadline) => {
+                    shared
+                        .available
+                        .wait_timeout(idle, deadline - now)
+                        .unwrap_or_else(|e| e.into_inner())
+                        .0
+                }
+                None => shared
+                    .available
+                    .wait(idle)
+                    .unwrap_or_else(|e| e.into_inner()),
+            };
             idle.threads_waiting -= 1;
         }
     }
@@ -282,7 +291,7 @@ impl SandboxPool {
         let wait = WaitForSandbox {
             shared: &self.shared,
             ticket: None,
-            deadline: waited + self.shared.config.max_wait,
+            deadline: waited.checked_add(self.shared.config.max_wait),
             alarm: None,
         };
         match wait.await {
@@ -375,7 +384,8 @@ struct WaitForSandbox<'a> {
     shared: &'a Shared,
     /// Its entry in `Idle::waiters`, once it has one.
     ticket: Option<u64>,
-    deadline: Instant,
+    /// `None`: wait without limit.
+    deadline: Option<Instant>,
     /// The timer's wake-up at `deadline`, and the waker it will wake.
     alarm: Option<(DeadlineTicket, Waker)>,
 }
@@ -392,20 +402,32 @@ impl Future for WaitForSandbox<'_> {
             }
             return Poll::Ready(Some(sandbox));
         }
-        if Instant::now() >= self.deadline {
+        let Some(deadline) = self.deadline else {
+            return self.queue(cx.waker(), idle);
+        };
+        if Instant::now() >= deadline {
             // Dropping `self` leaves the queue.
             return Poll::Ready(None);
         }
-        let waker = cx.waker().clone();
+        let waker = cx.waker();
         let stale_alarm = self
             .alarm
             .as_ref()
-            .is_none_or(|(_, armed)| !armed.will_wake(&waker));
+            .is_none_or(|(_, armed)| !armed.will_wake(waker));
         if stale_alarm {
             let runtime = shared.builder.module().runtime();
-            let alarm = runtime.schedule_wake(self.deadline, waker.clone());
+            let alarm = runtime.schedule_wake(deadline, waker.clone());
             self.alarm = Some((alarm, waker.clone()));
         }
+        self.queue(waker, idle)
+    }
+}
+
+impl WaitForSandbox<'_> {
+    /// Take (or keep) a place in the queue, to be woken when a sandbox is
+    /// returned.
+    fn queue(&mut self, waker: &Waker, mut idle: MutexGuard<'_, Idle>) -> Poll<Option<Sandbox>> {
+        let waker = waker.clone();
         match self.ticket {
             Some(ticket) => match idle.waiters.iter_mut().find(|(t, _)| *t == ticket) {
                 Some(entry) => entry.1 = waker,

@@ -462,7 +462,8 @@ pub(crate) fn arm(
     env: &CallEnv<'_>,
 ) -> Result<(), Error> {
     let data = live.store.data_mut();
-    data.deadline = limits.timeout.map(|t| Instant::now() + t);
+    // A timeout too long to represent (e.g. `Duration::MAX`) is no deadline.
+    data.deadline = limits.timeout.and_then(|t| Instant::now().checked_add(t));
     data.limiter.refused_memory = None;
     if let Some(config) = wasi {
         let (context, stdio) = config.fresh_context(env, limits.output)?;
