@@ -12,8 +12,9 @@
 //! cold_start` (`-- --quick` for a smoke run that writes nothing).
 
 use std::fmt::Write as _;
-use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
+
+mod doc_section;
 
 use cleanslate::{CacheStatus, Runtime, RuntimeConfig, Sandbox};
 use wasm_encoder::{
@@ -203,14 +204,9 @@ const BEGIN: &str = "<!-- cold-start:begin (written by `cargo run --release -p c
 const END: &str = "<!-- cold-start:end -->";
 
 fn write_section(table: &str) -> std::io::Result<()> {
-    let path: PathBuf = Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/BENCHMARKS.md");
-    let existing = std::fs::read_to_string(&path).unwrap_or_default();
-    let section = format!("{BEGIN}\n## Cold start\n\n{table}{END}");
-    let updated = match (existing.find(BEGIN), existing.find(END)) {
-        (Some(a), Some(b)) if a < b => {
-            format!("{}{section}{}", &existing[..a], &existing[b + END.len()..])
-        }
-        _ => format!("{}\n{section}\n", existing.trim_end()),
-    };
-    std::fs::write(path, updated)
+    doc_section::replace(
+        BEGIN,
+        END,
+        &format!("## Cold start\n\n{}", table.trim_end()),
+    )
 }

@@ -6,6 +6,7 @@
 //! Run: `cargo run --release -p cleanslate-benches --bin compare`
 //! (`-- --quick` for a short smoke run that writes nothing).
 
+mod doc_section;
 mod guest;
 mod methods;
 mod plot;

@@ -2,7 +2,6 @@
 //! writing them into docs/BENCHMARKS.md.
 
 use std::fmt::Write as _;
-use std::path::Path;
 
 use cleanslate::{Runtime, Sandbox, Val};
 
@@ -236,25 +235,13 @@ const END: &str = "<!-- compare:end -->";
 
 /// Replace the generated part of docs/BENCHMARKS.md and redraw the plots.
 pub fn write(markdown: &str, cells: &[Cell]) -> std::io::Result<()> {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    let docs = root.join("docs");
-    std::fs::create_dir_all(docs.join("benchmarks"))?;
-    let path = docs.join("BENCHMARKS.md");
-    let existing = std::fs::read_to_string(&path)
-        .unwrap_or_else(|_| format!("# Benchmarks\n\n{BEGIN}\n{END}\n"));
     let generated = format!(
-        "{BEGIN}\n{}\n{markdown}\n![cost vs dirty pages](benchmarks/cost_vs_dirty_pages.svg)\n{END}",
+        "{}\n{markdown}\n![cost vs dirty pages](benchmarks/cost_vs_dirty_pages.svg)",
         machine()
     );
-    let updated = match (existing.find(BEGIN), existing.find(END)) {
-        (Some(a), Some(b)) if a < b => format!(
-            "{}{generated}{}",
-            &existing[..a],
-            &existing[b + END.len()..]
-        ),
-        _ => format!("{existing}\n{generated}\n"),
-    };
-    std::fs::write(&path, updated)?;
+    crate::doc_section::replace(BEGIN, END, &generated)?;
+    let docs = crate::doc_section::docs_dir();
+    std::fs::create_dir_all(docs.join("benchmarks"))?;
     crate::plot::draw(&docs.join("benchmarks/cost_vs_dirty_pages.svg"), cells)
         .map_err(|e| std::io::Error::other(e.to_string()))
 }

@@ -61,27 +61,25 @@ impl Module {
         let layout = layout::analyse(&binary)?;
         let (instrumented, hooks) = instrument::instrument(&binary, &layout)?;
         let initial_memory = initial_memory(&binary, &layout);
-        let module = Module {
+        // Compile once now so that problems surface at load time.
+        let flavor = EngineFlavor {
+            fuel: false,
+            max_stack: DEFAULT_STACK_LIMIT,
+        };
+        let engine = runtime.engine(flavor)?;
+        let (compiled, cache_status) = compile(&runtime, &instrumented, &engine, flavor);
+        let compiled = compiled.map_err(compile_error)?;
+        Ok(Module {
             inner: Arc::new(ModuleInner {
                 runtime,
                 layout,
                 hooks,
                 initial_memory,
                 instrumented,
-                compiled: Mutex::new(HashMap::new()),
-                cache_status: CacheStatus::Off,
+                compiled: Mutex::new(HashMap::from([(flavor, compiled)])),
+                cache_status,
             }),
-        };
-        // Compile once now so that problems surface at load time.
-        let (_, status) = module.compiled_with_status(EngineFlavor {
-            fuel: false,
-            max_stack: DEFAULT_STACK_LIMIT,
-        })?;
-        let mut module = module;
-        if let Some(inner) = Arc::get_mut(&mut module.inner) {
-            inner.cache_status = status;
-        }
-        Ok(module)
+        })
     }
 
     /// What the compiled-module cache did when this module was loaded
@@ -93,20 +91,13 @@ impl Module {
 
     /// The compiled code for an engine flavor, compiling it on first use.
     pub(crate) fn compiled(&self, flavor: EngineFlavor) -> Result<wasmtime::Module, Error> {
-        self.compiled_with_status(flavor).map(|(module, _)| module)
-    }
-
-    fn compiled_with_status(
-        &self,
-        flavor: EngineFlavor,
-    ) -> Result<(wasmtime::Module, CacheStatus), Error> {
         let mut compiled = self
             .inner
             .compiled
             .lock()
             .unwrap_or_else(|e| e.into_inner());
         if let Some(module) = compiled.get(&flavor) {
-            return Ok((module.clone(), CacheStatus::Hit));
+            return Ok(module.clone());
         }
         let engine = self.inner.runtime.engine(flavor)?;
         // Flavors that differ only in stack limit generate identical code, so
@@ -116,77 +107,26 @@ impl Module {
             .iter()
             .find(|(f, _)| f.fuel == flavor.fuel)
             .map(|(_, m)| m.clone());
-        let (module, status) = match sibling.and_then(|m| m.serialize().ok()) {
+        let module = match sibling.and_then(|m| m.serialize().ok()) {
             // SAFETY: the bytes were produced just now by `serialize` from a
             // module of this same process and wasmtime build, with a
             // compatible engine configuration (only the stack limit, which
             // does not affect code, differs); wasmtime re-checks that
             // compatibility and rejects mismatches with an error.
-            Some(bytes) => (
-                unsafe { wasmtime::Module::deserialize(&engine, &bytes) },
-                CacheStatus::Hit,
-            ),
-            None => self.compile_through_cache(&engine, flavor),
-        };
-        let module = module.map_err(|e| {
-            Error::invalid_module(format!("cannot compile the module: {e:#}"), None)
-        })?;
-        compiled.insert(flavor, module.clone());
-        Ok((module, status))
-    }
-
-    /// Compile, or take the compiled code from the runtime's module cache
-    /// when it holds a trustworthy copy (module/cache.rs says what that
-    /// means).
-    fn compile_through_cache(
-        &self,
-        engine: &wasmtime::Engine,
-        flavor: EngineFlavor,
-    ) -> (wasmtime::Result<wasmtime::Module>, CacheStatus) {
-        let wasm = &self.inner.instrumented;
-        let Some(dir) = &self.inner.runtime.inner.config.module_cache else {
-            return (wasmtime::Module::new(engine, wasm), CacheStatus::Off);
-        };
-        let entry = cache::CacheEntry::new(dir, wasm, engine, flavor.fuel);
-        let rejected = match entry.read() {
-            Ok(Some(bytes)) => {
-                // SAFETY: `bytes` passed the cache's checks: our header and
-                // a SHA-256 over the payload (so not truncated or damaged
-                // since we wrote it), in a regular file and directory owned
-                // by this user and writable by no one else (so written by
-                // this library, which writes only `serialize` output of a
-                // module compiled by an engine whose compatibility hash and
-                // wasmtime version are part of the file's name). wasmtime
-                // then re-checks its own header, version and engine
-                // configuration, and returns an error on any mismatch.
-                match unsafe { wasmtime::Module::deserialize(engine, &bytes) } {
-                    Ok(module) => return (Ok(module), CacheStatus::Hit),
-                    Err(e) => Some(format!("wasmtime refused it: {e}")),
-                }
+            Some(bytes) => unsafe { wasmtime::Module::deserialize(&engine, &bytes) },
+            None => {
+                compile(
+                    &self.inner.runtime,
+                    &self.inner.instrumented,
+                    &engine,
+                    flavor,
+                )
+                .0
             }
-            Ok(None) => None,
-            Err(why) => Some(why),
-        };
-        if let Some(why) = &rejected {
-            tracing::warn!(file = %entry.path().display(), reason = %why, "ignoring a compiled-module cache file; recompiling");
         }
-        let module = match wasmtime::Module::new(engine, wasm) {
-            Ok(module) => module,
-            Err(e) => return (Err(e), CacheStatus::Off),
-        };
-        let stored = module
-            .serialize()
-            .map_err(|e| format!("cannot serialize: {e}"))
-            .and_then(|bytes| entry.write(&bytes));
-        let status = match (stored, rejected) {
-            (Err(why), _) => {
-                tracing::warn!(reason = %why, "cannot store compiled code in the module cache");
-                CacheStatus::NotStored(why)
-            }
-            (Ok(()), Some(why)) => CacheStatus::Rebuilt(why),
-            (Ok(()), None) => CacheStatus::Miss,
-        };
-        (Ok(module), status)
+        .map_err(compile_error)?;
+        compiled.insert(flavor, module.clone());
+        Ok(module)
     }
 
     /// The runtime this module belongs to.
@@ -226,6 +166,64 @@ impl Module {
                 signature: Some(&i.signature),
             })
     }
+}
+
+/// Compile, or take the compiled code from the runtime's module cache
+/// when it holds a trustworthy copy (module/cache.rs says what that
+/// means).
+fn compile(
+    runtime: &Runtime,
+    wasm: &[u8],
+    engine: &wasmtime::Engine,
+    flavor: EngineFlavor,
+) -> (wasmtime::Result<wasmtime::Module>, CacheStatus) {
+    let Some(dir) = &runtime.inner.config.module_cache else {
+        return (wasmtime::Module::new(engine, wasm), CacheStatus::Off);
+    };
+    let entry = cache::CacheEntry::new(dir, wasm, engine, flavor.fuel);
+    let rejected = match entry.read() {
+        Ok(Some(bytes)) => {
+            // SAFETY: `bytes` passed the cache's checks: our header and
+            // a SHA-256 over the payload (so not truncated or damaged
+            // since we wrote it), in a regular file and directory owned
+            // by this user and writable by no one else (so written by
+            // this library, which writes only `serialize` output of a
+            // module compiled by an engine whose compatibility hash and
+            // wasmtime version are part of the file's name). wasmtime
+            // then re-checks its own header, version and engine
+            // configuration, and returns an error on any mismatch.
+            match unsafe { wasmtime::Module::deserialize(engine, &bytes) } {
+                Ok(module) => return (Ok(module), CacheStatus::Hit),
+                Err(e) => Some(format!("wasmtime refused it: {e}")),
+            }
+        }
+        Ok(None) => None,
+        Err(why) => Some(why),
+    };
+    if let Some(why) = &rejected {
+        tracing::warn!(file = %entry.path().display(), reason = %why, "ignoring a compiled-module cache file; recompiling");
+    }
+    let module = match wasmtime::Module::new(engine, wasm) {
+        Ok(module) => module,
+        Err(e) => return (Err(e), CacheStatus::Off),
+    };
+    let stored = module
+        .serialize()
+        .map_err(|e| format!("cannot serialize: {e}"))
+        .and_then(|bytes| entry.write(&bytes));
+    let status = match (stored, rejected) {
+        (Err(why), _) => {
+            tracing::warn!(reason = %why, "cannot store compiled code in the module cache");
+            CacheStatus::NotStored(why)
+        }
+        (Ok(()), Some(why)) => CacheStatus::Rebuilt(why),
+        (Ok(()), None) => CacheStatus::Miss,
+    };
+    (Ok(module), status)
+}
+
+fn compile_error(e: wasmtime::Error) -> Error {
+    Error::invalid_module(format!("cannot compile the module: {e:#}"), None)
 }
 
 impl fmt::Debug for Module {

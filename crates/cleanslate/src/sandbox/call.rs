@@ -436,8 +436,7 @@ fn run_guest<R>(
         Ok(Err(e)) => {
             // An uncaught exception stays in the store until taken: drop it
             // now, so nothing of this call outlives it.
-            let uncaught = e.is::<wasmtime::ThrownException>();
-            if uncaught {
+            if e.is::<wasmtime::ThrownException>() {
                 let _ = live.store.take_pending_exception();
             }
             Err(classify(name, e, live, limits))
