@@ -102,6 +102,9 @@ fn sampled_verification_checks_every_nth_reset() {
 fn a_reset_that_cannot_instantiate_leaves_the_sandbox_unrecoverable() {
     common::on_every_path(|path| {
         let mut fx = path.fixture(|b| b);
+        // On the in-place path, its copy fails first and hands over to a
+        // fresh instance, which then cannot be created.
+        fx.sandbox.inject_fault(Fault::FailCopy);
         fx.sandbox.inject_fault(Fault::FailInstantiation);
         let err = fx
             .sandbox

@@ -5,6 +5,7 @@ use std::ops::Range;
 
 use wasmtime::Ref;
 
+use super::{Fault, PendingFaults};
 use crate::error::{Error, ErrorKind};
 use crate::sandbox::instance::{InstanceFactory, LiveInstance};
 use crate::snapshot::SnapshotImage;
@@ -15,9 +16,12 @@ use crate::snapshot::image::{HOST_PAGE, table_null, write_globals};
 pub(super) fn restore_fresh(
     factory: &InstanceFactory,
     image: &SnapshotImage,
+    faults: &mut PendingFaults,
 ) -> Result<(LiveInstance, u64), Error> {
+    faults.check(Fault::FailInstantiation).map_err(failed)?;
     let mut live = factory.instantiate()?;
     let pages = apply_memories(factory, &mut live, image)?;
+    faults.check(Fault::FailGlobalRestore).map_err(failed)?;
     write_globals(image, &mut live).map_err(failed)?;
     if factory.module.inner.layout.mutations.table_write {
         apply_tables(&mut live, image)?;

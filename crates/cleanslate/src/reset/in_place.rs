@@ -9,6 +9,7 @@ use wasmtime::Ref;
 
 use super::dirty::{DirtyPages, DirtyTracker, PAGE, Restore};
 use super::report::FallbackReason;
+use super::{Fault, PendingFaults};
 use crate::module::Module;
 use crate::sandbox::instance::LiveInstance;
 use crate::snapshot::SnapshotImage;
@@ -27,6 +28,7 @@ pub(super) fn restore_in_place(
     module: &Module,
     image: &SnapshotImage,
     live: &mut LiveInstance,
+    faults: &mut PendingFaults,
 ) -> Result<u64, Declined> {
     let tracker = match (live.tracked, DirtyTracker::get()) {
         (true, Ok(tracker)) => tracker,
@@ -41,9 +43,15 @@ pub(super) fn restore_in_place(
         let len = memory.data_size(&live.store);
         let heat = &mut live.heat[i];
         heat.next_reset();
+        faults
+            .check(Fault::FailTracking)
+            .map_err(Declined::Failed)?;
         let written = tracker.written(base, len).map_err(|e| {
             Declined::Failed(format!("scanning memory {i} for written pages failed: {e}"))
         })?;
+        // Injected: stop after half the pages were copied back (or at the
+        // end, if fewer than two were).
+        let mut copy_fails_after = faults.fire(Fault::FailCopy).then(|| written.pages() / 2);
         let data = memory.data_mut(&mut live.store);
         let mut protect = DirtyPages::default();
         // Adjacent pages to restore are copied as one run: one large copy
@@ -68,18 +76,32 @@ pub(super) fn restore_in_place(
                     }
                 };
                 if restore {
+                    match copy_fails_after {
+                        Some(0) => {
+                            copy.flush(data, &expected.bytes);
+                            return Err(Declined::Failed(Fault::FailCopy.message()));
+                        }
+                        Some(n) => copy_fails_after = Some(n - 1),
+                        None => {}
+                    }
                     copy.add(page, data, &expected.bytes);
                     pages += 1;
                 }
             }
         }
         copy.flush(data, &expected.bytes);
+        if copy_fails_after.is_some() {
+            return Err(Declined::Failed(Fault::FailCopy.message()));
+        }
         // Copy first, then protect: protecting first would make the copy
         // itself fault and mark the pages written again.
         tracker
             .protect(base, &protect)
             .map_err(|e| Declined::Failed(format!("re-protecting memory {i} failed: {e}")))?;
     }
+    faults
+        .check(Fault::FailGlobalRestore)
+        .map_err(Declined::Failed)?;
     write_globals(image, live).map_err(Declined::Failed)?;
     if module.inner.layout.mutations.table_write {
         restore_table_slots(image, live)?;

@@ -7,6 +7,7 @@
 //! is no third outcome, so a half-reset instance can never be called.
 
 pub(crate) mod dirty;
+mod fault;
 mod fresh;
 pub(crate) mod guard;
 mod in_place;
@@ -15,29 +16,16 @@ mod verify;
 
 use std::time::Instant;
 
+pub use fault::Fault;
 pub use report::{FallbackReason, ResetPath, ResetReport};
 pub use verify::Verify;
 
+pub(crate) use fault::PendingFaults;
 pub(crate) use verify::VerifySchedule;
 
 use crate::error::Error;
 use crate::sandbox::instance::{InstanceFactory, LiveInstance};
 use crate::snapshot::SnapshotImage;
-
-/// Faults a test can make the next reset suffer, to prove that verification
-/// and atomicity catch them. Only with the `fault-injection` feature.
-#[cfg(feature = "fault-injection")]
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum Fault {
-    /// After restoring, flip one byte of memory 0 (a reset that silently
-    /// missed a write). Only verification can notice.
-    CorruptMemory,
-    /// After restoring, change the first mutable global.
-    CorruptGlobal,
-    /// Make creating the fresh instance fail outright.
-    FailInstantiation,
-}
 
 /// Which reset paths a sandbox may use.
 ///
@@ -92,22 +80,15 @@ pub(crate) struct ResetPlan<'a> {
     pub live: Option<LiveInstance>,
     /// Forces the fresh path with this reason (e.g. a new snapshot).
     pub force_fresh: Option<FallbackReason>,
-    #[cfg(feature = "fault-injection")]
-    pub fault: Option<Fault>,
+    /// Faults to suffer (tests only; always empty in production builds).
+    pub faults: PendingFaults,
 }
 
 impl ResetPlan<'_> {
     /// Produce an instance equal to the image. On error, nothing usable is
     /// left: the caller must not reuse any instance it had.
-    pub(crate) fn run(self) -> Result<(LiveInstance, ResetReport), Error> {
+    pub(crate) fn run(mut self) -> Result<(LiveInstance, ResetReport), Error> {
         let started = Instant::now();
-        #[cfg(feature = "fault-injection")]
-        if self.fault == Some(Fault::FailInstantiation) {
-            return Err(Error::new(
-                crate::ErrorKind::ResetFailed,
-                "injected fault: creating the fresh instance failed",
-            ));
-        }
         let module = &self.factory.module;
         let mut fallback = self.force_fresh.or(match self.strategy {
             ResetStrategy::FreshInstance => Some(FallbackReason::Requested),
@@ -115,7 +96,7 @@ impl ResetPlan<'_> {
         });
         let mut restored = None;
         if let (None, Some(mut live)) = (fallback, self.live) {
-            match in_place::restore_in_place(module, self.image, &mut live) {
+            match in_place::restore_in_place(module, self.image, &mut live, &mut self.faults) {
                 Ok(pages) => restored = Some((live, pages)),
                 Err(in_place::Declined::NotApplicable(reason)) => fallback = Some(reason),
                 Err(in_place::Declined::Failed(problem)) => {
@@ -127,10 +108,9 @@ impl ResetPlan<'_> {
         let fresh = restored.is_none();
         let (mut live, pages) = match restored {
             Some(done) => done,
-            None => fresh::restore_fresh(self.factory, self.image)?,
+            None => fresh::restore_fresh(self.factory, self.image, &mut self.faults)?,
         };
-        #[cfg(feature = "fault-injection")]
-        verify::inject(&mut live, self.fault);
+        verify::inject(&mut live, &mut self.faults);
         if self.verify {
             verify::check(module, self.image, &mut live)?;
         }

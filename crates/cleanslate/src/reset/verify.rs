@@ -183,32 +183,26 @@ fn merge(a: &[Range<usize>], b: Option<&[Range<usize>]>, len: usize) -> Vec<Rang
     out
 }
 
-/// Damage a freshly reset instance on purpose (tests only).
-#[cfg(feature = "fault-injection")]
-pub(super) fn inject(live: &mut LiveInstance, fault: Option<super::Fault>) {
+/// Damage a freshly reset instance on purpose if a test asked for it.
+pub(super) fn inject(live: &mut LiveInstance, faults: &mut super::PendingFaults) {
     use super::Fault;
-    match fault {
-        Some(Fault::CorruptMemory) => {
-            if let Some(memory) = live.memories.first().copied() {
-                let data = memory.data_mut(&mut live.store);
-                if let Some(byte) = data.last_mut() {
-                    *byte ^= 0x5a;
-                }
-            }
-        }
-        Some(Fault::CorruptGlobal) => {
-            if let Some((_, global)) = live.globals.first().copied() {
-                let damaged = match global.get(&mut live.store) {
-                    wasmtime::Val::I32(v) => wasmtime::Val::I32(v ^ 0x5a),
-                    wasmtime::Val::I64(v) => wasmtime::Val::I64(v ^ 0x5a),
-                    wasmtime::Val::F32(v) => wasmtime::Val::F32(v ^ 0x5a),
-                    wasmtime::Val::F64(v) => wasmtime::Val::F64(v ^ 0x5a),
-                    other => other,
-                };
-                let _ = global.set(&mut live.store, damaged);
-            }
-        }
-        _ => {}
+    if faults.fire(Fault::CorruptMemory)
+        && let Some(memory) = live.memories.first().copied()
+        && let Some(byte) = memory.data_mut(&mut live.store).last_mut()
+    {
+        *byte ^= 0x5a;
+    }
+    if faults.fire(Fault::CorruptGlobal)
+        && let Some((_, global)) = live.globals.first().copied()
+    {
+        let damaged = match global.get(&mut live.store) {
+            wasmtime::Val::I32(v) => wasmtime::Val::I32(v ^ 0x5a),
+            wasmtime::Val::I64(v) => wasmtime::Val::I64(v ^ 0x5a),
+            wasmtime::Val::F32(v) => wasmtime::Val::F32(v ^ 0x5a),
+            wasmtime::Val::F64(v) => wasmtime::Val::F64(v ^ 0x5a),
+            other => other,
+        };
+        let _ = global.set(&mut live.store, damaged);
     }
 }
 

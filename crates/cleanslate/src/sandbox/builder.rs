@@ -318,8 +318,7 @@ impl SandboxBuilder {
                 last_reset: None,
                 resets: 0,
                 reset_outcome: None,
-                #[cfg(feature = "fault-injection")]
-                fault: None,
+                faults: Default::default(),
             },
         })
     }

@@ -100,8 +100,8 @@ pub(crate) struct SandboxCore {
     pub resets: u64,
     /// The outcome of the reset the guard last ran, for the call to merge.
     pub reset_outcome: Option<Result<(), Error>>,
-    #[cfg(feature = "fault-injection")]
-    pub fault: Option<crate::reset::Fault>,
+    /// Faults queued for the next reset (tests only).
+    pub faults: crate::reset::PendingFaults,
 }
 
 impl Sandbox {
@@ -302,10 +302,11 @@ impl Sandbox {
     }
 
     /// Make the next reset suffer `fault` (tests of the verifier and of
-    /// atomicity only).
+    /// atomicity only). Faults queued together all apply to that reset, each
+    /// at its own step; see [`Fault`](crate::Fault).
     #[cfg(feature = "fault-injection")]
     pub fn inject_fault(&mut self, fault: crate::reset::Fault) {
-        self.core.fault = Some(fault);
+        self.core.faults.add(fault);
     }
 }
 
@@ -373,8 +374,7 @@ impl SandboxCore {
             // place and handed back, or dropped, never left half-reset here.
             live: self.live.take(),
             force_fresh,
-            #[cfg(feature = "fault-injection")]
-            fault: self.fault.take(),
+            faults: std::mem::take(&mut self.faults),
         };
         match plan.run() {
             Ok((live, report)) => {

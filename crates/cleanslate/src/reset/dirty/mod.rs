@@ -53,7 +53,6 @@ impl DirtyPages {
         }
     }
 
-    #[cfg(test)]
     pub(crate) fn pages(&self) -> u64 {
         self.ranges.iter().map(|r| (r.len() / PAGE) as u64).sum()
     }
