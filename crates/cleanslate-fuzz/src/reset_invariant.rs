@@ -1,0 +1,225 @@
+//! The reset invariant: after every call, whatever its exit, the sandbox
+//! equals its snapshot.
+//!
+//! The input becomes a random valid module (wasm-smith: memories, globals,
+//! tables, bulk memory, reference types, exceptions, SIMD, traps and
+//! `memory.grow` allowed, small limits), sandbox limits (tiny fuel, short
+//! timeouts), a reset path, and a sequence of calls with random arguments,
+//! some cancelled from another thread at a random moment. The oracle is the
+//! snapshot of a twin sandbox built independently from the same module:
+//! after each call the sandbox's state — memory bytes and sizes, globals,
+//! tables, segments — must equal it byte for byte.
+
+use std::time::Duration;
+
+use arbitrary::Unstructured;
+use cleanslate::{ErrorKind, ResetStrategy, Sandbox, Status, Val, ValType};
+
+use crate::tally::outcome_name;
+use crate::{Finding, Tally, runtime};
+
+/// Most calls made on one module.
+const MAX_CALLS: usize = 16;
+
+/// Every generated module exports functions of these names and types (with
+/// random bodies), so every module has calls the host can make.
+const EXPORTS: &str = r#"(module
+  (func (export "a") (param i32) (result i32) unreachable)
+  (func (export "b") (param i32 i64))
+  (func (export "c") (result i64) unreachable)
+  (func (export "d") (param f64 i32 i32) (result f32) unreachable)
+  (func (export "e")))"#;
+
+fn smith_config() -> wasm_smith::Config {
+    wasm_smith::Config {
+        exports: Some(wat::parse_str(EXPORTS).expect("the export template parses")),
+        max_imports: 0,
+        min_funcs: 1,
+        max_funcs: 8,
+        min_exports: 1,
+        max_exports: 12,
+        max_memories: 1,
+        max_memory32_bytes: 4 * 65536,
+        memory64_enabled: false,
+        memory_max_size_required: true,
+        max_tables: 2,
+        max_table_elements: 64,
+        table_max_size_required: true,
+        max_globals: 8,
+        max_data_segments: 4,
+        max_element_segments: 4,
+        max_elements: 16,
+        max_instructions: 120,
+        max_nesting_depth: 6,
+        max_tags: 2,
+        gc_enabled: false,
+        threads_enabled: false,
+        custom_page_sizes_enabled: false,
+        wide_arithmetic_enabled: false,
+        ..wasm_smith::Config::default()
+    }
+}
+
+/// Small and boundary values find more than uniform ones.
+fn random_val(ty: ValType, u: &mut Unstructured<'_>) -> Option<Val> {
+    let pick = u.int_in_range(0..=3u8).unwrap_or(0);
+    Some(match ty {
+        ValType::I32 => Val::I32(match pick {
+            0 => u.int_in_range(-4..=70_000).unwrap_or(0),
+            1 => i32::MIN,
+            2 => -1,
+            _ => u.arbitrary().unwrap_or(0),
+        }),
+        ValType::I64 => Val::I64(match pick {
+            0 => u.int_in_range(-4..=70_000).unwrap_or(0),
+            1 => i64::MIN,
+            _ => u.arbitrary().unwrap_or(0),
+        }),
+        ValType::F32 => Val::F32(u.arbitrary().unwrap_or(0.0)),
+        ValType::F64 => Val::F64(u.arbitrary().unwrap_or(0.0)),
+        _ => return None,
+    })
+}
+
+/// Check the invariant on the module, limits and calls `data` describes.
+///
+/// The first three quarters of `data` shape the module (wasm-smith may use
+/// all it is given), the rest the limits and calls. An input that yields no
+/// sandbox (a start function that traps, a segment that does not fit) is
+/// counted as skipped, after checking its refusal was a typed error.
+pub fn check(data: &[u8], tally: &mut Tally) -> Result<(), Finding> {
+    tally.inputs += 1;
+    let (module_bytes, call_bytes) = data.split_at(data.len() * 3 / 4);
+    let mut u = Unstructured::new(module_bytes);
+    let Ok(generated) = wasm_smith::Module::new(smith_config(), &mut u) else {
+        tally.skipped += 1;
+        return Ok(());
+    };
+    let wasm = generated.to_bytes();
+    let module = match runtime().load_bytes(&wasm) {
+        Ok(module) => module,
+        Err(e) if e.kind() == ErrorKind::InvalidModule => {
+            tally.skipped += 1;
+            return Ok(());
+        }
+        Err(e) => return Err(Finding(format!("a valid module was refused untyped: {e}"))),
+    };
+
+    let mut u = Unstructured::new(call_bytes);
+    let strategy = if u.arbitrary().unwrap_or(false) {
+        ResetStrategy::FreshInstance
+    } else {
+        ResetStrategy::Auto
+    };
+    // Tiny fuel mostly; one input in four runs on time alone, so loops
+    // end by timeout or cancellation instead.
+    let fuel = match u.int_in_range(0..=3u8).unwrap_or(0) {
+        0 => None,
+        _ => Some(u.int_in_range(1..=20_000u64).unwrap_or(5_000)),
+    };
+    let timeout = Duration::from_millis(u.int_in_range(1..=20u64).unwrap_or(20));
+    let build = || {
+        let builder = Sandbox::builder(&module)
+            .reset_strategy(strategy)
+            .timeout(timeout)
+            .memory_limit(8 * 65536);
+        match fuel {
+            Some(fuel) => builder.fuel(fuel),
+            None => builder,
+        }
+        .build()
+    };
+    let (mut sandbox, oracle) = match (build(), build()) {
+        (Ok(sandbox), Ok(mut twin)) => match twin.snapshot() {
+            Ok(oracle) => (sandbox, oracle),
+            Err(e) => return Err(Finding(format!("a new sandbox cannot snapshot: {e}"))),
+        },
+        // The start function trapped, a segment did not fit, ...: a typed
+        // refusal at build is not a finding.
+        (Err(e), _) | (_, Err(e)) => {
+            if matches!(
+                e.kind(),
+                ErrorKind::ResetFailed | ErrorKind::Unrecoverable | ErrorKind::Poisoned
+            ) {
+                return Err(Finding(format!("build failed with {:?}: {e}", e.kind())));
+            }
+            tally.skipped += 1;
+            return Ok(());
+        }
+    };
+
+    // Functions whose parameters the host can pass (not v128, references).
+    let functions: Vec<(String, Vec<ValType>)> = module
+        .functions()
+        .map(|f| (f.name().to_string(), f.params().to_vec()))
+        .filter(|(_, params)| {
+            params
+                .iter()
+                .all(|t| matches!(t, ValType::I32 | ValType::I64 | ValType::F32 | ValType::F64))
+        })
+        .collect();
+    if functions.is_empty() {
+        tally.skipped += 1;
+        return Ok(());
+    }
+    let handle = sandbox.interrupt_handle();
+    for n in 0..MAX_CALLS {
+        if u.is_empty() && n > 0 {
+            break;
+        }
+        let index = u.choose_index(functions.len()).unwrap_or(0);
+        let (name, params) = &functions[index];
+        let args: Vec<Val> = params
+            .iter()
+            .map(|t| random_val(*t, &mut u).expect("host-passable types only"))
+            .collect();
+        // One call in eight is cancelled from another thread after a random
+        // pause (it may land before, during or after the call).
+        let cancel_after = (u.int_in_range(0..=7u8).unwrap_or(1) == 0)
+            .then(|| Duration::from_micros(u.int_in_range(0..=2_000u64).unwrap_or(0)));
+        let outcome = std::thread::scope(|scope| {
+            if let Some(pause) = cancel_after {
+                let handle = handle.clone();
+                scope.spawn(move || {
+                    std::thread::sleep(pause);
+                    handle.cancel();
+                });
+            }
+            sandbox.call(name, &args)
+        });
+        tally.calls += 1;
+        tally.saw(outcome_name(&outcome));
+        let describe = || {
+            format!(
+                "{strategy:?}, fuel {fuel:?}, timeout {timeout:?}: call {n} `{name}` {args:?} \
+                 (cancel after {cancel_after:?}) ended {:?}",
+                outcome.as_ref().err().map(|e| e.to_string())
+            )
+        };
+        if let Err(e) = &outcome
+            && matches!(e.kind(), ErrorKind::ResetFailed | ErrorKind::Unrecoverable)
+        {
+            return Err(Finding(format!("the reset failed: {}", describe())));
+        }
+        if sandbox.status() != Status::Ready {
+            return Err(Finding(format!(
+                "sandbox left {:?}: {}",
+                sandbox.status(),
+                describe()
+            )));
+        }
+        let now = sandbox
+            .snapshot()
+            .map_err(|e| Finding(format!("cannot snapshot ({e}) after {}", describe())))?;
+        let differences = oracle.differences(&now);
+        if !differences.is_empty() || now.memory_sizes() != oracle.memory_sizes() {
+            return Err(Finding(format!(
+                "state differs from the oracle ({differences:?}, sizes {:?} vs {:?}) after {}",
+                now.memory_sizes(),
+                oracle.memory_sizes(),
+                describe()
+            )));
+        }
+    }
+    Ok(())
+}
