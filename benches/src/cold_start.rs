@@ -205,6 +205,7 @@ const END: &str = "<!-- cold-start:end -->";
 
 fn write_section(table: &str) -> std::io::Result<()> {
     doc_section::replace(
+        "BENCHMARKS.md",
         BEGIN,
         END,
         &format!("## Cold start\n\n{}", table.trim_end()),

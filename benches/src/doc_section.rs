@@ -1,5 +1,5 @@
-//! Writing one generated section of docs/BENCHMARKS.md, between its begin
-//! and end markers, leaving the rest of the file (hand-written text and the
+//! Writing one generated section of a file in docs/, between its begin and
+//! end markers, leaving the rest of the file (hand-written text and the
 //! other binaries' sections) as it is.
 
 use std::path::PathBuf;
@@ -9,11 +9,11 @@ pub fn docs_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../docs")
 }
 
-/// Put `body` between `begin` and `end` in docs/BENCHMARKS.md, replacing
-/// what was there, or append the section if the markers are missing.
-pub fn replace(begin: &str, end: &str, body: &str) -> std::io::Result<()> {
-    let path = docs_dir().join("BENCHMARKS.md");
-    let existing = std::fs::read_to_string(&path).unwrap_or_else(|_| "# Benchmarks\n".into());
+/// Put `body` between `begin` and `end` in docs/`file`, replacing what was
+/// there, or append the section if the markers are missing.
+pub fn replace(file: &str, begin: &str, end: &str, body: &str) -> std::io::Result<()> {
+    let path = docs_dir().join(file);
+    let existing = std::fs::read_to_string(&path)?;
     let section = format!("{begin}\n{body}\n{end}");
     let updated = match (existing.find(begin), existing.find(end)) {
         (Some(a), Some(b)) if a < b => {

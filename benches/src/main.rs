@@ -10,6 +10,7 @@ mod doc_section;
 mod guest;
 mod methods;
 mod plot;
+mod process;
 mod real_work;
 mod report;
 

@@ -6,6 +6,7 @@ use std::fmt::Write as _;
 use cleanslate::{Runtime, Sandbox, Val};
 
 use crate::methods::{ALL, Method};
+use crate::process::{mappings, open_fds, rss_kib};
 use crate::{Cell, KS, SIZES, guest};
 
 pub struct Soak {
@@ -15,22 +16,8 @@ pub struct Soak {
     pub rss_after_kib: u64,
     pub fds_before: usize,
     pub fds_after: usize,
-}
-
-fn rss_kib() -> u64 {
-    let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
-    statm
-        .split_whitespace()
-        .nth(1)
-        .and_then(|p| p.parse::<u64>().ok())
-        .unwrap_or(0)
-        * 4
-}
-
-fn open_fds() -> usize {
-    std::fs::read_dir("/proc/self/fd")
-        .map(|d| d.count())
-        .unwrap_or(0)
+    pub mappings_before: usize,
+    pub mappings_after: usize,
 }
 
 /// Run `calls` in-place calls dirtying 16 scattered pages of a 16 MiB memory;
@@ -50,7 +37,7 @@ pub fn soak(calls: u64) -> Soak {
     for _ in 0..10_000 {
         sandbox.call("dirty", &args).unwrap();
     }
-    let (rss_before_kib, fds_before) = (rss_kib(), open_fds());
+    let (rss_before_kib, fds_before, mappings_before) = (rss_kib(), open_fds(), mappings());
     for _ in 0..calls {
         sandbox.call("dirty", &args).unwrap();
     }
@@ -61,6 +48,8 @@ pub fn soak(calls: u64) -> Soak {
         rss_after_kib: rss_kib(),
         fds_before,
         fds_after: open_fds(),
+        mappings_before,
+        mappings_after: mappings(),
     }
 }
 
@@ -137,14 +126,16 @@ pub fn markdown(cells: &[Cell], real: &[(Method, f64)], soak: Option<&Soak>) -> 
         let growth = s.rss_after_kib as f64 / s.rss_before_kib.max(1) as f64 - 1.0;
         let _ = writeln!(
             out,
-            "\n#### Resident memory over {} calls (in place, K = {} scattered pages, 16 MiB)\n\nRSS {} KiB before, {} KiB after ({:+.2}%); open descriptors {} before, {} after.",
+            "\n#### Resident memory over {} calls (in place, K = {} scattered pages, 16 MiB)\n\nRSS {} KiB before, {} KiB after ({:+.2}%); open descriptors {} before, {} after; mappings {} before, {} after.",
             s.calls,
             s.k,
             s.rss_before_kib,
             s.rss_after_kib,
             growth * 100.0,
             s.fds_before,
-            s.fds_after
+            s.fds_after,
+            s.mappings_before,
+            s.mappings_after
         );
     }
     out
@@ -239,7 +230,7 @@ pub fn write(markdown: &str, cells: &[Cell]) -> std::io::Result<()> {
         "{}\n{markdown}\n![cost vs dirty pages](benchmarks/cost_vs_dirty_pages.svg)",
         machine()
     );
-    crate::doc_section::replace(BEGIN, END, &generated)?;
+    crate::doc_section::replace("BENCHMARKS.md", BEGIN, END, &generated)?;
     let docs = crate::doc_section::docs_dir();
     std::fs::create_dir_all(docs.join("benchmarks"))?;
     crate::plot::draw(&docs.join("benchmarks/cost_vs_dirty_pages.svg"), cells)

@@ -12,8 +12,8 @@
 //! 20-byte instructions `op a b c d` (little-endian u32s) and executes them,
 //! so one compiled module serves every input.
 
-use std::sync::{Arc, OnceLock};
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
 
 use arbitrary::Unstructured;
 use cleanslate::{ErrorKind, Module, Sandbox, Status};
@@ -107,7 +107,9 @@ fn kv_get(input: &[u8], panic_requested: &AtomicBool) -> Result<Vec<u8>, cleansl
             panic!("the host function panicked on request");
         }
         Some(b'L') => {
-            let len = input.get(1..3).map_or(0, |b| u16::from_le_bytes([b[0], b[1]]));
+            let len = input
+                .get(1..3)
+                .map_or(0, |b| u16::from_le_bytes([b[0], b[1]]));
             Ok(vec![b'x'; usize::from(len) * 4])
         }
         _ => Ok(input.iter().rev().copied().collect()),
@@ -131,7 +133,10 @@ fn argument(u: &mut Unstructured<'_>) -> u32 {
         6 => near(OUTPUT_LIMIT as u32, u),
         7 => u.int_in_range(0..=8).unwrap_or(0),
         // What `kv.get` reacts to, for a store32 to put in memory.
-        8 => u32::from_le_bytes(*u.choose(&[*b"Exxx", *b"Pxxx", *b"L\x10\x04x"]).unwrap_or(b"Exxx")),
+        8 => u32::from_le_bytes(
+            *u.choose(&[*b"Exxx", *b"Pxxx", *b"L\x10\x04x"])
+                .unwrap_or(b"Exxx"),
+        ),
         _ => u.arbitrary().unwrap_or(0),
     }
 }
@@ -203,8 +208,13 @@ pub fn check(data: &[u8], tally: &mut Tally) -> Result<(), Finding> {
                 return Err(Finding(format!("output over the limit: {}", describe())));
             }
             Ok(_) => {}
-            Err(e) if e.kind() == ErrorKind::HostPanic && !panic_requested.load(Ordering::SeqCst) => {
-                return Err(Finding(format!("the host panicked by itself: {}", describe())));
+            Err(e)
+                if e.kind() == ErrorKind::HostPanic && !panic_requested.load(Ordering::SeqCst) =>
+            {
+                return Err(Finding(format!(
+                    "the host panicked by itself: {}",
+                    describe()
+                )));
             }
             Err(e) if !acceptable(e.kind()) => {
                 return Err(Finding(format!("unexpected error kind: {}", describe())));
@@ -212,7 +222,11 @@ pub fn check(data: &[u8], tally: &mut Tally) -> Result<(), Finding> {
             Err(_) => {}
         }
         if sandbox.status() != Status::Ready {
-            return Err(Finding(format!("sandbox left {:?}: {}", sandbox.status(), describe())));
+            return Err(Finding(format!(
+                "sandbox left {:?}: {}",
+                sandbox.status(),
+                describe()
+            )));
         }
         let now = sandbox
             .snapshot()

@@ -73,7 +73,10 @@ pub fn check(data: &[u8], tally: &mut Tally) -> Result<(), Finding> {
     };
     let (how, bytes) = match mode % 5 {
         0 => ("raw", rest.to_vec()),
-        1 => ("text", String::from_utf8_lossy(rest).into_owned().into_bytes()),
+        1 => (
+            "text",
+            String::from_utf8_lossy(rest).into_owned().into_bytes(),
+        ),
         2 => match generate(supported(), rest) {
             Ok(wasm) => ("generated", wasm),
             Err(_) => return Ok(()),

@@ -27,9 +27,8 @@ fn run(
     for seed in first..first + cases {
         // Vary the length too: short inputs reach other code than long.
         let input = seeded_bytes(seed, len / 4 + (seed as usize * 7919) % len);
-        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            target(&input, &mut tally)
-        }));
+        let outcome =
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| target(&input, &mut tally)));
         match outcome {
             Ok(Ok(())) => {}
             Ok(Err(finding)) => findings.push(format!("seed {seed}: {finding}")),
@@ -37,7 +36,11 @@ fn run(
         }
     }
     eprintln!("{name}: {tally}; {} findings", findings.len());
-    assert!(findings.is_empty(), "{name} findings:\n{}", findings.join("\n"));
+    assert!(
+        findings.is_empty(),
+        "{name} findings:\n{}",
+        findings.join("\n")
+    );
     tally
 }
 
