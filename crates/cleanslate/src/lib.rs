@@ -51,7 +51,9 @@ pub use pool::{Histogram, PoolConfig, PoolMetrics, SandboxPool};
 pub use reset::Fault;
 pub use reset::{FallbackReason, ResetPath, ResetReport, ResetStrategy, Verify};
 pub use runtime::{Runtime, RuntimeConfig};
-pub use sandbox::{Call, CallResult, InterruptHandle, Sandbox, SandboxBuilder, Session, Status};
+pub use sandbox::{
+    Call, CallResult, CancelToken, InterruptHandle, Sandbox, SandboxBuilder, Session, Status,
+};
 pub use snapshot::Snapshot;
 pub use value::{Signature, Val, ValType, WasmScalar, WasmValues};
 pub use wasi::{DirAccess, WasiConfig};

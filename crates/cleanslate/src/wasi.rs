@@ -197,6 +197,8 @@ pub(crate) struct CallEnv<'a> {
     /// Added to the configured env, replacing variables of the same name.
     pub env: &'a [(String, String)],
     pub stdin: &'a [u8],
+    /// Cancels the call when its token is cancelled.
+    pub cancel: Option<&'a crate::CancelToken>,
 }
 
 /// The pipes one call's stdout and stderr are captured in.

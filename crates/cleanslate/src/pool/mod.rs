@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 pub use metrics::{Histogram, PoolMetrics};
 
 use crate::error::{Error, ErrorKind};
-use crate::sandbox::{Call, CallResult, Sandbox, SandboxBuilder, Status};
+use crate::sandbox::{Call, CallResult, CancelToken, Sandbox, SandboxBuilder, Status};
 use crate::timer::DeadlineTicket;
 use crate::value::Val;
 use metrics::MetricsRecorder;
@@ -137,13 +137,13 @@ impl SandboxPool {
 
     /// [`Sandbox::call`] on a free sandbox.
     pub fn call(&self, name: &str, args: &[Val]) -> Result<Vec<Val>, Error> {
-        self.checkout(name)?
+        self.checkout(name, None)?
             .run(name, |sandbox| sandbox.call(name, args))
     }
 
     /// [`Sandbox::call_bytes`] on a free sandbox.
     pub fn call_bytes(&self, name: &str, input: &[u8]) -> Result<Vec<u8>, Error> {
-        self.checkout(name)?
+        self.checkout(name, None)?
             .run(name, |sandbox| sandbox.call_bytes(name, input))
     }
 
@@ -153,14 +153,14 @@ impl SandboxPool {
         In: serde::Serialize + ?Sized,
         Out: serde::de::DeserializeOwned,
     {
-        self.checkout(name)?
+        self.checkout(name, None)?
             .run(name, |sandbox| sandbox.call_json(name, input))
     }
 
     /// [`Sandbox::call_with`] on a free sandbox.
     pub fn call_with(&self, call: &Call) -> Result<CallResult, Error> {
         let name = call.function();
-        self.checkout(name)?
+        self.checkout(name, call.cancel.as_ref())?
             .run(name, |sandbox| sandbox.call_with(call))
     }
 
@@ -183,7 +183,9 @@ impl SandboxPool {
     /// # Ok::<(), cleanslate::Error>(())
     /// ```
     pub async fn call_async(&self, call: Call) -> Result<CallResult, Error> {
-        let checkout = self.checkout_async(call.function()).await?;
+        let checkout = self
+            .checkout_async(call.function(), call.cancel.as_ref())
+            .await?;
         tokio::task::spawn_blocking(move || {
             let name = call.function();
             checkout.run(name, |sandbox| sandbox.call_with(&call))
@@ -220,7 +222,7 @@ impl SandboxPool {
     /// ```
     pub async fn call_async_inline(&self, call: &Call) -> Result<CallResult, Error> {
         let name = call.function();
-        self.checkout_async(name)
+        self.checkout_async(name, call.cancel.as_ref())
             .await?
             .run(name, |sandbox| sandbox.call_with(call))
     }
@@ -251,13 +253,17 @@ impl SandboxPool {
     }
 
     /// Take a free sandbox, blocking the thread up to the configured wait.
-    fn checkout(&self, function: &str) -> Result<Checkout, Error> {
+    fn checkout(&self, function: &str, cancel: Option<&CancelToken>) -> Result<Checkout, Error> {
         let shared = &self.shared;
         let waited = Instant::now();
         // A wait too long to represent (e.g. `Duration::MAX`) is no limit.
         let deadline = waited.checked_add(shared.config.max_wait);
         let mut idle = shared.lock_idle();
         loop {
+            if cancel.is_some_and(|t| t.is_cancelled()) {
+                drop(idle);
+                return Err(self.cancelled_waiting(function, waited));
+            }
             if let Some(sandbox) = idle.sandboxes.pop() {
                 drop(idle);
                 return Ok(self.checked_out(sandbox, waited));
@@ -267,6 +273,12 @@ impl SandboxPool {
                 drop(idle);
                 return Err(self.exhausted(function, waited));
             }
+            // A waiting thread polls its cancel token this often (a thread
+            // parked on the condition variable has no waker to wake).
+            let deadline = match cancel {
+                Some(_) => Some(deadline.map_or(now + CANCEL_POLL, |d| d.min(now + CANCEL_POLL))),
+                None => deadline,
+            };
             idle.threads_waiting += 1;
             idle = match deadline {
                 Some(deadline) => {
@@ -286,18 +298,38 @@ impl SandboxPool {
     }
 
     /// Take a free sandbox, suspending the task up to the configured wait.
-    async fn checkout_async(&self, function: &str) -> Result<Checkout, Error> {
+    async fn checkout_async(
+        &self,
+        function: &str,
+        cancel: Option<&CancelToken>,
+    ) -> Result<Checkout, Error> {
         let waited = Instant::now();
         let wait = WaitForSandbox {
             shared: &self.shared,
             ticket: None,
             deadline: waited.checked_add(self.shared.config.max_wait),
             alarm: None,
+            cancel,
+            waker_seen: None,
         };
         match wait.await {
-            Some(sandbox) => Ok(self.checked_out(sandbox, waited)),
-            None => Err(self.exhausted(function, waited)),
+            WaitEnd::Sandbox(sandbox) => Ok(self.checked_out(sandbox, waited)),
+            WaitEnd::TimedOut => Err(self.exhausted(function, waited)),
+            WaitEnd::Cancelled => Err(self.cancelled_waiting(function, waited)),
         }
+    }
+
+    fn cancelled_waiting(&self, function: &str, waited: Instant) -> Error {
+        self.shared
+            .metrics
+            .record_call(function, Some(ErrorKind::Cancelled), None);
+        Error::new(
+            ErrorKind::Cancelled,
+            format!(
+                "`{function}` was cancelled through its cancel token after waiting {:?} for a sandbox; it never ran",
+                waited.elapsed()
+            ),
+        )
     }
 
     fn checked_out(&self, sandbox: Sandbox, waited: Instant) -> Checkout {
@@ -374,8 +406,21 @@ impl Drop for Checkout {
     }
 }
 
-/// An async caller's place in the queue for a free sandbox; `None` when the
-/// wait limit passes first.
+/// How often a thread waiting for a sandbox checks its call's cancel token.
+const CANCEL_POLL: Duration = Duration::from_millis(5);
+
+/// How an async wait for a sandbox ended.
+// Made once per wait and unpacked at once, like the `Option<Sandbox>` it
+// replaced: boxing would add an allocation per call for nothing.
+#[allow(clippy::large_enum_variant)]
+enum WaitEnd {
+    Sandbox(Sandbox),
+    TimedOut,
+    Cancelled,
+}
+
+/// An async caller's place in the queue for a free sandbox, until one is
+/// free, the wait limit passes or the call's cancel token is cancelled.
 ///
 /// Its time limit runs on the runtime's own deadline timer, not the async
 /// runtime's, so it works on any executor (a tokio runtime built without
@@ -388,26 +433,36 @@ struct WaitForSandbox<'a> {
     deadline: Option<Instant>,
     /// The timer's wake-up at `deadline`, and the waker it will wake.
     alarm: Option<(DeadlineTicket, Waker)>,
+    /// The call's cancel token, which wakes the task when cancelled.
+    cancel: Option<&'a CancelToken>,
+    /// The waker last registered with the token.
+    waker_seen: Option<Waker>,
 }
 
 impl Future for WaitForSandbox<'_> {
-    type Output = Option<Sandbox>;
+    type Output = WaitEnd;
 
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Sandbox>> {
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<WaitEnd> {
         let shared = self.shared;
+        // Dropping `self` leaves the queue.
+        if let Some(token) = self.cancel {
+            if token.wake_on_cancel(cx.waker()) {
+                return Poll::Ready(WaitEnd::Cancelled);
+            }
+            self.waker_seen = Some(cx.waker().clone());
+        }
         let mut idle = shared.lock_idle();
         if let Some(sandbox) = idle.sandboxes.pop() {
             if let Some(ticket) = self.ticket.take() {
                 idle.waiters.retain(|(t, _)| *t != ticket);
             }
-            return Poll::Ready(Some(sandbox));
+            return Poll::Ready(WaitEnd::Sandbox(sandbox));
         }
         let Some(deadline) = self.deadline else {
             return self.queue(cx.waker(), idle);
         };
         if Instant::now() >= deadline {
-            // Dropping `self` leaves the queue.
-            return Poll::Ready(None);
+            return Poll::Ready(WaitEnd::TimedOut);
         }
         let waker = cx.waker();
         let stale_alarm = self
@@ -426,7 +481,7 @@ impl Future for WaitForSandbox<'_> {
 impl WaitForSandbox<'_> {
     /// Take (or keep) a place in the queue, to be woken when a sandbox is
     /// returned.
-    fn queue(&mut self, waker: &Waker, mut idle: MutexGuard<'_, Idle>) -> Poll<Option<Sandbox>> {
+    fn queue(&mut self, waker: &Waker, mut idle: MutexGuard<'_, Idle>) -> Poll<WaitEnd> {
         let waker = waker.clone();
         match self.ticket {
             Some(ticket) => match idle.waiters.iter_mut().find(|(t, _)| *t == ticket) {
@@ -448,6 +503,9 @@ impl WaitForSandbox<'_> {
 
 impl Drop for WaitForSandbox<'_> {
     fn drop(&mut self) {
+        if let Some(token) = self.cancel {
+            token.forget_task(self.waker_seen.as_ref());
+        }
         let Some(ticket) = self.ticket else { return };
         let mut idle = self.shared.lock_idle();
         let queued = idle.waiters.len();

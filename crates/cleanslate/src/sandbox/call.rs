@@ -160,6 +160,7 @@ impl SandboxCore {
             args: call.args.as_deref(),
             env: &call.env,
             stdin: &call.stdin,
+            cancel: call.cancel.as_ref(),
         };
         let (outcome, captured) = match prepared {
             Prepared::Values(target, args) => {
@@ -367,15 +368,33 @@ pub(crate) fn enter_with<R>(
     let _deadline = data.deadline.map(|d| runtime.schedule_deadline(d));
     let generation = factory.interrupt.begin();
     live.store.data_mut().generation = generation;
+    // Attached before the check below, so a cancel either is seen by the
+    // check or wakes the engine after the deadline was armed: never lost.
+    let engine = factory.interrupt.engine();
+    if let Some(token) = env.cancel {
+        token.attach(engine);
+        live.store.data_mut().cancel = Some(token.clone());
+    }
 
-    // Calls run on the caller's thread; make sure it has room for the
-    // guest's whole stack allowance, switching to a larger stack if not.
-    let outcome = stacker::maybe_grow(
-        limits.stack + STACK_RED_ZONE,
-        limits.stack + 2 * STACK_RED_ZONE,
-        || body(live, limits),
-    );
+    let outcome = if env.cancel.is_some_and(|t| t.is_cancelled()) {
+        Err(Error::new(
+            ErrorKind::Cancelled,
+            format!("`{name}` was cancelled through its cancel token before it started"),
+        ))
+    } else {
+        // Calls run on the caller's thread; make sure it has room for the
+        // guest's whole stack allowance, switching to a larger stack if not.
+        stacker::maybe_grow(
+            limits.stack + STACK_RED_ZONE,
+            limits.stack + 2 * STACK_RED_ZONE,
+            || body(live, limits),
+        )
+    };
     factory.interrupt.end();
+    if let Some(token) = env.cancel {
+        token.detach(engine);
+        live.store.data_mut().cancel = None;
+    }
     let mut captured = live.store.data_mut().take_captured();
     // The pipes hold one byte more than the limit, so a guest that wrote
     // past it is caught here (WASI reports a full pipe to the guest as a
@@ -526,6 +545,10 @@ pub(crate) fn classify(
             Interruption::Cancelled => Error::new(
                 ErrorKind::Cancelled,
                 format!("`{function}` was cancelled through its interrupt handle"),
+            ),
+            Interruption::CancelledByToken => Error::new(
+                ErrorKind::Cancelled,
+                format!("`{function}` was cancelled through its cancel token"),
             ),
         };
     }

@@ -23,6 +23,8 @@ pub(crate) struct StoreData {
     pub deadline: Option<Instant>,
     /// The call generation the interrupt state must match to cancel.
     pub generation: u64,
+    /// The running call's cancel token, if it carries one.
+    pub cancel: Option<crate::CancelToken>,
     /// The export the running call entered (for host functions' context).
     pub current_export: String,
     /// Cap on data the guest hands the host in one piece.
@@ -100,6 +102,7 @@ impl InstanceFactory {
             interrupt: self.interrupt.clone(),
             deadline: None,
             generation: 0,
+            cancel: None,
             current_export: String::new(),
             output_limit: self.limits.output,
             memory: None,
@@ -113,6 +116,9 @@ impl InstanceFactory {
             let data = ctx.data();
             if let Some(why) = data.interrupt.requested(data.generation) {
                 return Err(wasmtime::Error::new(why));
+            }
+            if data.cancel.as_ref().is_some_and(|t| t.is_cancelled()) {
+                return Err(wasmtime::Error::new(Interruption::CancelledByToken));
             }
             if data.deadline.is_some_and(|d| Instant::now() >= d) {
                 return Err(wasmtime::Error::new(Interruption::Timeout));

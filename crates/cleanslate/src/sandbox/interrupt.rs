@@ -9,13 +9,16 @@ use std::sync::atomic::{AtomicU64, Ordering};
 pub(crate) enum Interruption {
     Timeout,
     Cancelled,
+    CancelledByToken,
 }
 
 impl fmt::Display for Interruption {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Interruption::Timeout => f.write_str("the call exceeded its timeout"),
-            Interruption::Cancelled => f.write_str("the call was cancelled"),
+            Interruption::Cancelled | Interruption::CancelledByToken => {
+                f.write_str("the call was cancelled")
+            }
         }
     }
 }
@@ -51,6 +54,11 @@ impl InterruptState {
         let generation = self.next.fetch_add(1, Ordering::Relaxed);
         self.running.store(generation, Ordering::SeqCst);
         generation
+    }
+
+    /// The engine whose epoch wakes this sandbox's calls.
+    pub(crate) fn engine(&self) -> &wasmtime::Engine {
+        &self.engine
     }
 
     pub(crate) fn end(&self) {

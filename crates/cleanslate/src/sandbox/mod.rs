@@ -3,6 +3,7 @@
 
 mod builder;
 mod call;
+mod cancel;
 pub(crate) mod instance;
 pub(crate) mod interrupt;
 mod request;
@@ -12,6 +13,7 @@ use std::fmt;
 use std::sync::Arc;
 
 pub use builder::SandboxBuilder;
+pub use cancel::CancelToken;
 pub(crate) use instance::StoreData;
 pub use interrupt::InterruptHandle;
 pub use request::{Call, CallResult};

@@ -5,6 +5,7 @@
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use super::CancelToken;
 use crate::error::{Error, ErrorKind};
 use crate::value::Val;
 
@@ -28,6 +29,7 @@ pub struct Call {
     pub(crate) stdin: Vec<u8>,
     pub(crate) args: Option<Vec<String>>,
     pub(crate) env: Vec<(String, String)>,
+    pub(crate) cancel: Option<CancelToken>,
 }
 
 /// How the input crosses the boundary.
@@ -47,7 +49,15 @@ impl Call {
             stdin: Vec::new(),
             args: None,
             env: Vec::new(),
+            cancel: None,
         }
+    }
+
+    /// Let `token` cancel this call: before it starts (also while it waits
+    /// for a pool's sandbox) or while it runs. See [`CancelToken`].
+    pub fn cancel_token(mut self, token: &CancelToken) -> Self {
+        self.cancel = Some(token.clone());
+        self
     }
 
     /// Call a function over core values (no arguments for a WASI command's

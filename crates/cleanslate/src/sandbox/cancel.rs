@@ -1,0 +1,179 @@
+//! Cancelling a call by token: from any thread, whichever sandbox runs it,
+//! and whether it is running yet or still waiting for a pool's sandbox.
+//!
+//! An [`InterruptHandle`](crate::InterruptHandle) stops whatever one
+//! sandbox is running right now; a token names *calls* instead, which is
+//! what a caller of a pool (or a server whose client went away) has in hand.
+
+use std::fmt;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::task::Waker;
+
+/// Cancels the calls that carry it ([`Call::cancel_token`](crate::Call::cancel_token)).
+///
+/// Once cancelled, a token stays cancelled: a call carrying it that has not
+/// started yet never starts (it fails with
+/// [`ErrorKind::Cancelled`](crate::ErrorKind::Cancelled) without running,
+/// even while it waits for a pool's sandbox), and one that is running stops
+/// at its next instruction boundary the engine checks. Either way the
+/// sandbox is reset as after any other exit. Clones share one state.
+///
+/// ```
+/// use std::time::Duration;
+/// use cleanslate::{Call, CancelToken, ErrorKind, Runtime, Sandbox};
+///
+/// let module = Runtime::new()?.load_bytes(r#"(module (func (export "spin") (loop br 0)))"#)?;
+/// let mut sandbox = Sandbox::builder(&module).build()?;
+/// let token = CancelToken::new();
+/// let canceller = {
+///     let token = token.clone();
+///     std::thread::spawn(move || {
+///         std::thread::sleep(Duration::from_millis(20));
+///         token.cancel();
+///     })
+/// };
+/// let err = sandbox.call_with(&Call::values("spin", &[]).cancel_token(&token)).unwrap_err();
+/// assert_eq!(err.kind(), ErrorKind::Cancelled);
+/// canceller.join().unwrap();
+/// # Ok::<(), cleanslate::Error>(())
+/// ```
+#[derive(Clone, Default)]
+pub struct CancelToken {
+    inner: Arc<TokenState>,
+}
+
+#[derive(Default)]
+struct TokenState {
+    cancelled: AtomicBool,
+    /// Engines running a call that carries this token (one entry per
+    /// call), to wake into checking it, and tasks waiting for a sandbox.
+    watchers: Mutex<Watchers>,
+}
+
+#[derive(Default)]
+struct Watchers {
+    engines: Vec<wasmtime::Engine>,
+    tasks: Vec<Waker>,
+}
+
+impl CancelToken {
+    /// A token not yet cancelled.
+    pub fn new() -> Self {
+        CancelToken::default()
+    }
+
+    /// Cancel every call carrying this token, now and later.
+    pub fn cancel(&self) {
+        // The flag first: a call that attaches after this point sees it
+        // when it checks before entering the guest; one attached before
+        // is woken below.
+        self.inner.cancelled.store(true, Ordering::SeqCst);
+        let watchers = std::mem::take(&mut *self.watchers());
+        for engine in &watchers.engines {
+            // Every running call of the engine checks its interruption
+            // state at once instead of at its next deadline tick.
+            engine.increment_epoch();
+        }
+        for task in watchers.tasks {
+            task.wake();
+        }
+    }
+
+    /// Whether [`cancel`](CancelToken::cancel) was called.
+    pub fn is_cancelled(&self) -> bool {
+        self.inner.cancelled.load(Ordering::SeqCst)
+    }
+
+    fn watchers(&self) -> std::sync::MutexGuard<'_, Watchers> {
+        self.inner
+            .watchers
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// A call on `engine` is about to run; a cancel from now on wakes it.
+    pub(crate) fn attach(&self, engine: &wasmtime::Engine) {
+        self.watchers().engines.push(engine.clone());
+    }
+
+    /// The call attached on `engine` ended.
+    pub(crate) fn detach(&self, engine: &wasmtime::Engine) {
+        let mut watchers = self.watchers();
+        if let Some(i) = watchers
+            .engines
+            .iter()
+            .position(|e| wasmtime::Engine::same(e, engine))
+        {
+            watchers.engines.swap_remove(i);
+        }
+    }
+
+    /// Wake `task` when the token is cancelled (a call waiting for a
+    /// pool's sandbox). Returns whether it is cancelled already.
+    pub(crate) fn wake_on_cancel(&self, task: &Waker) -> bool {
+        let mut watchers = self.watchers();
+        // Checked under the lock `cancel` takes after setting the flag, so
+        // a cancel cannot fall between this check and the registration.
+        if self.is_cancelled() {
+            return true;
+        }
+        if !watchers.tasks.iter().any(|t| t.will_wake(task)) {
+            watchers.tasks.push(task.clone());
+        }
+        false
+    }
+}
+
+impl CancelToken {
+    /// Stop waking `task` (its wait ended): a token that lives long, across
+    /// many calls, must not collect the wakers of every wait it saw.
+    pub(crate) fn forget_task(&self, task: Option<&Waker>) {
+        if let Some(task) = task {
+            self.watchers().tasks.retain(|t| !t.will_wake(task));
+        }
+    }
+}
+
+impl fmt::Debug for CancelToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CancelToken")
+            .field("cancelled", &self.is_cancelled())
+            .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::AtomicUsize;
+    use std::task::Wake;
+
+    struct CountWakes(AtomicUsize);
+
+    impl Wake for CountWakes {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    #[test]
+    fn cancelling_wakes_waiting_tasks_once_and_stays_cancelled() {
+        let token = CancelToken::new();
+        let count = Arc::new(CountWakes(AtomicUsize::new(0)));
+        let waker = Waker::from(count.clone());
+        assert!(!token.wake_on_cancel(&waker));
+        assert!(!token.wake_on_cancel(&waker), "registered once");
+        assert_eq!(token.watchers().tasks.len(), 1);
+        token.forget_task(Some(&waker));
+        assert!(token.watchers().tasks.is_empty(), "forgotten");
+        assert!(!token.wake_on_cancel(&waker));
+        let clone = token.clone();
+        clone.cancel();
+        assert!(token.is_cancelled());
+        assert_eq!(count.0.load(Ordering::SeqCst), 1);
+        assert!(token.wake_on_cancel(&waker), "already cancelled");
+        token.cancel();
+        assert_eq!(count.0.load(Ordering::SeqCst), 1, "no second wake");
+    }
+}
