@@ -56,7 +56,7 @@ pub struct ServeArgs {
     pub request_timeout: Duration,
     /// Requests handled at once; more get 503 (default: 64 per sandbox).
     #[arg(long, value_name = "N")]
-    pub max_concurrency: Option<usize>,
+    pub max_concurrency: Option<std::num::NonZeroUsize>,
     #[command(flatten)]
     pub sandbox: SandboxOptions,
 }
@@ -142,13 +142,21 @@ pub fn serve(args: ServeArgs) -> Result<u8, String> {
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
     let pool = SandboxPool::new(builder, PoolConfig::new(size).max_wait(args.pool_wait))
         .map_err(|e| format!("cannot build the sandbox pool: {e}"))?;
+    let concurrency = args.max_concurrency.map_or(size * 64, |n| n.get());
+    if concurrency > Semaphore::MAX_PERMITS {
+        return Err(format!(
+            "--max-concurrency {concurrency} is more than the {} requests a server can track at once",
+            Semaphore::MAX_PERMITS
+        )
+        .into());
+    }
     let server = Arc::new(Server {
         module_name: args.module.display().to_string(),
         module,
         pool,
         max_body: args.max_body as usize,
         request_timeout: args.request_timeout,
-        concurrency: Semaphore::new(args.max_concurrency.unwrap_or(size * 64).max(1)),
+        concurrency: Semaphore::new(concurrency),
         next_request: AtomicU64::new(1),
         responses: ResponseCounters::default(),
     });

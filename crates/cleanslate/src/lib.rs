@@ -46,7 +46,7 @@ pub use limits::{DEFAULT_MEMORY_LIMIT, MAX_STACK_LIMIT, parse_duration, parse_si
 pub use module::{
     CacheStatus, FunctionInfo, GlobalInfo, ImportInfo, MemoryInfo, Module, ResetCoverage, TableInfo,
 };
-pub use pool::{Histogram, PoolConfig, PoolMetrics, SandboxPool};
+pub use pool::{Histogram, MAX_POOL_SIZE, PoolConfig, PoolMetrics, SandboxPool};
 #[cfg(feature = "fault-injection")]
 pub use reset::Fault;
 pub use reset::{FallbackReason, ResetPath, ResetReport, ResetStrategy, Verify};

@@ -139,10 +139,13 @@ fn metrics_render_as_prometheus_text() {
 }
 
 #[test]
-fn a_pool_of_zero_is_refused() {
+fn a_pool_of_zero_or_of_absurd_size_is_refused() {
     let module = Runtime::new().unwrap().load_bytes(CANARY_WAT).unwrap();
-    let err = SandboxPool::new(Sandbox::builder(&module), PoolConfig::new(0)).unwrap_err();
-    assert_eq!(err.kind(), ErrorKind::InvalidArguments);
+    for size in [0, cleanslate::MAX_POOL_SIZE + 1, 100_000_000, usize::MAX] {
+        // Refused before building (or allocating for) any sandbox.
+        let err = SandboxPool::new(Sandbox::builder(&module), PoolConfig::new(size)).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::InvalidArguments, "{size}: {err}");
+    }
 }
 
 /// Async waiters that give up (their wait limit passes, or their future is

@@ -345,7 +345,40 @@ fn to_binary(bytes: &[u8]) -> Result<Vec<u8>, Error> {
         )
     })?;
     wat::parse_str(text).map_err(|e| {
-        // The parser's message names the line and column of the problem.
-        Error::new(ErrorKind::InvalidModule, format!("invalid WAT text: {e}"))
+        Error::new(
+            ErrorKind::InvalidModule,
+            format!("invalid WAT text: {}", one_line_wat_error(&e.to_string())),
+        )
     })
+}
+
+/// The parser's message is several lines (a source snippet under the
+/// problem); errors here are one line, so keep the message and where.
+fn one_line_wat_error(text: &str) -> String {
+    let mut lines = text.lines();
+    let message = lines.next().unwrap_or_default().trim();
+    let place = lines
+        .find_map(|l| l.trim().strip_prefix("--> "))
+        .and_then(|place| {
+            let mut parts = place.rsplitn(3, ':');
+            let column = parts.next()?;
+            let line = parts.next()?;
+            Some(format!(" (line {line}, column {column})"))
+        });
+    format!("{message}{}", place.unwrap_or_default())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wat_errors_are_one_line_naming_the_place() {
+        let err = to_binary(b"(module\n  (func (result i32) nope))").unwrap_err();
+        let text = err.to_string();
+        assert_eq!(text.lines().count(), 1, "{text}");
+        assert!(text.contains("(line 2, column"), "{text}");
+        let err = to_binary(b"").unwrap_err();
+        assert_eq!(err.to_string().lines().count(), 1, "{err}");
+    }
 }

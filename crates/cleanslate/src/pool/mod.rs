@@ -37,8 +37,12 @@ pub struct PoolConfig {
     max_wait: Duration,
 }
 
+/// The most sandboxes one pool holds. Every sandbox is built up front, so a
+/// mistyped size must fail with a message, not exhaust memory building.
+pub const MAX_POOL_SIZE: usize = 10_000;
+
 impl PoolConfig {
-    /// `size` warm sandboxes; callers wait up to 1 s for a free one.
+    /// `size` warm sandboxes (1 to [`MAX_POOL_SIZE`]); callers wait up to 1 s for a free one.
     pub fn new(size: usize) -> Self {
         PoolConfig {
             size,
@@ -109,6 +113,12 @@ impl SandboxPool {
             return Err(Error::invalid_arguments(
                 "a pool needs at least one sandbox: give a size of 1 or more",
             ));
+        }
+        if config.size > MAX_POOL_SIZE {
+            return Err(Error::invalid_arguments(format!(
+                "a pool of {} sandboxes is more than the {MAX_POOL_SIZE} a pool holds: give a smaller size (a few per CPU is plenty)",
+                config.size
+            )));
         }
         let mut sandboxes = Vec::with_capacity(config.size);
         for _ in 0..config.size {

@@ -256,13 +256,15 @@ impl SandboxBuilder {
             .function_imports
             .iter()
             .any(|i| crate::wasi::is_wasi_module(&i.module));
+        // A configuration is checked even for a module that does not use
+        // WASI: a directory that does not exist is a mistake either way.
+        if let Some(config) = &self.wasi {
+            config.validate()?;
+        }
         let wasi = match (imports_wasi, self.wasi) {
             (true, config) => Some(config.unwrap_or_default()),
             (false, _) => None,
         };
-        if let Some(config) = &wasi {
-            config.validate()?;
-        }
         if self.limits.output == 0 {
             return Err(Error::new(
                 ErrorKind::InvalidArguments,
