@@ -147,8 +147,7 @@ pub fn serve(args: ServeArgs) -> Result<u8, String> {
         return Err(format!(
             "--max-concurrency {concurrency} is more than the {} requests a server can track at once",
             Semaphore::MAX_PERMITS
-        )
-        .into());
+        ));
     }
     let server = Arc::new(Server {
         module_name: args.module.display().to_string(),
