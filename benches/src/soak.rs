@@ -4,7 +4,10 @@
 //! fuel, timeout, host error, host panic, cancellation from another thread,
 //! and growth of memory and table followed by a trap — in a shuffled order.
 //!
-//! After every call: the call ended the expected way, and the sandbox equals
+//! Three sandboxes: one limited by fuel, one by a 2 ms timeout (for
+//! timeouts and cancels), one with a 1 s timeout for the calls that must
+//! reach the stack or memory limit. After every call: the call ended the
+//! expected way, and the sandbox equals
 //! the snapshot of an independently built twin (memory bytes and size,
 //! globals, tables, segments). Resident memory, open descriptors and
 //! mappings are read at start, after a warm-up of 1% of the calls and at
@@ -35,9 +38,13 @@ const SECRET_EVERYWHERE: i32 = SECRET | 0x4000_0000;
 enum Target {
     /// Limited by fuel (so a loop ends `out_of_fuel`).
     Fuelled,
-    /// Limited by a timeout only (loops end by timeout or cancellation;
-    /// deep recursion reaches the stack limit before any fuel limit).
+    /// Limited by a short timeout only: loops end by timeout or
+    /// cancellation.
     Timed,
+    /// A generous timeout and no fuel: deep recursion and growth reach the
+    /// stack and memory limits first (on a loaded machine they can take
+    /// longer than the short timeout).
+    Roomy,
 }
 
 /// One kind of call and how it must end.
@@ -168,21 +175,21 @@ fn exit_paths() -> Vec<ExitPath> {
         ),
         path(
             "out of memory",
-            Target::Timed,
+            Target::Roomy,
             "out_of_memory",
             secret,
             Some(K::OutOfMemory),
         ),
         path(
             "stack overflow",
-            Target::Timed,
+            Target::Roomy,
             "stack_overflow",
             secret,
             Some(K::StackOverflow),
         ),
         path(
             "stack overflow, big frames",
-            Target::Timed,
+            Target::Roomy,
             "stack_overflow_big_frames",
             secret,
             Some(K::StackOverflow),
@@ -214,6 +221,7 @@ fn builder(module: &cleanslate::Module, target: Target) -> SandboxBuilder {
     match target {
         Target::Fuelled => builder.fuel(200_000),
         Target::Timed => builder.timeout(Duration::from_millis(2)),
+        Target::Roomy => builder.timeout(Duration::from_secs(1)),
     }
 }
 
@@ -285,6 +293,7 @@ fn main() {
     let at_start = resources();
     let mut fuelled = subject(&module, Target::Fuelled);
     let mut timed = subject(&module, Target::Timed);
+    let mut roomy = subject(&module, Target::Roomy);
 
     // Cancels land from this thread: on request, it retries until a call is
     // running, then cancels it. After the call returns, the main thread
@@ -334,6 +343,7 @@ fn main() {
         let subject = match path.target {
             Target::Fuelled => &mut fuelled,
             Target::Timed => &mut timed,
+            Target::Roomy => &mut roomy,
         };
         if path.cancel {
             cancel_tx.send(()).expect("the canceller runs");
@@ -440,6 +450,7 @@ fn report(
         let target = match path.target {
             Target::Fuelled => "fuel 200,000",
             Target::Timed => "timeout 2 ms",
+            Target::Roomy => "timeout 1 s",
         };
         let expected = t.calls - t.wrong_outcome;
         let note = if t.cancel_became_timeout > 0 {
