@@ -95,6 +95,10 @@ fn module() -> &'static Module {
     })
 }
 
+/// The message of the host function's panic on request (a libFuzzer
+/// driver must let exactly this panic unwind).
+pub const REQUESTED_PANIC: &str = "the host function panicked on request";
+
 /// `kv.get`: echoes its input reversed; input starting with `E` fails,
 /// with `P` panics (setting `panic_requested` first: a `HostPanic` without
 /// it would be a panic of the host's own making), with `L` returns four
@@ -104,7 +108,7 @@ fn kv_get(input: &[u8], panic_requested: &AtomicBool) -> Result<Vec<u8>, cleansl
         Some(b'E') => Err("the host refused".into()),
         Some(b'P') => {
             panic_requested.store(true, Ordering::SeqCst);
-            panic!("the host function panicked on request");
+            std::panic::panic_any(REQUESTED_PANIC);
         }
         Some(b'L') => {
             let len = input

@@ -199,7 +199,11 @@ mod tests {
         fn at(&self, offset: usize) -> *mut u8 {
             // Offsets up to and including the end are valid to point at;
             // the allocator only dereferences inside handed-out blocks.
-            self.bytes.as_ptr().cast::<u8>().cast_mut().wrapping_add(offset)
+            self.bytes
+                .as_ptr()
+                .cast::<u8>()
+                .cast_mut()
+                .wrapping_add(offset)
         }
     }
 
@@ -232,7 +236,10 @@ mod tests {
         assert_eq!(bump.heap.grown_pages.get(), 2);
         // SAFETY: as above.
         let refused = unsafe { bump.alloc(layout(2 * PAGE, 8)) };
-        assert!(refused.is_null(), "growth past the limit is a null allocation");
+        assert!(
+            refused.is_null(),
+            "growth past the limit is a null allocation"
+        );
     }
 
     #[test]
@@ -298,7 +305,10 @@ mod tests {
         unsafe {
             assert!(bump.alloc(layout(isize::MAX as usize - 64, 1)).is_null());
             let a = bump.alloc(layout(8, 8));
-            assert!(bump.realloc(a, layout(8, 8), isize::MAX as usize - 64).is_null());
+            assert!(
+                bump.realloc(a, layout(8, 8), isize::MAX as usize - 64)
+                    .is_null()
+            );
         }
     }
 }

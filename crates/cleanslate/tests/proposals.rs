@@ -146,3 +146,34 @@ fn a_table_of_exception_references_resets() {
         }
     });
 }
+
+/// Reference types: a mutable `funcref` global whose initial value is a
+/// function that no export, element segment or code names (found by the
+/// `load_module` fuzz target: building failed with `unrecoverable`, the
+/// snapshot could not name the function).
+#[test]
+fn a_global_holding_an_otherwise_unnamed_function_snapshots_and_resets() {
+    let module = Runtime::new()
+        .unwrap()
+        .load_bytes(
+            r#"(module
+              (func $hidden (result i32) (i32.const 42))
+              (type $give (func (result i32)))
+              (table 1 funcref)
+              (global $g (mut funcref) (ref.func $hidden))
+              (func (export "clear") (global.set $g (ref.null func)))
+              (func (export "call_it") (result i32)
+                (table.set (i32.const 0) (global.get $g))
+                (call_indirect (type $give) (i32.const 0))))"#,
+        )
+        .unwrap();
+    on_both_strategies(|strategy| {
+        let mut twin = twin(&module, |b| b.reset_strategy(strategy));
+        assert_eq!(twin.sandbox.call("call_it", &[]).unwrap(), [Val::I32(42)]);
+        twin.sandbox.call("clear", &[]).unwrap();
+        assert_matches_twin(&mut twin);
+        // The global holds the function again, not null.
+        assert_eq!(twin.sandbox.call("call_it", &[]).unwrap(), [Val::I32(42)]);
+        assert_matches_twin(&mut twin);
+    });
+}

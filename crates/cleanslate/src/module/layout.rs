@@ -283,6 +283,9 @@ pub(crate) fn analyse(wasm: &[u8]) -> Result<ModuleLayout, Error> {
             Payload::TableSection(reader) => {
                 for table in reader.clone() {
                     let table = table.map_err(invalid)?;
+                    if let wasmparser::TableInit::Expr(init) = &table.init {
+                        note_function_references(init, &mut layout).map_err(invalid)?;
+                    }
                     layout.tables.push(TableLayout {
                         index: layout.tables.len() as u32,
                         table64: table.ty.table64,
@@ -307,6 +310,10 @@ pub(crate) fn analyse(wasm: &[u8]) -> Result<ModuleLayout, Error> {
             Payload::GlobalSection(reader) => {
                 for global in reader.clone() {
                     let global = global.map_err(invalid)?;
+                    // A global may start out holding a function no export,
+                    // element or code names (found by the load_module
+                    // fuzz target): snapshots must be able to name it.
+                    note_function_references(&global.init_expr, &mut layout).map_err(invalid)?;
                     layout.globals.push(GlobalLayout {
                         index: layout.globals.len() as u32,
                         mutable: global.ty.mutable,
@@ -337,14 +344,8 @@ pub(crate) fn analyse(wasm: &[u8]) -> Result<ModuleLayout, Error> {
                         }
                         wasmparser::ElementItems::Expressions(ty, exprs) => {
                             for expr in exprs.clone() {
-                                let mut ops = expr.map_err(invalid)?.get_operators_reader();
-                                while !ops.eof() {
-                                    if let Operator::RefFunc { function_index } =
-                                        ops.read().map_err(invalid)?
-                                    {
-                                        layout.referenceable_functions.insert(function_index);
-                                    }
-                                }
+                                note_function_references(&expr.map_err(invalid)?, &mut layout)
+                                    .map_err(invalid)?;
                             }
                             (exprs.count(), ty.is_func_ref())
                         }
@@ -469,6 +470,20 @@ fn scan_body(
                 layout.referenceable_functions.insert(function_index);
             }
             _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// Record the functions a constant expression takes a reference to.
+fn note_function_references(
+    expr: &wasmparser::ConstExpr<'_>,
+    layout: &mut ModuleLayout,
+) -> Result<(), wasmparser::BinaryReaderError> {
+    let mut ops = expr.get_operators_reader();
+    while !ops.eof() {
+        if let Operator::RefFunc { function_index } = ops.read()? {
+            layout.referenceable_functions.insert(function_index);
         }
     }
     Ok(())

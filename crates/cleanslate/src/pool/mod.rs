@@ -320,7 +320,7 @@ impl SandboxPool {
             deadline: waited.checked_add(self.shared.config.max_wait),
             alarm: None,
             cancel,
-            waker_seen: None,
+            cancel_registration: None,
         };
         match wait.await {
             WaitEnd::Sandbox(sandbox) => Ok(self.checked_out(sandbox, waited)),
@@ -445,8 +445,8 @@ struct WaitForSandbox<'a> {
     alarm: Option<(DeadlineTicket, Waker)>,
     /// The call's cancel token, which wakes the task when cancelled.
     cancel: Option<&'a CancelToken>,
-    /// The waker last registered with the token.
-    waker_seen: Option<Waker>,
+    /// Its registration with the token, once it has one.
+    cancel_registration: Option<u64>,
 }
 
 impl Future for WaitForSandbox<'_> {
@@ -456,10 +456,12 @@ impl Future for WaitForSandbox<'_> {
         let shared = self.shared;
         // Dropping `self` leaves the queue.
         if let Some(token) = self.cancel {
-            if token.wake_on_cancel(cx.waker()) {
+            let mut registration = self.cancel_registration;
+            let cancelled = token.wake_on_cancel(cx.waker(), &mut registration);
+            self.cancel_registration = registration;
+            if cancelled {
                 return Poll::Ready(WaitEnd::Cancelled);
             }
-            self.waker_seen = Some(cx.waker().clone());
         }
         let mut idle = shared.lock_idle();
         if let Some(sandbox) = idle.sandboxes.pop() {
@@ -514,7 +516,7 @@ impl WaitForSandbox<'_> {
 impl Drop for WaitForSandbox<'_> {
     fn drop(&mut self) {
         if let Some(token) = self.cancel {
-            token.forget_task(self.waker_seen.as_ref());
+            token.forget_task(self.cancel_registration);
         }
         let Some(ticket) = self.ticket else { return };
         let mut idle = self.shared.lock_idle();

@@ -54,7 +54,11 @@ struct TokenState {
 #[derive(Default)]
 struct Watchers {
     engines: Vec<wasmtime::Engine>,
-    tasks: Vec<Waker>,
+    /// Waiting tasks by registration number. Identity is the number, not
+    /// `Waker::will_wake`, which is only best-effort (Miri showed two
+    /// clones of one waker comparing unequal).
+    tasks: Vec<(u64, Waker)>,
+    next_task: u64,
 }
 
 impl CancelToken {
@@ -75,7 +79,7 @@ impl CancelToken {
             // state at once instead of at its next deadline tick.
             engine.increment_epoch();
         }
-        for task in watchers.tasks {
+        for (_, task) in watchers.tasks {
             task.wake();
         }
     }
@@ -110,27 +114,38 @@ impl CancelToken {
     }
 
     /// Wake `task` when the token is cancelled (a call waiting for a
-    /// pool's sandbox). Returns whether it is cancelled already.
-    pub(crate) fn wake_on_cancel(&self, task: &Waker) -> bool {
+    /// pool's sandbox). `registration` is the waiter's slot: empty the
+    /// first time, then its number, so a re-poll replaces its waker instead
+    /// of adding one. Returns whether the token is cancelled already.
+    pub(crate) fn wake_on_cancel(&self, task: &Waker, registration: &mut Option<u64>) -> bool {
         let mut watchers = self.watchers();
         // Checked under the lock `cancel` takes after setting the flag, so
         // a cancel cannot fall between this check and the registration.
         if self.is_cancelled() {
             return true;
         }
-        if !watchers.tasks.iter().any(|t| t.will_wake(task)) {
-            watchers.tasks.push(task.clone());
+        let existing =
+            registration.and_then(|id| watchers.tasks.iter_mut().find(|(i, _)| *i == id));
+        match existing {
+            Some((_, waker)) => waker.clone_from(task),
+            None => {
+                let id = watchers.next_task;
+                watchers.next_task += 1;
+                watchers.tasks.push((id, task.clone()));
+                *registration = Some(id);
+            }
         }
         false
     }
 }
 
 impl CancelToken {
-    /// Stop waking `task` (its wait ended): a token that lives long, across
-    /// many calls, must not collect the wakers of every wait it saw.
-    pub(crate) fn forget_task(&self, task: Option<&Waker>) {
-        if let Some(task) = task {
-            self.watchers().tasks.retain(|t| !t.will_wake(task));
+    /// Stop waking the task of `registration` (its wait ended): a token
+    /// that lives long, across many calls, must not collect the wakers of
+    /// every wait it saw.
+    pub(crate) fn forget_task(&self, registration: Option<u64>) {
+        if let Some(id) = registration {
+            self.watchers().tasks.retain(|(i, _)| *i != id);
         }
     }
 }
@@ -162,17 +177,18 @@ mod tests {
         let token = CancelToken::new();
         let count = Arc::new(CountWakes(AtomicUsize::new(0)));
         let waker = Waker::from(count.clone());
-        assert!(!token.wake_on_cancel(&waker));
-        assert!(!token.wake_on_cancel(&waker), "registered once");
-        assert_eq!(token.watchers().tasks.len(), 1);
-        token.forget_task(Some(&waker));
+        let mut registration = None;
+        assert!(!token.wake_on_cancel(&waker, &mut registration));
+        assert!(!token.wake_on_cancel(&waker.clone(), &mut registration));
+        assert_eq!(token.watchers().tasks.len(), 1, "registered once");
+        token.forget_task(registration.take());
         assert!(token.watchers().tasks.is_empty(), "forgotten");
-        assert!(!token.wake_on_cancel(&waker));
+        assert!(!token.wake_on_cancel(&waker, &mut registration));
         let clone = token.clone();
         clone.cancel();
         assert!(token.is_cancelled());
         assert_eq!(count.0.load(Ordering::SeqCst), 1);
-        assert!(token.wake_on_cancel(&waker), "already cancelled");
+        assert!(token.wake_on_cancel(&waker, &mut None), "already cancelled");
         token.cancel();
         assert_eq!(count.0.load(Ordering::SeqCst), 1, "no second wake");
     }
