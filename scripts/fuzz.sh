@@ -27,7 +27,7 @@ for target in "${targets[@]}"; do
     set +e
     cargo +nightly fuzz run -O -s none "$target" -- \
         -max_total_time="$seconds" -max_len="${max_len[$target]:-4096}" \
-        -timeout=30 -rss_limit_mb=4096 -print_final_stats=1 2>&1 | tee "$log" | grep -E "^#[0-9]+ +(pulse|DONE|NEW)" | tail -3
+        -timeout=30 -rss_limit_mb=4096 -print_final_stats=1 2>&1 | tee "$log" | grep -E "^#[0-9]+[[:space:]]+(pulse|DONE)" | tail -3
     status=${PIPESTATUS[0]}
     set -e
     runs=$(grep -oP 'stat::number_of_executed_units: *\K[0-9]+' "$log" | tail -1)
