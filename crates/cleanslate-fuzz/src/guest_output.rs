@@ -16,7 +16,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use arbitrary::Unstructured;
-use cleanslate::{ErrorKind, Module, Sandbox, Status};
+use cleanslate::{ErrorKind, Module, Sandbox};
 
 use crate::tally::outcome_name;
 use crate::{Finding, Tally, runtime};
@@ -225,23 +225,7 @@ pub fn check(data: &[u8], tally: &mut Tally) -> Result<(), Finding> {
             }
             Err(_) => {}
         }
-        if sandbox.status() != Status::Ready {
-            return Err(Finding(format!(
-                "sandbox left {:?}: {}",
-                sandbox.status(),
-                describe()
-            )));
-        }
-        let now = sandbox
-            .snapshot()
-            .map_err(|e| Finding(format!("cannot snapshot ({e}) after {}", describe())))?;
-        let differences = oracle.differences(&now);
-        if !differences.is_empty() || now.memory_sizes() != oracle.memory_sizes() {
-            return Err(Finding(format!(
-                "state differs from the oracle ({differences:?}) after {}",
-                describe()
-            )));
-        }
+        crate::oracle::assert_clean(&mut sandbox, &oracle, describe)?;
     }
     Ok(())
 }

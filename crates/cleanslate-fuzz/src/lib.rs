@@ -24,6 +24,7 @@
 
 pub mod guest_output;
 pub mod load_module;
+mod oracle;
 pub mod reset_invariant;
 mod tally;
 

@@ -13,7 +13,7 @@
 use std::time::Duration;
 
 use arbitrary::Unstructured;
-use cleanslate::{ErrorKind, ResetStrategy, Sandbox, Status, Val, ValType};
+use cleanslate::{ErrorKind, ResetStrategy, Sandbox, Val, ValType};
 
 use crate::tally::outcome_name;
 use crate::{Finding, Tally, runtime};
@@ -201,25 +201,7 @@ pub fn check(data: &[u8], tally: &mut Tally) -> Result<(), Finding> {
         {
             return Err(Finding(format!("the reset failed: {}", describe())));
         }
-        if sandbox.status() != Status::Ready {
-            return Err(Finding(format!(
-                "sandbox left {:?}: {}",
-                sandbox.status(),
-                describe()
-            )));
-        }
-        let now = sandbox
-            .snapshot()
-            .map_err(|e| Finding(format!("cannot snapshot ({e}) after {}", describe())))?;
-        let differences = oracle.differences(&now);
-        if !differences.is_empty() || now.memory_sizes() != oracle.memory_sizes() {
-            return Err(Finding(format!(
-                "state differs from the oracle ({differences:?}, sizes {:?} vs {:?}) after {}",
-                now.memory_sizes(),
-                oracle.memory_sizes(),
-                describe()
-            )));
-        }
+        crate::oracle::assert_clean(&mut sandbox, &oracle, describe)?;
     }
     Ok(())
 }
