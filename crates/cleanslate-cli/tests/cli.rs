@@ -125,7 +125,7 @@ fn limits_from_flags_produce_the_right_kinds() {
 
 #[test]
 fn calls_can_come_from_a_file_or_standard_input() {
-    let dir = std::env::temp_dir().join(format!("cleanslate-cli-{}", std::process::id()));
+    let dir = std::env::temp_dir().join(format!("cleanslate-cli-calls-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let file = dir.join("calls.txt");
     std::fs::write(&file, "# a comment\nadd:1,2\n\nadd:3,4\n").unwrap();
@@ -338,12 +338,19 @@ const DATA_WAT: &str = r#"(module
     (drop (call $fd_write (i32.const 1) (i32.const 0) (i32.const 1) (i32.const 8)))
     (call $record (i32.const 0) (i32.const 0) (i32.const 0))))"#;
 
+/// The data guest as a file, written once per test process: tests run in
+/// parallel, and rewriting it while another test's command reads it gave
+/// that command an empty file.
 fn data_guest() -> std::path::PathBuf {
-    let dir = std::env::temp_dir().join(format!("cleanslate-cli-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join("data.wat");
-    std::fs::write(&path, DATA_WAT).unwrap();
-    path
+    static PATH: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
+    PATH.get_or_init(|| {
+        let dir = std::env::temp_dir().join(format!("cleanslate-cli-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("data.wat");
+        std::fs::write(&path, DATA_WAT).unwrap();
+        path
+    })
+    .clone()
 }
 
 #[test]
