@@ -49,9 +49,11 @@ pub(super) fn restore_in_place(
         let written = tracker.written(base, len).map_err(|e| {
             Declined::Failed(format!("scanning memory {i} for written pages failed: {e}"))
         })?;
-        // Injected: stop after half the pages were copied back (or at the
-        // end, if fewer than two were).
-        let mut copy_fails_after = faults.fire(Fault::FailCopy).then(|| written.pages() / 2);
+        // Injected: stop once half this memory's written pages were copied
+        // back (or at the end, if fewer than two were).
+        let copy_fails_at = faults
+            .fire(Fault::FailCopy)
+            .then(|| pages + written.pages() / 2);
         let data = memory.data_mut(&mut live.store);
         let mut protect = DirtyPages::default();
         // Adjacent pages to restore are copied as one run: one large copy
@@ -76,13 +78,9 @@ pub(super) fn restore_in_place(
                     }
                 };
                 if restore {
-                    match copy_fails_after {
-                        Some(0) => {
-                            copy.flush(data, &expected.bytes);
-                            return Err(Declined::Failed(Fault::FailCopy.message()));
-                        }
-                        Some(n) => copy_fails_after = Some(n - 1),
-                        None => {}
+                    if copy_fails_at == Some(pages) {
+                        copy.flush(data, &expected.bytes);
+                        return Err(Declined::Failed(Fault::FailCopy.message()));
                     }
                     copy.add(page, data, &expected.bytes);
                     pages += 1;
@@ -90,7 +88,7 @@ pub(super) fn restore_in_place(
             }
         }
         copy.flush(data, &expected.bytes);
-        if copy_fails_after.is_some() {
+        if copy_fails_at.is_some() {
             return Err(Declined::Failed(Fault::FailCopy.message()));
         }
         // Copy first, then protect: protecting first would make the copy
