@@ -252,3 +252,71 @@ fn inline_async_calls_leave_a_worker_free() {
     assert_eq!(pool.idle(), 2);
     assert_eq!(pool.metrics().calls("canary", "ok"), 40);
 }
+
+/// A slow inline call does not stop the runtime's I/O: while a guest spins
+/// on the worker that was waiting for I/O (the one tokio leaves alone,
+/// tokio-rs/tokio#4730), a task blocked on a socket is still woken. The
+/// server's accept loop is such a task.
+#[test]
+fn a_slow_inline_call_leaves_the_runtime_its_io() {
+    use std::io::{Read, Write};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let pool = pool(1, Duration::from_secs(10));
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_io()
+        .build()
+        .unwrap();
+    let (trigger, echo) = runtime.block_on(async {
+        let trigger = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let echo = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        (trigger, echo)
+    });
+    let trigger_address = trigger.local_addr().unwrap();
+    let echo_address = echo.local_addr().unwrap();
+    // Woken by I/O, this task runs the spinning guest (300 ms timeout).
+    let spinner = runtime.spawn({
+        let pool = pool.clone();
+        async move {
+            let (mut socket, _) = trigger.accept().await.unwrap();
+            socket.read_u8().await.unwrap();
+            pool.call_async_inline(&cleanslate::Call::values("spin", &[]))
+                .await
+        }
+    });
+    // Waits for I/O the whole time: it answers each connection with a byte.
+    runtime.spawn(async move {
+        loop {
+            let (mut socket, _) = echo.accept().await.unwrap();
+            socket.write_u8(7).await.unwrap();
+        }
+    });
+    // Both workers park: one on the I/O driver, one on a condvar.
+    std::thread::sleep(Duration::from_millis(50));
+    std::net::TcpStream::connect(trigger_address)
+        .unwrap()
+        .write_all(&[1])
+        .unwrap();
+    let started = std::time::Instant::now();
+    while pool.metrics().in_use() == 0 {
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "no call started"
+        );
+        std::thread::yield_now();
+    }
+    let mut reply = [0u8];
+    std::net::TcpStream::connect(echo_address)
+        .unwrap()
+        .read_exact(&mut reply)
+        .unwrap();
+    assert_eq!(reply, [7]);
+    assert_eq!(
+        pool.metrics().in_use(),
+        1,
+        "the I/O task was answered only after the guest ended"
+    );
+    let err = runtime.block_on(spinner).unwrap().unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Timeout);
+}

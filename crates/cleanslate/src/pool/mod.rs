@@ -8,6 +8,7 @@
 //! is built on a background thread, so one failed reset never shrinks the
 //! pool for good.
 
+mod driver_handoff;
 mod metrics;
 
 use std::collections::VecDeque;
@@ -217,7 +218,11 @@ impl SandboxPool {
     /// runs more calls than it has sandboxes, so give the runtime more
     /// worker threads than the pool has sandboxes, and other tasks keep
     /// running even while every sandbox runs a slow guest (set a
-    /// [`timeout`](crate::SandboxBuilder::timeout) to bound that).
+    /// [`timeout`](crate::SandboxBuilder::timeout) to bound that). On a
+    /// multi-threaded tokio runtime, a call still running after 5 ms wakes
+    /// a free worker to poll the runtime's sockets and timers, which tokio
+    /// would otherwise leave unpolled until the call returns if the call's
+    /// worker was the one polling them.
     ///
     /// ```
     /// # use cleanslate::{Call, PoolConfig, Runtime, Sandbox, SandboxPool, Val};
@@ -232,9 +237,9 @@ impl SandboxPool {
     /// ```
     pub async fn call_async_inline(&self, call: &Call) -> Result<CallResult, Error> {
         let name = call.function();
-        self.checkout_async(name, call.cancel.as_ref())
-            .await?
-            .run(name, |sandbox| sandbox.call_with(call))
+        let checkout = self.checkout_async(name, call.cancel.as_ref()).await?;
+        let _handoff = driver_handoff::arm(self.shared.builder.module().runtime());
+        checkout.run(name, |sandbox| sandbox.call_with(call))
     }
 
     /// Make the next reset of one idle sandbox suffer `fault` (tests of the
