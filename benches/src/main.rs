@@ -4,7 +4,10 @@
 //! target checks and a plot into docs/BENCHMARKS.md and docs/benchmarks/.
 //!
 //! Run: `cargo run --release -p cleanslate-benches --bin compare`
-//! (`-- --quick` for a short smoke run that writes nothing).
+//! (`-- --quick` for a short smoke run that writes nothing;
+//! `-- --write-guest DIR` writes the two guests, `dirty_16mib.wasm` and
+//! `dirty_1gib.wasm`, for `cleanslate bench DIR/dirty_16mib.wasm dirty:K,STRIDE`
+//! or a profiler, and exits).
 
 mod doc_section;
 mod guest;
@@ -41,6 +44,25 @@ struct Budget {
 }
 
 fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if let Some(at) = args.iter().position(|a| a == "--write-guest") {
+        let Some(dir) = args.get(at + 1) else {
+            eprintln!("--write-guest needs a directory");
+            std::process::exit(2);
+        };
+        for (bytes, name) in [
+            (16u64 << 20, "dirty_16mib.wasm"),
+            (1 << 30, "dirty_1gib.wasm"),
+        ] {
+            let path = std::path::Path::new(dir).join(name);
+            if let Err(e) = std::fs::write(&path, guest::module(bytes)) {
+                eprintln!("cannot write {}: {e}", path.display());
+                std::process::exit(1);
+            }
+            println!("{}", path.display());
+        }
+        return;
+    }
     let quick = std::env::args().any(|a| a == "--quick");
     let budget = if quick {
         Budget {

@@ -52,6 +52,8 @@ pub struct ResetRecord {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<&'static str>,
     pub dirty_pages: u64,
+    /// Whether the in-place path walked the page tables for written pages.
+    pub scanned_page_tables: bool,
     pub micros: f64,
     pub verified: bool,
 }
@@ -99,6 +101,7 @@ impl ResetRecord {
                 path: r.path().as_str(),
                 reason: r.fallback_reason().map(|f| f.as_str()),
                 dirty_pages: r.dirty_pages(),
+                scanned_page_tables: r.scanned_page_tables(),
                 micros: (r.duration().as_nanos() as f64 / 10.0).round() / 100.0,
                 verified: r.verified(),
             },
@@ -106,6 +109,7 @@ impl ResetRecord {
                 path: "none",
                 reason: None,
                 dirty_pages: 0,
+                scanned_page_tables: false,
                 micros: 0.0,
                 verified: false,
             },

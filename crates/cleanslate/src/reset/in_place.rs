@@ -7,7 +7,7 @@
 
 use wasmtime::Ref;
 
-use super::dirty::{DirtyPages, DirtyTracker, PAGE, Restore};
+use super::dirty::{DirtyPages, DirtyTracker, FaultWindow, PAGE, Restore, thread_faults};
 use super::report::FallbackReason;
 use super::{Fault, PendingFaults};
 use crate::module::Module;
@@ -23,17 +23,33 @@ pub(super) enum Declined {
     Failed(String),
 }
 
-/// Restore `live` to `image` in place; returns the host pages copied.
+/// What an in-place reset did.
+pub(super) struct InPlaceDone {
+    /// Host pages copied back.
+    pub pages: u64,
+    /// Whether the page tables were scanned (else only hot pages were
+    /// examined).
+    pub scanned: bool,
+}
+
+/// Restore `live` to `image` in place.
 pub(super) fn restore_in_place(
     module: &Module,
     image: &SnapshotImage,
     live: &mut LiveInstance,
     faults: &mut PendingFaults,
-) -> Result<u64, Declined> {
+) -> Result<InPlaceDone, Declined> {
     let tracker = match (live.tracked, DirtyTracker::get()) {
         (true, Ok(tracker)) => tracker,
         _ => return Err(Declined::NotApplicable(FallbackReason::TrackingUnavailable)),
     };
+    // Read first: faults of the reset itself then count against the next
+    // window, which can only cost it a scan.
+    let faults_now = thread_faults();
+    let only_hot_written = live
+        .fault_window
+        .take()
+        .is_some_and(|window| window.only_hot_pages_written(faults_now));
     check_applicable(module, image, live).map_err(Declined::NotApplicable)?;
 
     let mut pages = 0;
@@ -46,9 +62,13 @@ pub(super) fn restore_in_place(
         faults
             .check(Fault::FailTracking)
             .map_err(Declined::Failed)?;
-        let written = tracker.written(base, len).map_err(|e| {
-            Declined::Failed(format!("scanning memory {i} for written pages failed: {e}"))
-        })?;
+        let written = if only_hot_written {
+            heat.hot_runs()
+        } else {
+            tracker.written(base, len).map_err(|e| {
+                Declined::Failed(format!("scanning memory {i} for written pages failed: {e}"))
+            })?
+        };
         // Injected: stop once half this memory's written pages were copied
         // back (or at the end, if fewer than two were).
         let copy_fails_at = faults
@@ -104,7 +124,11 @@ pub(super) fn restore_in_place(
     if module.inner.layout.mutations.table_write {
         restore_table_slots(image, live)?;
     }
-    Ok(pages)
+    live.fault_window = faults_now.map(FaultWindow::open);
+    Ok(InPlaceDone {
+        pages,
+        scanned: !only_hot_written,
+    })
 }
 
 /// A run of adjacent pages waiting to be copied back from the image.

@@ -97,7 +97,7 @@ impl ResetPlan<'_> {
         let mut restored = None;
         if let (None, Some(mut live)) = (fallback, self.live) {
             match in_place::restore_in_place(module, self.image, &mut live, &mut self.faults) {
-                Ok(pages) => restored = Some((live, pages)),
+                Ok(done) => restored = Some((live, done.pages, done.scanned)),
                 Err(in_place::Declined::NotApplicable(reason)) => fallback = Some(reason),
                 Err(in_place::Declined::Failed(problem)) => {
                     tracing::warn!(%problem, "in-place reset failed; replacing the instance");
@@ -106,9 +106,13 @@ impl ResetPlan<'_> {
             }
         }
         let fresh = restored.is_none();
-        let (mut live, pages) = match restored {
+        let (mut live, pages, scanned_page_tables) = match restored {
             Some(done) => done,
-            None => fresh::restore_fresh(self.factory, self.image, &mut self.faults)?,
+            None => {
+                let (live, pages) =
+                    fresh::restore_fresh(self.factory, self.image, &mut self.faults)?;
+                (live, pages, false)
+            }
         };
         verify::inject(&mut live, &mut self.faults);
         if self.verify {
@@ -126,6 +130,7 @@ impl ResetPlan<'_> {
             },
             fallback,
             dirty_pages: pages,
+            scanned_page_tables,
             duration: started.elapsed(),
             verified: self.verify,
         };

@@ -95,6 +95,7 @@ pub struct ResetReport {
     pub(crate) path: ResetPath,
     pub(crate) fallback: Option<FallbackReason>,
     pub(crate) dirty_pages: u64,
+    pub(crate) scanned_page_tables: bool,
     pub(crate) duration: Duration,
     pub(crate) verified: bool,
 }
@@ -113,6 +114,19 @@ impl ResetReport {
     /// Host pages (4 KiB) of memory written back from the snapshot.
     pub fn dirty_pages(&self) -> u64 {
         self.dirty_pages
+    }
+
+    /// Whether the in-place path walked the memory's page tables
+    /// (`PAGEMAP_SCAN`) to find the pages written since the last reset.
+    ///
+    /// It skips the walk, whose cost grows with the memory's size, when it
+    /// can prove the calls wrote only the pages it examines anyway: the
+    /// "hot" pages it keeps unprotected because calls write them every time.
+    /// The proof is that the one thread that ran those calls took no page
+    /// fault meanwhile (a write to any other page faults). Always `false` on
+    /// the fresh-instance path.
+    pub fn scanned_page_tables(&self) -> bool {
+        self.scanned_page_tables
     }
 
     /// Wall time the reset took, including verification.

@@ -357,6 +357,10 @@ pub(crate) fn enter_with<R>(
     env: &CallEnv<'_>,
     body: impl FnOnce(&mut LiveInstance, &Limits) -> Result<R, Error>,
 ) -> (Result<R, Error>, Captured) {
+    // Before anything of the call can write to the guest's memory.
+    if let Some(window) = live.fault_window.as_mut() {
+        window.note_call();
+    }
     let limits = &factory.limits;
     if let Err(e) = arm(live, limits, factory.wasi.as_ref(), env) {
         return (Err(e), Captured::default());

@@ -11,7 +11,7 @@ use crate::abi::ALLOC_EXPORT;
 use crate::error::{Captured, Error, ErrorKind};
 use crate::limits::{GrowthLimiter, Limits};
 use crate::module::Module;
-use crate::reset::dirty::{DirtyTracker, PAGE, PageHeat};
+use crate::reset::dirty::{DirtyTracker, FaultWindow, PAGE, PageHeat};
 use crate::sandbox::interrupt::{InterruptState, Interruption};
 use crate::wasi::{CallStdio, WasiConfig};
 
@@ -87,6 +87,9 @@ pub(crate) struct LiveInstance {
     pub tracked: bool,
     /// Per tracked memory: which pages are left unprotected.
     pub heat: Vec<PageHeat>,
+    /// Since the last in-place reset: whether a fault-free single thread
+    /// ran the calls, so the next reset may skip the scan. `None`: scan.
+    pub fault_window: Option<FaultWindow>,
 }
 
 /// Fuel given to internal helper calls (start, probes), which are either
@@ -198,6 +201,7 @@ impl InstanceFactory {
             function_indices,
             tracked: false,
             heat: Vec::new(),
+            fault_window: None,
         })
     }
 }

@@ -12,6 +12,10 @@
 //! every hot page is examined at every reset; a cold page is protected, so
 //! any write to it is reported. Either way, no changed page is missed.
 
+use std::collections::BTreeSet;
+
+use super::{DirtyPages, PAGE};
+
 /// A cold page written at two resets in a row becomes hot.
 const PROMOTE_AFTER_CONSECUTIVE: u32 = 2;
 /// A hot page found unchanged this many resets in a row becomes cold.
@@ -26,6 +30,8 @@ pub(crate) struct PageHeat {
     last_written: Vec<u32>,
     /// Resets so far (wrapping; a wrap costs at most one early promotion).
     generation: u32,
+    /// The hot pages, in order: a reset that needs no scan examines these.
+    hot_set: BTreeSet<u32>,
 }
 
 /// How the reset restores one reported page.
@@ -45,6 +51,7 @@ impl PageHeat {
             hot: vec![0; pages],
             last_written: vec![u32::MAX; pages],
             generation: 0,
+            hot_set: BTreeSet::new(),
         }
     }
 
@@ -66,6 +73,7 @@ impl PageHeat {
         self.last_written[page] = self.generation;
         if consecutive {
             self.hot[page] = 1;
+            self.hot_set.insert(page as u32);
             Restore::KeepHot
         } else {
             Restore::ThenProtect
@@ -82,15 +90,29 @@ impl PageHeat {
         self.hot[page] = self.hot[page].saturating_add(1);
         if self.hot[page] > DEMOTE_AFTER_UNCHANGED {
             self.hot[page] = 0;
+            self.hot_set.remove(&(page as u32));
             return true;
         }
         false
     }
 
+    /// The hot pages as byte ranges: what a scan would report if nothing
+    /// else was written (every hot page is unprotected, so it always
+    /// reports as written).
+    pub(crate) fn hot_runs(&self) -> DirtyPages {
+        let mut runs = DirtyPages::default();
+        for &page in &self.hot_set {
+            runs.push_page(page as usize * PAGE);
+        }
+        runs
+    }
+
     /// Number of hot pages (for tests and reports).
     #[cfg(test)]
     pub(crate) fn hot_pages(&self) -> usize {
-        self.hot.iter().filter(|h| **h > 0).count()
+        let count = self.hot.iter().filter(|h| **h > 0).count();
+        assert_eq!(count, self.hot_set.len(), "the hot set lost track");
+        count
     }
 }
 
@@ -106,6 +128,7 @@ mod tests {
         heat.next_reset();
         assert_eq!(heat.on_written(3), Restore::KeepHot);
         assert_eq!(heat.hot_pages(), 1);
+        assert_eq!(heat.hot_runs().ranges, vec![3 * PAGE..4 * PAGE]);
         heat.next_reset();
         assert_eq!(heat.on_written(3), Restore::IfChanged);
         assert!(!heat.on_hot_compared(3, true));
@@ -120,6 +143,7 @@ mod tests {
             "unchanged for {DEMOTE_AFTER_UNCHANGED} resets: protect again"
         );
         assert_eq!(heat.hot_pages(), 0);
+        assert!(heat.hot_runs().ranges.is_empty());
     }
 
     #[test]

@@ -14,9 +14,11 @@
 //! protected on the first reset after, which keeps the scan exact without
 //! protecting (and populating page tables for) untouched memory up front.
 
+mod fault_window;
 mod heat;
 mod sys;
 
+pub(crate) use fault_window::{FaultWindow, thread_faults};
 pub(crate) use heat::{PageHeat, Restore};
 
 use std::io;
