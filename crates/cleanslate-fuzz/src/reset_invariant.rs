@@ -177,6 +177,7 @@ pub fn check(data: &[u8], tally: &mut Tally) -> Result<(), Finding> {
         // pause (it may land before, during or after the call).
         let cancel_after = (u.int_in_range(0..=7u8).unwrap_or(1) == 0)
             .then(|| Duration::from_micros(u.int_in_range(0..=2_000u64).unwrap_or(0)));
+        let resets_before = sandbox.resets();
         let outcome = std::thread::scope(|scope| {
             if let Some(pause) = cancel_after {
                 let handle = handle.clone();
@@ -189,6 +190,13 @@ pub fn check(data: &[u8], tally: &mut Tally) -> Result<(), Finding> {
         });
         tally.calls += 1;
         tally.saw(outcome_name(&outcome));
+        if sandbox.resets() != resets_before
+            && sandbox.last_reset().is_some_and(|r| {
+                r.path() == cleanslate::ResetPath::InPlace && !r.scanned_page_tables()
+            })
+        {
+            tally.resets_without_scan += 1;
+        }
         let describe = || {
             format!(
                 "{strategy:?}, fuel {fuel:?}, timeout {timeout:?}: call {n} `{name}` {args:?} \

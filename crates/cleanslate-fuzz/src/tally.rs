@@ -29,6 +29,9 @@ pub struct Tally {
     pub calls: u64,
     /// How calls (or loads, for `load_module`) ended, by outcome name.
     pub outcomes: BTreeMap<String, u64>,
+    /// In-place resets that skipped the page-table scan (only hot pages
+    /// could have been written), each checked like every other.
+    pub resets_without_scan: u64,
 }
 
 impl Tally {
@@ -46,8 +49,8 @@ impl fmt::Display for Tally {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "{} inputs ({} skipped), {} calls checked; outcomes:",
-            self.inputs, self.skipped, self.calls
+            "{} inputs ({} skipped), {} calls checked ({} in-place resets without a scan); outcomes:",
+            self.inputs, self.skipped, self.calls, self.resets_without_scan
         )?;
         for (outcome, n) in &self.outcomes {
             write!(f, " {outcome}={n}")?;
