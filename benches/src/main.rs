@@ -123,17 +123,80 @@ fn main() {
         }
         Err(e) => eprintln!("real work: cannot build the Rust guest: {e}"),
     }
+    let scaling = size_scaling(&budget);
     let soak = if quick {
         None
     } else {
         Some(report::soak(1_000_000))
     };
-    let markdown = report::markdown(&cells, &real, soak.as_ref());
+    let markdown = report::markdown(&cells, &real, &scaling, soak.as_ref());
     println!("{markdown}");
     if !quick {
         report::write(&markdown, &cells)
             .unwrap_or_else(|e| eprintln!("could not write the report: {e}"));
     }
+}
+
+/// The in-place reset on the small and the large memory at the same K,
+/// measured in alternating batches so that drift of the machine (which at
+/// a microsecond per call moves medians by half between cells measured a
+/// minute apart) hits both alike: (K, small µs, large µs).
+fn size_scaling(budget: &Budget) -> Vec<(u64, f64, f64)> {
+    const BATCH: usize = 50;
+    let [(small_bytes, _), (large_bytes, _)] = SIZES;
+    let (small_wasm, large_wasm) = (guest::module(small_bytes), guest::module(large_bytes));
+    let mut rows = Vec::new();
+    for k in KS {
+        let prepare = |wasm: &[u8], bytes: u64| {
+            methods::prepare(
+                Method::CleanslateInPlace,
+                wasm,
+                bytes,
+                k,
+                guest::stride(bytes, k),
+            )
+        };
+        let (mut small, mut large) = match (
+            prepare(&small_wasm, small_bytes),
+            prepare(&large_wasm, large_bytes),
+        ) {
+            (Ok(small), Ok(large)) => (small, large),
+            (Err(e), _) | (_, Err(e)) => {
+                eprintln!("size scaling K={k}: {e}");
+                continue;
+            }
+        };
+        for _ in 0..budget.warmup {
+            small();
+            large();
+        }
+        let (mut small_ns, mut large_ns) = (Vec::new(), Vec::new());
+        let started = Instant::now();
+        while small_ns.len() < budget.max_iterations
+            && (small_ns.len() < budget.min_iterations || started.elapsed() < 2 * budget.time)
+        {
+            for (call, samples) in [(&mut small, &mut small_ns), (&mut large, &mut large_ns)] {
+                for _ in 0..BATCH {
+                    let t = Instant::now();
+                    call();
+                    samples.push(t.elapsed().as_nanos() as u64);
+                }
+            }
+        }
+        let median = |samples: &mut Vec<u64>| {
+            samples.sort_unstable();
+            samples[samples.len() / 2] as f64 / 1000.0
+        };
+        let row = (k, median(&mut small_ns), median(&mut large_ns));
+        eprintln!(
+            "size scaling K={k:<5} {:>10.2} µs vs {:>10.2} µs ({} calls each, alternating)",
+            row.1,
+            row.2,
+            small_ns.len()
+        );
+        rows.push(row);
+    }
+    rows
 }
 
 /// Median microseconds per call (call + reset) and the calls measured.
