@@ -140,6 +140,11 @@
     (drop (call $call_host (i32.const -2) (i32.const 6) (i32.const 0) (i32.const 0)))
     (call $record (i32.const 0) (i32.const 0) (i32.const 0)))
 
+  (func (export "host_name_huge") (param i32 i32) (result i32)
+    (call $leave_secret)
+    (drop (call $call_host (i32.const 0x200) (i32.const -1) (i32.const 0) (i32.const 0)))
+    (call $record (i32.const 0) (i32.const 0) (i32.const 0)))
+
   (func (export "panics") (param i32 i32) (result i32)
     (call $leave_secret)
     (call $log (i32.const 2) (i32.const 0x210) (i32.const 17))

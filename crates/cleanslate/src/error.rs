@@ -9,6 +9,7 @@
 //! [`Error::original_error`], and both appear in its message.
 
 use std::fmt;
+use std::sync::Arc;
 
 /// Why a guest trapped.
 ///
@@ -237,6 +238,9 @@ pub struct Error {
     exit_code: Option<i32>,
     /// What a WASI guest wrote before the call failed.
     captured: Option<Box<Captured>>,
+    /// The embedder's own error behind a `HostError` (what its host
+    /// function returned), reachable through `source()`.
+    source: Option<Arc<dyn std::error::Error + Send + Sync>>,
 }
 
 /// What a WASI guest wrote to stdout and stderr during one call.
@@ -256,7 +260,17 @@ impl Error {
             guest_message: None,
             exit_code: None,
             captured: None,
+            source: None,
         }
+    }
+
+    /// Keep the embedder's own error behind this one.
+    pub(crate) fn with_source(
+        mut self,
+        source: Option<Arc<dyn std::error::Error + Send + Sync>>,
+    ) -> Self {
+        self.source = source;
+        self
     }
 
     /// An error the guest itself reported (`GuestError`, `GuestPanic`),
@@ -414,9 +428,15 @@ impl fmt::Debug for Error {
     }
 }
 
+/// The cause behind this error: the call's original error when a reset
+/// failed after it, or the embedder's own error that a host function
+/// returned (for `HostError`), so `downcast_ref` finds the embedder's type.
 impl std::error::Error for Error {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        self.original
+        if let Some(original) = self.original.as_deref() {
+            return Some(original);
+        }
+        self.source
             .as_deref()
             .map(|e| e as &(dyn std::error::Error + 'static))
     }
@@ -443,6 +463,75 @@ mod tests {
         assert!(text.contains("memory differs at page 3"), "{text}");
         assert!(text.contains("guest hit unreachable"), "{text}");
         assert!(std::error::Error::source(&err).is_some());
+    }
+
+    /// Every kind, kept complete by the exhaustive match below: a new
+    /// variant does not compile until it is listed here.
+    fn every_kind() -> Vec<ErrorKind> {
+        let kinds = vec![
+            ErrorKind::Trap(TrapCode::Other),
+            ErrorKind::StackOverflow,
+            ErrorKind::OutOfMemory,
+            ErrorKind::OutOfFuel,
+            ErrorKind::Timeout,
+            ErrorKind::Cancelled,
+            ErrorKind::HostError,
+            ErrorKind::HostPanic,
+            ErrorKind::FunctionNotFound,
+            ErrorKind::InvalidArguments,
+            ErrorKind::InvalidModule,
+            ErrorKind::MissingImport,
+            ErrorKind::Instantiation,
+            ErrorKind::ResetFailed,
+            ErrorKind::Unrecoverable,
+            ErrorKind::Poisoned,
+            ErrorKind::GuestError,
+            ErrorKind::GuestPanic,
+            ErrorKind::InvalidGuestOutput,
+            ErrorKind::OutputTooLarge,
+            ErrorKind::Exited,
+            ErrorKind::PoolExhausted,
+            ErrorKind::UncaughtException,
+        ];
+        for kind in &kinds {
+            match kind {
+                ErrorKind::Trap(_)
+                | ErrorKind::StackOverflow
+                | ErrorKind::OutOfMemory
+                | ErrorKind::OutOfFuel
+                | ErrorKind::Timeout
+                | ErrorKind::Cancelled
+                | ErrorKind::HostError
+                | ErrorKind::HostPanic
+                | ErrorKind::FunctionNotFound
+                | ErrorKind::InvalidArguments
+                | ErrorKind::InvalidModule
+                | ErrorKind::MissingImport
+                | ErrorKind::Instantiation
+                | ErrorKind::ResetFailed
+                | ErrorKind::Unrecoverable
+                | ErrorKind::Poisoned
+                | ErrorKind::GuestError
+                | ErrorKind::GuestPanic
+                | ErrorKind::InvalidGuestOutput
+                | ErrorKind::OutputTooLarge
+                | ErrorKind::Exited
+                | ErrorKind::PoolExhausted
+                | ErrorKind::UncaughtException => {}
+            }
+        }
+        kinds
+    }
+
+    #[test]
+    fn the_readme_names_every_error_kind() {
+        let readme = include_str!("../../../README.md");
+        let missing: Vec<&str> = every_kind()
+            .into_iter()
+            .map(ErrorKind::as_str)
+            .filter(|name| !readme.contains(&format!("`{name}`")))
+            .collect();
+        assert!(missing.is_empty(), "README.md does not name {missing:?}");
     }
 
     #[test]

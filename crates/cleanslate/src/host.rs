@@ -88,6 +88,8 @@ pub(crate) enum HostFault {
     Error {
         function: String,
         message: String,
+        /// The embedder's own error, kept so [`Error`]'s `source()` reaches it.
+        source: Option<Arc<dyn std::error::Error + Send + Sync>>,
     },
     Panic {
         function: String,
@@ -104,7 +106,9 @@ pub(crate) enum HostFault {
 impl fmt::Display for HostFault {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            HostFault::Error { function, message } => {
+            HostFault::Error {
+                function, message, ..
+            } => {
                 write!(f, "host function `{function}` returned an error: {message}")
             }
             HostFault::Panic { function, message } => {
@@ -121,7 +125,9 @@ impl std::error::Error for HostFault {}
 impl HostFault {
     pub(crate) fn to_error(&self, export: &str) -> Error {
         match self {
-            HostFault::Error { .. } => Error::new(ErrorKind::HostError, format!("{self}")),
+            HostFault::Error { source, .. } => {
+                Error::new(ErrorKind::HostError, format!("{self}")).with_source(source.clone())
+            }
             HostFault::Panic { .. } => Error::new(ErrorKind::HostPanic, format!("{self}")),
             HostFault::Guest(error) => Error::new(error.kind(), error.message()),
             HostFault::GuestPanic { message } => {
@@ -277,7 +283,7 @@ impl HostFunctions {
             format!(
                 "the module has {} unresolved import(s): {}",
                 missing.len(),
-                missing.join("; ")
+                summarise(&missing, LISTED_MISSING_IMPORTS)
             ),
         ))
     }
@@ -317,6 +323,7 @@ impl HostFunctions {
                             wasmtime::Error::new(HostFault::Error {
                                 function: name.clone(),
                                 message: m,
+                                source: None,
                             })
                         })?;
                         call_bytes_host(caller, &qualified, &closure, ptr as u32, len as u32)
@@ -398,8 +405,17 @@ fn guest_string(
     ptr: u32,
     len: u32,
 ) -> wasmtime::Result<String> {
+    if len > MESSAGE_LIMIT {
+        return Err(wasmtime::Error::new(HostFault::Guest(Error::new(
+            ErrorKind::InvalidGuestOutput,
+            format!(
+                "the guest named a host function with {len} bytes; names are at most {} KiB",
+                MESSAGE_LIMIT / 1024
+            ),
+        ))));
+    }
     with_memory(caller, |memory| {
-        let bytes = memory.read(ptr, len.min(MESSAGE_LIMIT), "a host function name")?;
+        let bytes = memory.read(ptr, len, "a host function name")?;
         String::from_utf8(bytes.to_vec()).map_err(|_| {
             Error::new(
                 ErrorKind::InvalidGuestOutput,
@@ -449,6 +465,7 @@ fn call_bytes_host(
             return Err(wasmtime::Error::new(HostFault::Error {
                 function: function.to_string(),
                 message: e.to_string(),
+                source: Some(Arc::from(e)),
             }));
         }
         Ok(Err(HostFailure::BadInput(message))) => {
@@ -477,6 +494,7 @@ fn call_bytes_host(
                     "it returned {} bytes, more than a 32-bit guest can hold",
                     output.len()
                 ),
+                source: None,
             })
         })?;
     let alloc = caller.data().alloc.clone().ok_or_else(|| {
@@ -505,6 +523,20 @@ fn call_bytes_host(
         )
         .map_err(guest)?;
     Ok(pack(out_ptr, out_len))
+}
+
+/// How many unresolved imports an error names before it only counts the
+/// rest: a module can have a hundred thousand, and one line must stay
+/// readable.
+const LISTED_MISSING_IMPORTS: usize = 10;
+
+/// The first `shown` items joined, and a count of the others.
+fn summarise(items: &[String], shown: usize) -> String {
+    let listed = items[..items.len().min(shown)].join("; ");
+    match items.len().checked_sub(shown) {
+        Some(rest) if rest > 0 => format!("{listed}; ... and {rest} more"),
+        _ => listed,
+    }
 }
 
 fn func_type(engine: &wasmtime::Engine, signature: &Signature) -> Option<wasmtime::FuncType> {
@@ -543,6 +575,7 @@ fn wrap(function: String, signature: Signature, closure: HostClosure) -> Box<Tra
                 return Err(wasmtime::Error::new(HostFault::Error {
                     function: function.clone(),
                     message: e.to_string(),
+                    source: Some(Arc::from(e)),
                 }));
             }
             Err(payload) => {
@@ -565,6 +598,7 @@ fn wrap(function: String, signature: Signature, closure: HostClosure) -> Box<Tra
                     "it returned ({}) but the import's signature is {signature}",
                     got.join(", ")
                 ),
+                source: None,
             }));
         }
         for (slot, value) in results.iter_mut().zip(values) {

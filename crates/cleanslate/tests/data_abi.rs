@@ -187,6 +187,13 @@ fn hostile_host_calls_are_refused() {
             .unwrap_err();
         assert_eq!(err.kind(), ErrorKind::InvalidGuestOutput, "{err}");
         assert_clean_slate(&mut fx);
+        // A name longer than any host function's is refused by its real
+        // length, not the length of the prefix that was looked at.
+        let err = fx.sandbox.call_bytes("host_name_huge", b"").unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::InvalidGuestOutput, "{err}");
+        assert!(err.to_string().contains("4294967295"), "{err}");
+        assert!(!err.to_string().contains("65536"), "{err}");
+        assert_clean_slate(&mut fx);
     });
 }
 

@@ -233,6 +233,46 @@ fn host_function_panic_is_caught_and_reset() {
     });
 }
 
+/// The embedder's own error type, to be found again behind the call's error.
+#[derive(Debug)]
+struct QuotaExceeded {
+    tenant: &'static str,
+}
+
+impl std::fmt::Display for QuotaExceeded {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "tenant {} is over its quota", self.tenant)
+    }
+}
+
+impl std::error::Error for QuotaExceeded {}
+
+#[test]
+fn host_function_error_keeps_the_embedders_error_as_its_source() {
+    on_every_path(|path| {
+        let mut fx = path.fixture(|b| {
+            b.host_fn("cleanslate_demo", "host_op", |_| {
+                Err(Box::new(QuotaExceeded { tenant: "acme" }))
+            })
+        });
+        let err = fx
+            .sandbox
+            .call("call_host", &[Val::I32(path.secret), Val::I32(1)])
+            .unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::HostError, "{err}");
+        assert!(
+            err.to_string().contains("tenant acme is over its quota"),
+            "{err}"
+        );
+        let source = std::error::Error::source(&err).expect("the host's error is the source");
+        let quota = source
+            .downcast_ref::<QuotaExceeded>()
+            .expect("the source is the embedder's own type");
+        assert_eq!(quota.tenant, "acme");
+        assert_clean_slate(&mut fx);
+    });
+}
+
 #[test]
 fn host_function_returning_wrong_types_is_a_host_error() {
     let module = common::example_module();
@@ -326,6 +366,22 @@ fn missing_imports_are_all_listed() {
         assert!(text.contains(name), "{name} not listed in: {text}");
     }
     assert!(!text.contains("env.a:"), "provided import listed: {text}");
+}
+
+#[test]
+fn a_hundred_thousand_missing_imports_are_summarised_in_one_short_message() {
+    let imports: String = (0..100_000)
+        .map(|i| format!("(import \"env\" \"f{i}\" (func))"))
+        .collect();
+    let runtime = Runtime::new().unwrap();
+    let module = runtime.load_bytes(format!("(module {imports})")).unwrap();
+    let err = Sandbox::builder(&module).build().unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::MissingImport);
+    let text = err.to_string();
+    assert!(text.len() < 4096, "{} bytes of error message", text.len());
+    assert!(text.contains("100000 unresolved import"), "{text}");
+    assert!(text.contains("env.f0:"), "the first ones are named: {text}");
+    assert!(text.contains("99990 more"), "the rest are counted: {text}");
 }
 
 #[test]
