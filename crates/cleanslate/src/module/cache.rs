@@ -21,7 +21,7 @@ use std::fmt;
 use std::fs;
 use std::hash::{Hash, Hasher};
 use std::io::Write;
-use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -104,19 +104,44 @@ impl CacheEntry {
 
     /// The compiled bytes, if a trustworthy file holds them; `Err` says why
     /// a file that exists was not used. `Ok(None)`: no file.
+    ///
+    /// The directory and the file are opened without following links, and
+    /// the checks and the read use those same descriptors: what was checked
+    /// is what is read, whatever happens to the paths meanwhile.
     pub(crate) fn read(&self) -> Result<Option<Vec<u8>>, String> {
-        let metadata = match fs::symlink_metadata(&self.path) {
-            Ok(m) => m,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(format!("cannot stat {}: {e}", self.path.display())),
+        use rustix::fs::{Mode, OFlags};
+        use rustix::io::Errno;
+        let (Some(dir_path), Some(name)) = (self.path.parent(), self.path.file_name()) else {
+            return Err(format!("{} is not a file path", self.path.display()));
         };
-        trusted(&metadata, "file")?;
-        if let Some(dir) = self.path.parent() {
-            let dir_metadata =
-                fs::metadata(dir).map_err(|e| format!("cannot stat the cache directory: {e}"))?;
-            trusted(&dir_metadata, "directory")?;
-        }
-        let bytes = fs::read(&self.path).map_err(|e| format!("cannot read it: {e}"))?;
+        let no_follow = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+        let dir = match rustix::fs::open(dir_path, no_follow | OFlags::DIRECTORY, Mode::empty()) {
+            Ok(dir) => dir,
+            Err(Errno::NOENT) => return Ok(None),
+            Err(Errno::LOOP | Errno::NOTDIR) => {
+                return Err("the cache directory is not a regular directory".into());
+            }
+            Err(e) => return Err(format!("cannot open the cache directory: {e}")),
+        };
+        let dir_stat =
+            rustix::fs::fstat(&dir).map_err(|e| format!("cannot stat the cache directory: {e}"))?;
+        trusted(&dir_stat, Kind::Directory)?;
+        // NONBLOCK: a FIFO planted under the name must not block the open;
+        // it is then refused as not a regular file.
+        let file = match rustix::fs::openat(&dir, name, no_follow | OFlags::NONBLOCK, Mode::empty())
+        {
+            Ok(file) => file,
+            Err(Errno::NOENT) => return Ok(None),
+            Err(Errno::LOOP) => return Err("the cache file is not a regular file".into()),
+            Err(e) => return Err(format!("cannot open it: {e}")),
+        };
+        let file_stat = rustix::fs::fstat(&file).map_err(|e| format!("cannot stat it: {e}"))?;
+        trusted(&file_stat, Kind::File)?;
+        #[cfg(test)]
+        tests::after_the_checks();
+        let mut bytes = Vec::new();
+        std::io::Read::read_to_end(&mut fs::File::from(file), &mut bytes)
+            .map_err(|e| format!("cannot read it: {e}"))?;
         let Some(rest) = bytes.strip_prefix(MAGIC.as_slice()) else {
             return Err("not a cleanslate cache file (bad header)".into());
         };
@@ -127,7 +152,6 @@ impl CacheEntry {
         if Sha256::digest(payload).as_slice() != digest {
             return Err("corrupt (checksum mismatch)".into());
         }
-        let mut bytes = bytes;
         bytes.drain(..MAGIC.len() + DIGEST_LEN);
         Ok(Some(bytes))
     }
@@ -180,23 +204,27 @@ impl CacheEntry {
 /// also refuses artifacts of other versions).
 const WASMTIME_VERSION: &str = "wasmtime 48.0.8";
 
+#[derive(Clone, Copy)]
+enum Kind {
+    File,
+    Directory,
+}
+
 /// A cache file or directory must belong to this user and be writable by
 /// no one else: anyone who can write it can make us run their code.
-fn trusted(metadata: &fs::Metadata, what: &str) -> Result<(), String> {
-    let regular = if what == "file" {
-        metadata.file_type().is_file()
-    } else {
-        metadata.is_dir()
+fn trusted(stat: &rustix::fs::Stat, kind: Kind) -> Result<(), String> {
+    let file_type = rustix::fs::FileType::from_raw_mode(stat.st_mode);
+    let (regular, what) = match kind {
+        Kind::File => (file_type == rustix::fs::FileType::RegularFile, "file"),
+        Kind::Directory => (file_type == rustix::fs::FileType::Directory, "directory"),
     };
     if !regular {
         return Err(format!("the cache {what} is not a regular {what}"));
     }
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    let me = unsafe { libc::geteuid() };
-    if metadata.uid() != me {
+    if stat.st_uid != rustix::process::geteuid().as_raw() {
         return Err(format!("the cache {what} belongs to another user"));
     }
-    if metadata.mode() & 0o022 != 0 {
+    if stat.st_mode & 0o022 != 0 {
         return Err(format!("the cache {what} is writable by other users"));
     }
     Ok(())
@@ -204,4 +232,85 @@ fn trusted(metadata: &fs::Metadata, what: &str) -> Result<(), String> {
 
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::cell::RefCell;
+    use std::os::unix::fs::PermissionsExt;
+
+    thread_local! {
+        /// Runs once between the trust checks and the read: a stand-in for
+        /// another process racing the cache.
+        static BETWEEN: RefCell<Option<Box<dyn FnOnce()>>> = RefCell::new(None);
+    }
+
+    pub(super) fn after_the_checks() {
+        if let Some(race) = BETWEEN.with(|b| b.borrow_mut().take()) {
+            race();
+        }
+    }
+
+    fn framed(payload: &[u8]) -> Vec<u8> {
+        let mut bytes = MAGIC.to_vec();
+        bytes.extend_from_slice(&Sha256::digest(payload));
+        bytes.extend_from_slice(payload);
+        bytes
+    }
+
+    #[test]
+    fn a_file_swapped_in_after_the_checks_is_never_read() {
+        let dir =
+            std::env::temp_dir().join(format!("cleanslate-cache-race-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        let entry = CacheEntry {
+            path: dir.join("entry.cwasm"),
+        };
+        entry.write(b"checked code").unwrap();
+        // Another user's file, well framed, replaces the entry once the
+        // checks have passed.
+        let planted = dir.join("planted");
+        fs::write(&planted, framed(b"someone else's code")).unwrap();
+        fs::set_permissions(&planted, fs::Permissions::from_mode(0o666)).unwrap();
+        let (from, to) = (planted.clone(), entry.path.clone());
+        BETWEEN.with(|b| *b.borrow_mut() = Some(Box::new(move || fs::rename(from, to).unwrap())));
+        let read = entry.read();
+        assert_eq!(read, Ok(Some(b"checked code".to_vec())));
+        // And once planted, it is refused.
+        assert!(
+            entry
+                .read()
+                .unwrap_err()
+                .contains("writable by other users")
+        );
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn links_are_not_followed() {
+        let dir =
+            std::env::temp_dir().join(format!("cleanslate-cache-link-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        let real = CacheEntry {
+            path: dir.join("real/entry.cwasm"),
+        };
+        real.write(b"code").unwrap();
+        std::os::unix::fs::symlink(dir.join("real"), dir.join("linked")).unwrap();
+        let through_dir_link = CacheEntry {
+            path: dir.join("linked/entry.cwasm"),
+        };
+        assert!(
+            through_dir_link
+                .read()
+                .unwrap_err()
+                .contains("not a regular directory")
+        );
+        std::os::unix::fs::symlink(&real.path, dir.join("real/link.cwasm")).unwrap();
+        let file_link = CacheEntry {
+            path: dir.join("real/link.cwasm"),
+        };
+        assert!(file_link.read().unwrap_err().contains("not a regular file"));
+        fs::remove_dir_all(&dir).unwrap();
+    }
 }
