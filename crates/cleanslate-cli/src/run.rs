@@ -62,15 +62,29 @@ pub fn run(args: RunArgs) -> Result<u8, String> {
             "only one of --calls, --input and --stdin can read standard input (`-`)".into(),
         );
     }
-    let mut calls: Vec<String> = args.calls.clone();
-    if let Some(path) = &args.calls_file {
-        calls.extend(read_calls(path)?);
-    }
-    if calls.is_empty() {
-        return Err(
-            "no calls given: name at least one CALL (FUNC or FUNC:ARG,...) or use --calls FILE"
-                .into(),
-        );
+    // Calls from the command line, then from --calls read one line at a
+    // time as they run: a file of any length (or an endless pipe) costs
+    // one line of memory.
+    let file_calls = match &args.calls_file {
+        Some(path) => Some(CallLines::open(path)?),
+        None => None,
+    };
+    let mut calls = args
+        .calls
+        .iter()
+        .cloned()
+        .map(Ok)
+        .chain(file_calls.into_iter().flatten())
+        .peekable();
+    match calls.peek() {
+        None => {
+            return Err(
+                "no calls given: name at least one CALL (FUNC or FUNC:ARG,...) or use --calls FILE"
+                    .into(),
+            );
+        }
+        Some(Err(e)) => return Err(e.clone()),
+        Some(Ok(_)) => {}
     }
     let io = CallIo {
         input: args.input.as_deref().map(read_input).transpose()?,
@@ -82,8 +96,9 @@ pub fn run(args: RunArgs) -> Result<u8, String> {
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
     let mut all_ok = true;
-    for text in &calls {
-        let (record, guest_stdout, guest_stderr) = call_once(&mut sandbox, &module, text, &io);
+    for text in calls {
+        let text = text?;
+        let (record, guest_stdout, guest_stderr) = call_once(&mut sandbox, &module, &text, &io);
         all_ok &= record.ok;
         let line = if args.json {
             serde_json::to_string(&record).map_err(|e| e.to_string())?
@@ -192,15 +207,13 @@ fn present(bytes: &[u8]) -> Option<&[u8]> {
 /// `--input`: TEXT, @FILE or `-`.
 pub fn read_input(spec: &str) -> Result<Vec<u8>, String> {
     if spec == "-" {
-        let mut bytes = Vec::new();
-        std::io::stdin()
-            .read_to_end(&mut bytes)
-            .map_err(|e| format!("cannot read --input from standard input: {e}"))?;
-        return Ok(bytes);
+        return read_bounded(std::io::stdin(), "--input from standard input");
     }
     match spec.strip_prefix('@') {
         Some(path) => {
-            std::fs::read(path).map_err(|e| format!("cannot read --input file {path}: {e}"))
+            let file = std::fs::File::open(path)
+                .map_err(|e| format!("cannot read --input file {path}: {e}"))?;
+            read_bounded(file, &format!("--input file {path}"))
         }
         None => Ok(spec.as_bytes().to_vec()),
     }
@@ -209,30 +222,116 @@ pub fn read_input(spec: &str) -> Result<Vec<u8>, String> {
 /// `--stdin`: FILE or `-`.
 fn read_stdin(path: &std::path::Path) -> Result<Vec<u8>, String> {
     if path.as_os_str() == "-" {
-        let mut bytes = Vec::new();
-        std::io::stdin()
-            .read_to_end(&mut bytes)
-            .map_err(|e| format!("cannot read standard input: {e}"))?;
-        return Ok(bytes);
+        return read_bounded(std::io::stdin(), "standard input");
     }
-    std::fs::read(path).map_err(|e| format!("cannot read --stdin file {}: {e}", path.display()))
+    let file = std::fs::File::open(path)
+        .map_err(|e| format!("cannot read --stdin file {}: {e}", path.display()))?;
+    read_bounded(file, &format!("--stdin file {}", path.display()))
 }
 
-fn read_calls(path: &PathBuf) -> Result<Vec<String>, String> {
-    let reader: Box<dyn BufRead> = if path.as_os_str() == "-" {
-        Box::new(std::io::stdin().lock())
-    } else {
-        let file = std::fs::File::open(path)
-            .map_err(|e| format!("cannot read calls from {}: {e}", path.display()))?;
-        Box::new(std::io::BufReader::new(file))
-    };
-    let mut calls = Vec::new();
-    for line in reader.lines() {
-        let line = line.map_err(|e| format!("cannot read calls from {}: {e}", path.display()))?;
-        let line = line.trim();
-        if !line.is_empty() && !line.starts_with('#') {
-            calls.push(line.to_string());
-        }
+/// The longest line `--calls` accepts. A call line names a function and
+/// its arguments; anything longer is a mistake (or `/dev/zero`), refused
+/// before it is held in memory.
+pub const MAX_CALL_LINE: usize = 1 << 20;
+
+/// The most `--input` and `--stdin` read: more than any 32-bit guest's
+/// default memory could take, far less than would endanger the host.
+pub const MAX_INPUT_BYTES: u64 = 256 << 20;
+
+/// Read at most [`MAX_INPUT_BYTES`] from `reader`; more is a usage error.
+fn read_bounded(reader: impl Read, what: &str) -> Result<Vec<u8>, String> {
+    let mut bytes = Vec::new();
+    reader
+        .take(MAX_INPUT_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| format!("cannot read {what}: {e}"))?;
+    if bytes.len() as u64 > MAX_INPUT_BYTES {
+        return Err(format!(
+            "{what} is longer than {} MiB, the most a run reads",
+            MAX_INPUT_BYTES >> 20
+        ));
     }
-    Ok(calls)
+    Ok(bytes)
+}
+
+/// The calls of a `--calls` file, one per non-empty line that is not a
+/// `#` comment, each at most [`MAX_CALL_LINE`] bytes.
+struct CallLines {
+    reader: Box<dyn BufRead>,
+    source: String,
+    line: usize,
+    done: bool,
+}
+
+impl CallLines {
+    fn open(path: &PathBuf) -> Result<Self, String> {
+        let reader: Box<dyn BufRead> = if path.as_os_str() == "-" {
+            Box::new(std::io::BufReader::new(std::io::stdin()))
+        } else {
+            let file = std::fs::File::open(path)
+                .map_err(|e| format!("cannot read calls from {}: {e}", path.display()))?;
+            Box::new(std::io::BufReader::new(file))
+        };
+        Ok(CallLines {
+            reader,
+            source: path.display().to_string(),
+            line: 0,
+            done: false,
+        })
+    }
+
+    /// The next raw line without its newline; `None` at the end.
+    fn next_line(&mut self) -> Result<Option<Vec<u8>>, String> {
+        let mut buffer = Vec::new();
+        let limit = MAX_CALL_LINE as u64 + 1;
+        let read = (&mut self.reader)
+            .take(limit)
+            .read_until(b'\n', &mut buffer)
+            .map_err(|e| format!("cannot read calls from {}: {e}", self.source))?;
+        if read == 0 {
+            return Ok(None);
+        }
+        self.line += 1;
+        if buffer.last() == Some(&b'\n') {
+            buffer.pop();
+        } else if buffer.len() > MAX_CALL_LINE {
+            return Err(format!(
+                "line {} of {} is longer than {} KiB, the longest call line accepted",
+                self.line,
+                self.source,
+                MAX_CALL_LINE >> 10
+            ));
+        }
+        Ok(Some(buffer))
+    }
+}
+
+impl Iterator for CallLines {
+    type Item = Result<String, String>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        while !self.done {
+            let bytes = match self.next_line() {
+                Ok(Some(bytes)) => bytes,
+                Ok(None) => break,
+                Err(e) => {
+                    self.done = true;
+                    return Some(Err(e));
+                }
+            };
+            let Ok(text) = String::from_utf8(bytes) else {
+                self.done = true;
+                return Some(Err(format!(
+                    "line {} of {} is not UTF-8 text",
+                    self.line, self.source
+                )));
+            };
+            let text = text.trim();
+            if !text.is_empty() && !text.starts_with('#') {
+                return Some(Ok(text.to_string()));
+            }
+        }
+        self.done = true;
+        None
+    }
 }

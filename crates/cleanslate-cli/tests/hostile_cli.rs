@@ -225,3 +225,36 @@ fn broken_server_and_bench_settings_are_refused() {
         "10",
     ]));
 }
+
+#[test]
+fn an_over_long_calls_line_is_a_usage_error_not_a_memory_hog() {
+    let dir = std::env::temp_dir().join(format!("cleanslate-long-line-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("calls.txt");
+    // One line of NUL bytes twice the accepted length, after a good call.
+    let mut text = b"add:1,2\n".to_vec();
+    text.extend(std::iter::repeat_n(0u8, 2 << 20));
+    std::fs::write(&file, &text).unwrap();
+    let mut args = os(&["run", EXAMPLE, "--calls"]);
+    args.push(file.into_os_string());
+    let out = cleanslate(&args);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("line 2"), "{stderr}");
+    assert!(stderr.contains("longer than"), "{stderr}");
+    assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+    // The good call before it ran.
+    assert!(String::from_utf8_lossy(&out.stdout).contains("add(1, 2)"));
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn endless_inputs_are_refused_within_a_bound() {
+    for args in [
+        os(&["run", EXAMPLE, "--calls", "/dev/zero"]),
+        os(&["run", EXAMPLE, "add:1,2", "--input", "@/dev/zero"]),
+        os(&["run", EXAMPLE, "add:1,2", "--stdin", "/dev/zero"]),
+    ] {
+        assert_usage_error(&args);
+    }
+}
