@@ -160,7 +160,10 @@ pub fn serve(args: ServeArgs) -> Result<u8, String> {
         ("--header-timeout", args.header_timeout),
         ("--body-timeout", args.body_timeout),
     ] {
-        if value.is_zero() || Instant::now().checked_add(value * 2).is_none() {
+        let representable = value
+            .checked_mul(2)
+            .and_then(|twice| Instant::now().checked_add(twice));
+        if value.is_zero() || representable.is_none() {
             return Err(format!(
                 "{flag} must be more than zero and less than a few centuries, not {value:?}"
             ));

@@ -537,3 +537,21 @@ fn shutdown_is_bounded_while_clients_hold_partial_requests() {
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+#[test]
+fn timeouts_of_zero_or_beyond_representable_are_refused_with_a_message() {
+    for (flag, value) in [
+        ("--body-timeout", "0s"),
+        ("--header-timeout", "0ms"),
+        ("--request-timeout", "18446744073709551615s"),
+    ] {
+        let output = Command::new(env!("CARGO_BIN_EXE_cleanslate"))
+            .args(["serve", EXAMPLE, "--listen", "127.0.0.1:0", flag, value])
+            .output()
+            .unwrap();
+        assert_eq!(output.status.code(), Some(2), "{flag} {value}: {output:?}");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(stderr.contains(flag), "{flag} {value}: {stderr}");
+        assert!(!stderr.contains("panicked"), "{stderr}");
+    }
+}
