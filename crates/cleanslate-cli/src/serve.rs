@@ -1,6 +1,8 @@
 //! `cleanslate serve`: an HTTP/1.1 server over a pool of sandboxes; every
 //! request starts from the clean slate.
 
+mod connections;
+
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -15,7 +17,9 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use clap::Args;
-use cleanslate::{Call, CallResult, Error, ErrorKind, Module, PoolConfig, SandboxPool};
+use cleanslate::{
+    Call, CallResult, CancelToken, Error, ErrorKind, Module, PoolConfig, SandboxPool,
+};
 use serde_json::{Value, json};
 use tokio::sync::Semaphore;
 
@@ -34,8 +38,10 @@ use crate::record::{encode, json_value};
 POST /call/FUNC with the input as the body (bytes/JSON functions) or
 {\"args\":[...]} (core-value functions). GET /healthz, /metrics, /.
 Errors are JSON {\"kind\",\"message\"}: bad input 400, unknown function 404,
-body too large 413, guest fault 422, host failure 500, pool exhausted 503
-(with Retry-After), timeout 504. SIGINT/SIGTERM stop it gracefully.")]
+body not sent in time 408, body too large 413, guest fault 422, host failure
+500, pool exhausted 503 (with Retry-After), timeout 504. A WASI guest's
+\"stdout\", \"stderr\" and \"exit_code\" come in the JSON of successes and
+errors alike. SIGINT/SIGTERM stop it gracefully, within --shutdown-timeout.")]
 pub struct ServeArgs {
     /// The module: a .wasm binary or .wat text file.
     pub module: PathBuf,
@@ -51,9 +57,23 @@ pub struct ServeArgs {
     /// Largest request body, e.g. 1MiB.
     #[arg(long, default_value = "1MiB", value_name = "SIZE", value_parser = parse_size)]
     pub max_body: u64,
-    /// Time limit for a whole request, waiting included (504 past it).
+    /// Time limit for a request once its body arrived: waiting for a
+    /// sandbox and the call, which is stopped at the limit (504).
     #[arg(long, default_value = "30s", value_name = "DURATION", value_parser = parse_duration)]
     pub request_timeout: Duration,
+    /// Time a client has to send a request's headers; the connection is
+    /// closed past it (also the longest a kept-alive connection may idle).
+    #[arg(long, default_value = "10s", value_name = "DURATION", value_parser = parse_duration)]
+    pub header_timeout: Duration,
+    /// Time a client has to send a request's body (408 past it). A request
+    /// takes a place under --max-concurrency only once its body arrived.
+    #[arg(long, default_value = "10s", value_name = "DURATION", value_parser = parse_duration)]
+    pub body_timeout: Duration,
+    /// After SIGINT/SIGTERM, how long requests in flight may take to finish
+    /// before the server exits anyway (default: --body-timeout plus
+    /// --request-timeout, the longest a request whose headers arrived can take).
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub shutdown_timeout: Option<Duration>,
     /// Requests handled at once; more get 503 (default: 64 per sandbox).
     #[arg(long, value_name = "N")]
     pub max_concurrency: Option<std::num::NonZeroUsize>,
@@ -76,6 +96,10 @@ struct Server {
     pool: SandboxPool,
     max_body: usize,
     request_timeout: Duration,
+    body_timeout: Duration,
+    /// Whether the module imports WASI: its responses then carry what the
+    /// guest wrote to stdout and stderr, and its exit code.
+    wasi: bool,
     concurrency: Semaphore,
     next_request: AtomicU64,
     responses: ResponseCounters,
@@ -90,8 +114,8 @@ struct ResponseCounters {
 impl Default for ResponseCounters {
     fn default() -> Self {
         let labels = [
-            "200", "400", "404", "405", "413", "422", "500", "503", "504", "1xx", "2xx", "3xx",
-            "4xx", "5xx",
+            "200", "400", "404", "405", "408", "413", "422", "500", "503", "504", "1xx", "2xx",
+            "3xx", "4xx", "5xx",
         ];
         ResponseCounters {
             by_status: labels.iter().map(|&s| (s, AtomicU64::new(0))).collect(),
@@ -131,6 +155,23 @@ pub fn serve(args: ServeArgs) -> Result<u8, String> {
     if args.max_body == 0 || args.max_body > u32::MAX as u64 {
         return Err("--max-body must be between 1 byte and 4 GiB".into());
     }
+    for (flag, value) in [
+        ("--request-timeout", args.request_timeout),
+        ("--header-timeout", args.header_timeout),
+        ("--body-timeout", args.body_timeout),
+    ] {
+        let representable = value
+            .checked_mul(2)
+            .and_then(|twice| Instant::now().checked_add(twice));
+        if value.is_zero() || representable.is_none() {
+            return Err(format!(
+                "{flag} must be more than zero and less than a few centuries, not {value:?}"
+            ));
+        }
+    }
+    let shutdown_timeout = args
+        .shutdown_timeout
+        .unwrap_or(args.body_timeout + args.request_timeout);
     let module = args.sandbox.load.load(&args.module)?;
     let mut builder = args.sandbox.builder(&module)?;
     if args.sandbox.timeout.is_none() {
@@ -149,15 +190,20 @@ pub fn serve(args: ServeArgs) -> Result<u8, String> {
             Semaphore::MAX_PERMITS
         ));
     }
+    let wasi = module
+        .imports()
+        .any(|i| i.module() == "wasi_snapshot_preview1");
     let server = Arc::new(Server {
         module_name: args.module.display().to_string(),
-        module,
         pool,
         max_body: args.max_body as usize,
         request_timeout: args.request_timeout,
+        body_timeout: args.body_timeout,
+        wasi,
         concurrency: Semaphore::new(concurrency),
         next_request: AtomicU64::new(1),
         responses: ResponseCounters::default(),
+        module,
     });
     init_logging();
     // Guest calls run on the async workers (no hand-off to another thread,
@@ -169,7 +215,15 @@ pub fn serve(args: ServeArgs) -> Result<u8, String> {
         .enable_all()
         .build()
         .map_err(|e| format!("cannot start the async runtime: {e}"))?;
-    tokio.block_on(run(server, args.listen))?;
+    let limits = connections::ConnectionLimits {
+        header_timeout: args.header_timeout,
+        shutdown_timeout,
+    };
+    let outcome = tokio.block_on(run(server, args.listen, limits));
+    // A call still running past the shutdown bound holds a worker; exit
+    // without waiting for it (its sandbox dies with the process).
+    tokio.shutdown_background();
+    outcome?;
     Ok(EXIT_OK)
 }
 
@@ -183,7 +237,11 @@ fn init_logging() {
         .try_init();
 }
 
-async fn run(server: Arc<Server>, listen: SocketAddr) -> Result<(), String> {
+async fn run(
+    server: Arc<Server>,
+    listen: SocketAddr,
+    limits: connections::ConnectionLimits,
+) -> Result<(), String> {
     let app = Router::new()
         .route("/", get(index))
         .route("/healthz", get(healthz))
@@ -198,11 +256,15 @@ async fn run(server: Arc<Server>, listen: SocketAddr) -> Result<(), String> {
     // Tools (and the tests) read the chosen port from this line.
     println!("listening on http://{address}");
     tracing::info!(%address, module = %server.module_name, sandboxes = server.pool.config().size(), "serving");
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown_signal())
-        .await
-        .map_err(|e| format!("the server failed: {e}"))?;
-    tracing::info!("stopped: in-flight requests finished");
+    let shutdown_timeout = limits.shutdown_timeout;
+    if connections::serve(listener, app, limits, shutdown_signal()).await {
+        tracing::info!("stopped: in-flight requests finished");
+    } else {
+        tracing::warn!(
+            ?shutdown_timeout,
+            "stopped: requests still in flight after the shutdown timeout were dropped"
+        );
+    }
     Ok(())
 }
 
@@ -306,6 +368,38 @@ async fn call(
     Path(function): Path<String>,
     body: Body,
 ) -> Response {
+    // The body first, without taking a place: a client that sends slowly
+    // must not hold any of the capacity meant for running guests.
+    let body = match tokio::time::timeout(
+        server.body_timeout,
+        axum::body::to_bytes(body, server.max_body),
+    )
+    .await
+    {
+        Ok(Ok(body)) => body,
+        Ok(Err(_)) => {
+            return problem(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "body_too_large",
+                &format!("the request body is larger than {} bytes", server.max_body),
+            );
+        }
+        Err(_) => {
+            let mut response = problem(
+                StatusCode::REQUEST_TIMEOUT,
+                "body_timeout",
+                &format!(
+                    "the request body did not arrive within {:?}: send it at once, or raise --body-timeout",
+                    server.body_timeout
+                ),
+            );
+            // The rest of the body may still come; this connection is done.
+            response
+                .headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+            return response;
+        }
+    };
     let Ok(_permit) = server.concurrency.try_acquire() else {
         return problem(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -313,29 +407,33 @@ async fn call(
             "the server is handling as many requests as it allows: retry later",
         );
     };
-    let body = match axum::body::to_bytes(body, server.max_body).await {
-        Ok(body) => body,
-        Err(_) => {
-            return problem(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "body_too_large",
-                &format!("the request body is larger than {} bytes", server.max_body),
-            );
-        }
-    };
     let (call, data) = match build_call(&server.module, &function, &body) {
         Ok(planned) => planned,
         Err(refusal) => return problem(refusal.status, refusal.kind, &refusal.message),
     };
-    match tokio::time::timeout(server.request_timeout, server.pool.call_async_inline(&call)).await {
-        Err(_) => problem(
-            StatusCode::GATEWAY_TIMEOUT,
-            "timeout",
-            &format!("the request took longer than {:?}", server.request_timeout),
-        ),
-        Ok(Err(error)) => error_response(&error),
-        Ok(Ok(result)) if data => bytes_response(result),
-        Ok(Ok(result)) => values_response(result),
+    // The request's deadline stops the call wherever it is: waiting for a
+    // sandbox, or running.
+    let deadline = Instant::now() + server.request_timeout;
+    let token = CancelToken::new();
+    let call = call.cancel_token(&token);
+    let outcome = server.pool.call_async_inline_until(&call, deadline).await;
+    match outcome {
+        Err(error) if error.kind() == ErrorKind::Cancelled && token.is_cancelled() => {
+            let mut body = json!({
+                "kind": ErrorKind::Timeout.as_str(),
+                "message": format!(
+                    "the request took longer than its --request-timeout of {:?} and was stopped (the sandbox was reset): {error}",
+                    server.request_timeout
+                ),
+            });
+            if server.wasi {
+                add_stdio(&mut body, error.exit_code(), error.stdout(), error.stderr());
+            }
+            json_error(StatusCode::GATEWAY_TIMEOUT, body)
+        }
+        Err(error) => error_response(&error, server.wasi),
+        Ok(result) if data => bytes_response(result),
+        Ok(result) => values_response(result, server.wasi),
     }
 }
 
@@ -413,23 +511,38 @@ fn bytes_response(result: CallResult) -> Response {
     response
 }
 
-fn values_response(result: CallResult) -> Response {
+fn values_response(result: CallResult, wasi: bool) -> Response {
     let mut body = json!({
         "results": result.values().iter().map(json_value).collect::<Vec<_>>(),
     });
-    if let Some(code) = result.exit_code() {
+    if wasi {
+        add_stdio(
+            &mut body,
+            result.exit_code(),
+            result.stdout(),
+            result.stderr(),
+        );
+    } else if let Some(code) = result.exit_code() {
         body["exit_code"] = json!(code);
     }
-    for (key, bytes) in [("stdout", result.stdout()), ("stderr", result.stderr())] {
-        if !bytes.is_empty() {
-            let (text, encoding) = encode(bytes);
-            body[key] = json!(text);
-            if let Some(encoding) = encoding {
-                body[format!("{key}_encoding")] = json!(encoding);
-            }
+    (StatusCode::OK, axum::Json(body)).into_response()
+}
+
+/// What a WASI guest wrote and how it exited, under the names `cleanslate
+/// run --json` uses: `stdout` and `stderr` always (empty when it wrote
+/// nothing; base64 with `stdout_encoding` when not UTF-8), `exit_code` when
+/// it exited or its `_start` returned.
+fn add_stdio(body: &mut Value, exit_code: Option<i32>, stdout: &[u8], stderr: &[u8]) {
+    if let Some(code) = exit_code {
+        body["exit_code"] = json!(code);
+    }
+    for (key, bytes) in [("stdout", stdout), ("stderr", stderr)] {
+        let (text, encoding) = encode(bytes);
+        body[key] = json!(text);
+        if let Some(encoding) = encoding {
+            body[format!("{key}_encoding")] = json!(encoding);
         }
     }
-    (StatusCode::OK, axum::Json(body)).into_response()
 }
 
 /// An error's HTTP status: the caller's fault 4xx, the guest's 422, the
@@ -454,8 +567,11 @@ fn status_of(kind: ErrorKind) -> StatusCode {
     }
 }
 
-fn error_response(error: &Error) -> Response {
+fn error_response(error: &Error, wasi: bool) -> Response {
     let mut body = json!({ "kind": error.kind().as_str(), "message": error.to_string() });
+    if wasi {
+        add_stdio(&mut body, error.exit_code(), error.stdout(), error.stderr());
+    }
     if let Some(trap) = error.kind().trap_code() {
         body["trap"] = json!(trap.as_str());
     }

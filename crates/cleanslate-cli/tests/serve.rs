@@ -300,3 +300,258 @@ fn shutdown_lets_the_request_in_flight_finish() {
         "new connections are refused after shutdown"
     );
 }
+
+/// A WASI guest: `say(n)` writes "say N\n" to stdout and "err N\n" to
+/// stderr and returns how many calls its instance saw (1 from a clean
+/// slate); `say_and_trap(n)` then traps; `quit(n)` writes, then exits with
+/// code n.
+const WASI_WAT: &str = r#"(module
+  (import "wasi_snapshot_preview1" "fd_write"
+    (func $fd_write (param i32 i32 i32 i32) (result i32)))
+  (import "wasi_snapshot_preview1" "proc_exit" (func $proc_exit (param i32)))
+  (memory (export "memory") 1)
+  (global $calls (mut i32) (i32.const 0))
+  (func $write (param $fd i32) (param $ptr i32) (param $len i32)
+    (i32.store (i32.const 0) (local.get $ptr))
+    (i32.store (i32.const 4) (local.get $len))
+    (drop (call $fd_write (local.get $fd) (i32.const 0) (i32.const 1) (i32.const 8))))
+  (func $say (param $n i32) (result i32) (local $pos i32) (local $len i32)
+    (global.set $calls (i32.add (global.get $calls) (i32.const 1)))
+    (local.set $pos (i32.const 210))
+    (i32.store8 (i32.const 210) (i32.const 10))
+    (loop $digit
+      (local.set $pos (i32.sub (local.get $pos) (i32.const 1)))
+      (i32.store8 (local.get $pos)
+        (i32.add (i32.const 48) (i32.rem_u (local.get $n) (i32.const 10))))
+      (local.set $n (i32.div_u (local.get $n) (i32.const 10)))
+      (br_if $digit (local.get $n)))
+    (local.set $pos (i32.sub (local.get $pos) (i32.const 4)))
+    (local.set $len (i32.sub (i32.const 211) (local.get $pos)))
+    (i32.store (local.get $pos) (i32.const 0x20796173))
+    (call $write (i32.const 1) (local.get $pos) (local.get $len))
+    (i32.store (local.get $pos) (i32.const 0x20727265))
+    (call $write (i32.const 2) (local.get $pos) (local.get $len))
+    (global.get $calls))
+  (func (export "say") (param $n i32) (result i32) (call $say (local.get $n)))
+  (func (export "say_and_trap") (param $n i32)
+    (drop (call $say (local.get $n)))
+    unreachable)
+  (func (export "quit") (param $n i32)
+    (drop (call $say (local.get $n)))
+    (call $proc_exit (local.get $n))))"#;
+
+fn wasi_guest_file() -> String {
+    let dir = std::env::temp_dir().join(format!("cleanslate-serve-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("wasi_guest.wat");
+    std::fs::write(&path, WASI_WAT).unwrap();
+    path.to_string_lossy().into_owned()
+}
+
+#[test]
+fn wasi_guests_answer_with_their_stdout_stderr_and_exit_code() {
+    let server = Server::start(&wasi_guest_file(), &["--pool", "2"]);
+    let ok = server.request("POST", "/call/say", br#"{"args":[1]}"#);
+    assert_eq!(ok.status, 200, "{}", ok.text());
+    let body = ok.json();
+    assert_eq!(body["results"], serde_json::json!([1]), "{body}");
+    assert_eq!(body["stdout"], "say 1\n", "{body}");
+    assert_eq!(body["stderr"], "err 1\n", "{body}");
+
+    let trapped = server.request("POST", "/call/say_and_trap", br#"{"args":[22]}"#);
+    assert_eq!(trapped.status, 422, "{}", trapped.text());
+    let body = trapped.json();
+    assert_eq!(body["kind"], "trap", "{body}");
+    assert_eq!(body["stdout"], "say 22\n", "{body}");
+    assert_eq!(body["stderr"], "err 22\n", "{body}");
+
+    let exited = server.request("POST", "/call/quit", br#"{"args":[3]}"#);
+    assert_eq!(exited.status, 200, "{}", exited.text());
+    let body = exited.json();
+    assert_eq!(body["exit_code"], 3, "{body}");
+    assert_eq!(body["stdout"], "say 3\n", "{body}");
+
+    // Concurrent requests each get their own output, from a clean slate.
+    let port = server.port;
+    let threads: Vec<_> = (0..6)
+        .map(|t| {
+            std::thread::spawn(move || {
+                for i in 0..10 {
+                    let n = 1000 * t + i;
+                    let response = request(
+                        port,
+                        "POST",
+                        "/call/say",
+                        format!("{{\"args\":[{n}]}}").as_bytes(),
+                    );
+                    assert_eq!(response.status, 200, "{}", response.text());
+                    let body = response.json();
+                    assert_eq!(body["stdout"], format!("say {n}\n"), "output mixed: {body}");
+                    assert_eq!(body["stderr"], format!("err {n}\n"), "output mixed: {body}");
+                    assert_eq!(body["results"], serde_json::json!([1]), "{body}");
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+}
+
+#[test]
+fn the_request_timeout_stops_a_running_guest() {
+    let server = Server::start(
+        EXAMPLE,
+        &[
+            "--pool",
+            "1",
+            "--timeout",
+            "10s",
+            "--request-timeout",
+            "300ms",
+        ],
+    );
+    let started = Instant::now();
+    let response = server.request("POST", "/call/spin", br#"{"args":[1]}"#);
+    let took = started.elapsed();
+    assert_eq!(response.status, 504, "{}", response.text());
+    assert_eq!(response.json()["kind"], "timeout");
+    let message = response.json()["message"].as_str().unwrap().to_string();
+    assert!(message.contains("--request-timeout"), "{message}");
+    // Not at the guest's own 10 s timeout.
+    assert!(took < Duration::from_secs(8), "answered after {took:?}");
+    // The stopped call left nothing behind, and the one sandbox is free.
+    server.request("POST", "/call/leave_secret", br#"{"args":[99]}"#);
+    let secret = server.request("POST", "/call/read_secret", b"");
+    assert_eq!(secret.status, 200, "{}", secret.text());
+    assert_eq!(secret.json()["results"], serde_json::json!([0]));
+}
+
+/// Send a request's head announcing a body of 1000 bytes, and one byte of
+/// it; the connection stays open.
+fn partial_body(port: u16) -> TcpStream {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    stream
+        .write_all(b"POST /call/add HTTP/1.1\r\nHost: localhost\r\nContent-Length: 1000\r\n\r\n{")
+        .unwrap();
+    stream
+}
+
+/// Send half a request's head; the connection stays open.
+fn partial_head(port: u16) -> TcpStream {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    stream
+        .write_all(b"POST /call/add HTTP/1.1\r\nHost: loc")
+        .unwrap();
+    stream
+}
+
+#[test]
+fn slow_bodies_hold_no_capacity_and_time_out() {
+    let server = Server::start(
+        EXAMPLE,
+        &[
+            "--pool",
+            "1",
+            "--max-concurrency",
+            "2",
+            "--body-timeout",
+            "1s",
+        ],
+    );
+    let mut slow: Vec<TcpStream> = (0..6).map(|_| partial_body(server.port)).collect();
+    // Let the server read the heads and start waiting for the bodies.
+    std::thread::sleep(Duration::from_millis(200));
+    let ok = server.request("POST", "/call/add", br#"{"args":[2,3]}"#);
+    assert_eq!(
+        ok.status,
+        200,
+        "slow clients lock others out: {}",
+        ok.text()
+    );
+    assert_eq!(ok.json()["results"], serde_json::json!([5]));
+    for stream in &mut slow {
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        let mut raw = Vec::new();
+        let read = stream.read_to_end(&mut raw);
+        let text = String::from_utf8_lossy(&raw);
+        assert!(
+            read.is_ok(),
+            "no answer to a half-sent body: {read:?} {text}"
+        );
+        assert!(text.starts_with("HTTP/1.1 408"), "{text}");
+        assert!(text.contains("\"kind\":\"body_timeout\""), "{text}");
+    }
+}
+
+#[test]
+fn a_half_sent_head_is_closed_after_the_header_timeout() {
+    let server = Server::start(EXAMPLE, &["--header-timeout", "500ms"]);
+    let mut stream = partial_head(server.port);
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut raw = Vec::new();
+    let read = stream.read_to_end(&mut raw);
+    assert!(
+        read.is_ok()
+            || read
+                .as_ref()
+                .is_err_and(|e| e.kind() == std::io::ErrorKind::ConnectionReset),
+        "the connection is still open: {read:?}"
+    );
+    // The server still serves others.
+    let ok = server.request("POST", "/call/add", br#"{"args":[2,3]}"#);
+    assert_eq!(ok.status, 200, "{}", ok.text());
+}
+
+#[test]
+fn shutdown_is_bounded_while_clients_hold_partial_requests() {
+    let mut server = Server::start(
+        EXAMPLE,
+        &[
+            "--header-timeout",
+            "60s",
+            "--body-timeout",
+            "60s",
+            "--shutdown-timeout",
+            "1s",
+        ],
+    );
+    let _head = partial_head(server.port);
+    let _body = partial_body(server.port);
+    std::thread::sleep(Duration::from_millis(200));
+    server.terminate();
+    let signalled = Instant::now();
+    loop {
+        if let Some(status) = server.child.try_wait().unwrap() {
+            assert!(status.success(), "exit {status:?}");
+            break;
+        }
+        assert!(
+            signalled.elapsed() < Duration::from_secs(20),
+            "still running 20 s after SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn timeouts_of_zero_or_beyond_representable_are_refused_with_a_message() {
+    for (flag, value) in [
+        ("--body-timeout", "0s"),
+        ("--header-timeout", "0ms"),
+        ("--request-timeout", "18446744073709551615s"),
+    ] {
+        let output = Command::new(env!("CARGO_BIN_EXE_cleanslate"))
+            .args(["serve", EXAMPLE, "--listen", "127.0.0.1:0", flag, value])
+            .output()
+            .unwrap();
+        assert_eq!(output.status.code(), Some(2), "{flag} {value}: {output:?}");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(stderr.contains(flag), "{flag} {value}: {stderr}");
+        assert!(!stderr.contains("panicked"), "{stderr}");
+    }
+}

@@ -320,3 +320,58 @@ fn a_slow_inline_call_leaves_the_runtime_its_io() {
     let err = runtime.block_on(spinner).unwrap().unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Timeout);
 }
+
+/// `init` asks the host whether building may succeed (`env.gate`).
+const GATED_WAT: &str = r#"(module
+  (import "env" "gate" (func $gate))
+  (memory 1)
+  (func (export "init") (call $gate))
+  (func (export "store") (param i32) (result i32)
+    (i32.store (i32.const 0) (local.get 0))
+    (local.get 0)))"#;
+
+#[test]
+fn a_dropped_pool_frees_its_sandboxes_and_stops_rebuilding() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let module = Runtime::new().unwrap().load_bytes(GATED_WAT).unwrap();
+    let builds_fail = Arc::new(AtomicBool::new(false));
+    // Held by the host function, so by every sandbox and every builder of
+    // the pool: when the count falls back to 1, all of them are gone.
+    let marker = Arc::new(());
+    let builder = Sandbox::builder(&module)
+        .init("init")
+        .verify(Verify::Always)
+        .host_fn("env", "gate", {
+            let builds_fail = builds_fail.clone();
+            let marker = marker.clone();
+            move |_| {
+                let _ = &marker;
+                if builds_fail.load(Ordering::SeqCst) {
+                    Err("building is failing on purpose".into())
+                } else {
+                    Ok(vec![])
+                }
+            }
+        });
+    let pool = SandboxPool::new(builder, PoolConfig::new(2)).unwrap();
+    builds_fail.store(true, Ordering::SeqCst);
+    // Both sandboxes become unrecoverable; their replacements keep failing
+    // to build, so two rebuild threads retry with backoff.
+    for _ in 0..2 {
+        pool.inject_fault(Fault::CorruptMemory);
+        let err = pool.call("store", &[Val::I32(7)]).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::ResetFailed, "{err}");
+    }
+    assert_eq!(pool.metrics().replacements(), 2);
+    assert_eq!(pool.idle(), 0);
+    drop(pool);
+    let dropped = std::time::Instant::now();
+    while Arc::strong_count(&marker) > 1 {
+        assert!(
+            dropped.elapsed() < Duration::from_secs(3),
+            "3 s after the pool was dropped, {} holders of its sandboxes' host function remain (rebuild threads keeping the pool alive)",
+            Arc::strong_count(&marker) - 1
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}

@@ -13,7 +13,7 @@ mod metrics;
 
 use std::collections::VecDeque;
 use std::pin::Pin;
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, Weak};
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
@@ -95,6 +95,16 @@ struct Shared {
     /// Threads waiting in [`SandboxPool::call`] and friends.
     available: Condvar,
     metrics: MetricsRecorder,
+    /// Told when the pool is dropped, so that threads building
+    /// replacements stop at once instead of after their backoff.
+    dropped: Arc<PoolDropped>,
+}
+
+/// Whether a pool was dropped, for the threads that rebuild its sandboxes.
+#[derive(Default)]
+struct PoolDropped {
+    dropped: Mutex<bool>,
+    signal: Condvar,
 }
 
 /// Free sandboxes, and the async callers waiting for one (FIFO).
@@ -142,6 +152,7 @@ impl SandboxPool {
                     threads_waiting: 0,
                 }),
                 available: Condvar::new(),
+                dropped: Arc::default(),
             }),
         })
     }
@@ -240,6 +251,50 @@ impl SandboxPool {
         let checkout = self.checkout_async(name, call.cancel.as_ref()).await?;
         let _handoff = driver_handoff::arm(self.shared.builder.module().runtime());
         checkout.run(name, |sandbox| sandbox.call_with(call))
+    }
+
+    /// [`call_async_inline`](SandboxPool::call_async_inline), cancelled at
+    /// `deadline` wherever it is then: waiting for a sandbox (it never
+    /// runs) or running (it stops, and its sandbox is reset as after any
+    /// other exit). Either way it fails with [`ErrorKind::Cancelled`], and
+    /// the call's [`CancelToken`], if it carries one, is cancelled.
+    ///
+    /// The deadline runs on the runtime's own timer thread. A timer of the
+    /// async runtime could not do it: the call blocks the task's worker,
+    /// and a task spawned from that worker to cancel it waits in the
+    /// worker's own queue until the call returns.
+    ///
+    /// ```
+    /// # use std::time::{Duration, Instant};
+    /// # use cleanslate::{Call, ErrorKind, PoolConfig, Runtime, Sandbox, SandboxPool};
+    /// # let runtime = Runtime::new()?;
+    /// # let module = runtime.load_bytes(r#"(module (func (export "spin") (loop br 0)))"#)?;
+    /// let pool = SandboxPool::new(Sandbox::builder(&module), PoolConfig::new(1))?;
+    /// let tokio = tokio::runtime::Builder::new_multi_thread().worker_threads(2).build().unwrap();
+    /// let deadline = Instant::now() + Duration::from_millis(50);
+    /// let err = tokio
+    ///     .block_on(pool.call_async_inline_until(&Call::values("spin", &[]), deadline))
+    ///     .unwrap_err();
+    /// assert_eq!(err.kind(), ErrorKind::Cancelled);
+    /// # Ok::<(), cleanslate::Error>(())
+    /// ```
+    pub async fn call_async_inline_until(
+        &self,
+        call: &Call,
+        deadline: Instant,
+    ) -> Result<CallResult, Error> {
+        let with_token;
+        let (call, token) = match &call.cancel {
+            Some(token) => (call, token.clone()),
+            None => {
+                let token = CancelToken::new();
+                with_token = call.clone().cancel_token(&token);
+                (&with_token, token)
+            }
+        };
+        let runtime = self.shared.builder.module().runtime();
+        let _alarm = runtime.schedule_wake(deadline, Waker::from(Arc::new(CancelOnWake(token))));
+        self.call_async_inline(call).await
     }
 
     /// Make the next reset of one idle sandbox suffer `fault` (tests of the
@@ -376,8 +431,20 @@ impl SandboxPool {
         }
         drop(sandbox);
         self.shared.metrics.record_replacement();
-        let shared = self.shared.clone();
-        std::thread::spawn(move || rebuild(&shared));
+        // The thread holds the pool only weakly, so a pool dropped while
+        // replacements are being built (or keep failing) is freed, and
+        // its threads stop.
+        let builder = self.shared.builder.clone();
+        let pool = Arc::downgrade(&self.shared);
+        let dropped = self.shared.dropped.clone();
+        let spawned = std::thread::Builder::new()
+            .name("cleanslate-pool-rebuild".into())
+            .spawn(move || rebuild(builder, pool, &dropped));
+        if let Err(e) = spawned {
+            // The pool stays one sandbox short; the next unrecoverable
+            // sandbox tries again.
+            tracing::error!(error = %e, "cannot start a thread to rebuild a pool sandbox");
+        }
     }
 }
 
@@ -418,6 +485,15 @@ impl Drop for Checkout {
         if let Some(sandbox) = self.sandbox.take() {
             self.pool.give_back(sandbox);
         }
+    }
+}
+
+/// Cancels a token when woken (by the timer thread, at a deadline).
+struct CancelOnWake(CancelToken);
+
+impl std::task::Wake for CancelOnWake {
+    fn wake(self: Arc<Self>) {
+        self.0.cancel();
     }
 }
 
@@ -565,17 +641,40 @@ impl Shared {
 /// Build a replacement, retrying with backoff while building fails (the
 /// configuration built before, so failures are transient: e.g. the host is
 /// short of memory). Stops when the pool itself is gone.
-fn rebuild(shared: &Arc<Shared>) {
+fn rebuild(builder: SandboxBuilder, pool: Weak<Shared>, dropped: &PoolDropped) {
     let mut backoff = Duration::from_millis(10);
-    while Arc::strong_count(shared) > 1 {
-        match shared.builder.clone().build() {
-            Ok(sandbox) => return shared.put(sandbox),
+    while pool.strong_count() > 0 {
+        match builder.clone().build() {
+            Ok(sandbox) => {
+                if let Some(shared) = pool.upgrade() {
+                    shared.put(sandbox);
+                }
+                return;
+            }
             Err(e) => {
                 tracing::error!(error = %e, "rebuilding a pool sandbox failed; retrying");
-                std::thread::sleep(backoff);
+                let flag = dropped.dropped.lock().unwrap_or_else(|e| e.into_inner());
+                let (flag, _) = dropped
+                    .signal
+                    .wait_timeout_while(flag, backoff, |dropped| !*dropped)
+                    .unwrap_or_else(|e| e.into_inner());
+                if *flag {
+                    return;
+                }
                 backoff = (backoff * 2).min(Duration::from_secs(5));
             }
         }
+    }
+}
+
+impl Drop for Shared {
+    fn drop(&mut self) {
+        *self
+            .dropped
+            .dropped
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = true;
+        self.dropped.signal.notify_all();
     }
 }
 

@@ -355,8 +355,11 @@ pub(crate) fn enter_with<R>(
     live: &mut LiveInstance,
     name: &str,
     env: &CallEnv<'_>,
-    body: impl FnOnce(&mut LiveInstance, &Limits) -> Result<R, Error>,
-) -> (Result<R, Error>, Captured) {
+    body: impl FnOnce(&mut LiveInstance, &Limits) -> Result<R, Error> + Send,
+) -> (Result<R, Error>, Captured)
+where
+    R: Send,
+{
     // Before anything of the call can write to the guest's memory.
     if let Some(window) = live.fault_window.as_mut() {
         window.note_call();
@@ -386,13 +389,20 @@ pub(crate) fn enter_with<R>(
             format!("`{name}` was cancelled through its cancel token before it started"),
         ))
     } else {
-        // Calls run on the caller's thread; make sure it has room for the
-        // guest's whole stack allowance, switching to a larger stack if not.
-        stacker::maybe_grow(
-            limits.stack + STACK_RED_ZONE,
-            limits.stack + 2 * STACK_RED_ZONE,
-            || body(live, limits),
-        )
+        let run = |live: &mut LiveInstance| {
+            // Calls run on the caller's thread; make sure it has room for the
+            // guest's whole stack allowance, switching to a larger stack if not.
+            stacker::maybe_grow(
+                limits.stack + STACK_RED_ZONE,
+                limits.stack + 2 * STACK_RED_ZONE,
+                || body(live, limits),
+            )
+        };
+        if factory.wasi.is_some() && tokio::runtime::Handle::try_current().is_ok() {
+            outside_async_runtime(name, live, limits, run)
+        } else {
+            run(live)
+        }
     };
     factory.interrupt.end();
     if let Some(token) = env.cancel {
@@ -418,6 +428,49 @@ pub(crate) fn enter_with<R>(
         return (Err(stdio_overflow(name, limits)), captured);
     }
     (outcome, captured)
+}
+
+/// Run a WASI guest's call on a helper thread that is in no tokio runtime.
+///
+/// wasmtime-wasi's synchronous preview-1 functions (`fd_write`, `fd_read`,
+/// `poll_oneoff`, ...) block on a tokio runtime: the current thread's if it
+/// has one, wasmtime-wasi's own otherwise. Blocking on the current runtime
+/// from one of its tasks panics ("Cannot start a runtime from within a
+/// runtime"), and on a blocking-pool thread it depends on that runtime
+/// having timers. On a thread of its own the guest gets wasmtime-wasi's
+/// runtime, as it does when called from plain threads. Only WASI guests
+/// called from async code pay for the thread; everything else runs inline.
+fn outside_async_runtime<R: Send>(
+    name: &str,
+    live: &mut LiveInstance,
+    limits: &Limits,
+    run: impl FnOnce(&mut LiveInstance) -> Result<R, Error> + Send,
+) -> Result<R, Error> {
+    std::thread::scope(|scope| {
+        let helper = std::thread::Builder::new()
+            .name("cleanslate-wasi-call".into())
+            .stack_size(limits.stack + 2 * STACK_RED_ZONE)
+            .spawn_scoped(scope, || {
+                // The guest's page faults are taken on this thread, which
+                // the reset's fault count cannot see: the window must know
+                // the call crossed threads, so the reset scans.
+                if let Some(window) = live.fault_window.as_mut() {
+                    window.note_call();
+                }
+                run(live)
+            });
+        match helper {
+            Ok(helper) => helper
+                .join()
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic)),
+            Err(e) => Err(Error::new(
+                ErrorKind::HostError,
+                format!(
+                    "`{name}` did not run: the thread a WASI call made from async code runs on could not be started ({e}); the host is short of threads or memory, retry later"
+                ),
+            )),
+        }
+    })
 }
 
 /// A WASI guest wrote more to stdout or stderr than the output limit.
