@@ -24,7 +24,7 @@ pub(super) fn restore_fresh(
     faults.check(Fault::FailGlobalRestore).map_err(failed)?;
     write_globals(image, &mut live).map_err(failed)?;
     if factory.module.inner.layout.mutations.table_write {
-        apply_tables(&mut live, image)?;
+        apply_tables(factory, &mut live, image)?;
     }
     apply_dropped_segments(factory, &mut live, image)?;
     Ok((live, pages))
@@ -122,8 +122,18 @@ pub(crate) fn differing_ranges(
     ranges
 }
 
-fn apply_tables(live: &mut LiveInstance, image: &SnapshotImage) -> Result<(), Error> {
+fn apply_tables(
+    factory: &InstanceFactory,
+    live: &mut LiveInstance,
+    image: &SnapshotImage,
+) -> Result<(), Error> {
+    let layout = &factory.module.inner.layout;
     for (i, target) in image.tables.iter().enumerate() {
+        // No instruction can write it: a fresh instance's table already
+        // holds what every instance of the module ever holds there.
+        if !layout.table_writable(i) {
+            continue;
+        }
         let table = live.tables[i];
         let null = table_null(live, i);
         let current = table.size(&live.store);
