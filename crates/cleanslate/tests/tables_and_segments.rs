@@ -172,3 +172,91 @@ fn an_exnref_left_in_a_table_leaks_no_gc_root_across_resets() {
         assert_matches_twin(&mut twin);
     });
 }
+
+/// Five funcref tables of 1,000 slots: `set0` writes `$t0` itself,
+/// `via_call` writes `$t1` through a direct call, `via_indirect` writes
+/// `$t2` through `call_indirect` (so any function that can be a funcref may
+/// run), `copy` writes `$t3` by `table.copy` from `$t4`, which no instruction
+/// writes; `empty` does nothing. Every write stores a non-null funcref.
+const TABLES_WAT: &str = r#"(module
+  (table $t0 1000 funcref) (table $t1 1000 funcref) (table $t2 1000 funcref)
+  (table $t3 1000 funcref) (table $t4 1000 funcref)
+  (type $v (func))
+  (func $f)
+  (func $w1 (table.set $t1 (i32.const 11) (ref.func $f)))
+  (func $w2 (table.set $t2 (i32.const 22) (ref.func $f)))
+  (elem (table $t4) (i32.const 0) func $w2 $f)
+  (func (export "empty"))
+  (func (export "set0") (table.set $t0 (i32.const 7) (ref.func $f)))
+  (func (export "via_call") (call $w1))
+  (func (export "via_indirect") (call_indirect $t4 (type $v) (i32.const 0)))
+  (func (export "copy") (table.copy $t3 $t4 (i32.const 500) (i32.const 0) (i32.const 2)))
+  (func (export "read") (param $table i32) (param $slot i32) (result i32)
+    (block $done (result i32)
+      (block $b4 (block $b3 (block $b2 (block $b1 (block $b0
+        (br_table $b0 $b1 $b2 $b3 $b4 (local.get $table)))
+        (br $done (ref.is_null (table.get $t0 (local.get $slot)))))
+        (br $done (ref.is_null (table.get $t1 (local.get $slot)))))
+        (br $done (ref.is_null (table.get $t2 (local.get $slot)))))
+        (br $done (ref.is_null (table.get $t3 (local.get $slot)))))
+      (ref.is_null (table.get $t4 (local.get $slot))))))"#;
+
+/// (export, slots the in-place reset after it may read: the tables the
+/// export can reach a write to, 1,000 slots each).
+const TABLE_CALLS: [(&str, u64); 5] = [
+    ("empty", 0),
+    ("set0", 1000),
+    ("via_call", 1000),
+    ("copy", 1000),
+    // An indirect call may reach every function that can be a funcref,
+    // exported ones included: every table but `$t4`.
+    ("via_indirect", 4000),
+];
+
+#[test]
+fn table_restore_reads_only_the_tables_the_call_could_have_written() {
+    on_both_strategies(|strategy| {
+        let mut twin = sandbox_of(TABLES_WAT, strategy);
+        twin.sandbox.call("empty", &[]).unwrap();
+        let in_place = twin.sandbox.last_reset().unwrap().path() == ResetPath::InPlace;
+        assert!(
+            in_place || strategy == ResetStrategy::FreshInstance || !expect_tracking(),
+            "in-place resets must run here"
+        );
+        for (name, slots) in TABLE_CALLS {
+            twin.sandbox.call(name, &[]).unwrap();
+            let report = twin.sandbox.last_reset().unwrap().clone();
+            assert!(report.verified());
+            let expected = if in_place { slots } else { 4000 };
+            assert_eq!(
+                report.table_slots(),
+                expected,
+                "`{name}` ({strategy:?}, {:?}): table slots read by the reset",
+                report.path()
+            );
+            for (table, slot) in [(0, 7), (1, 11), (2, 22), (3, 500)] {
+                assert_eq!(
+                    twin.sandbox
+                        .call("read", &[Val::I32(table), Val::I32(slot)])
+                        .unwrap(),
+                    [Val::I32(1)],
+                    "after `{name}`: table {table} slot {slot} is null again"
+                );
+            }
+            assert_matches_twin(&mut twin);
+        }
+        // A session's calls add up: the reset when it ends covers them all.
+        {
+            let mut session = twin.sandbox.session();
+            session.call("set0", &[]).unwrap();
+            session.call("via_call", &[]).unwrap();
+        }
+        let report = twin.sandbox.last_reset().unwrap().clone();
+        assert_eq!(
+            report.table_slots(),
+            if in_place { 2000 } else { 4000 },
+            "a session of `set0` and `via_call` ({strategy:?})"
+        );
+        assert_matches_twin(&mut twin);
+    });
+}

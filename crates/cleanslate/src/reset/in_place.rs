@@ -30,6 +30,8 @@ pub(super) struct InPlaceDone {
     /// Whether the page tables were scanned (else only hot pages were
     /// examined).
     pub scanned: bool,
+    /// Table slots compared with the image.
+    pub table_slots: u64,
 }
 
 /// Restore `live` to `image` in place.
@@ -122,14 +124,17 @@ pub(super) fn restore_in_place(
         .check(Fault::FailGlobalRestore)
         .map_err(Declined::Failed)?;
     write_globals(image, live).map_err(Declined::Failed)?;
-    if module.inner.layout.mutations.table_write {
-        restore_table_slots(module, image, live)?;
-    }
+    let table_slots = if module.inner.layout.mutations.table_write {
+        restore_table_slots(module, image, live)?
+    } else {
+        0
+    };
     live.tables_touched = Some(Default::default());
     live.fault_window = faults_now.map(FaultWindow::open);
     Ok(InPlaceDone {
         pages,
         scanned: !only_hot_written,
+        table_slots,
     })
 }
 
@@ -210,11 +215,13 @@ fn restore_table_slots(
     module: &Module,
     image: &SnapshotImage,
     live: &mut LiveInstance,
-) -> Result<(), Declined> {
+) -> Result<u64, Declined> {
+    let mut examined = 0;
     for (i, expected) in image.tables.iter().enumerate() {
         if !live.table_maybe_touched(module, i) {
             continue;
         }
+        examined += expected.elements.len() as u64;
         let table = live.tables[i];
         for (slot, want) in expected.elements.iter().enumerate() {
             // A slot the image cannot describe (an exception object left
@@ -233,5 +240,5 @@ fn restore_table_slots(
                 })?;
         }
     }
-    Ok(())
+    Ok(examined)
 }
