@@ -60,6 +60,109 @@ fn smith_config() -> wasm_smith::Config {
     }
 }
 
+/// The reference types a table or element segment can hold without the GC
+/// proposal, with their null constant.
+const REFERENCE_TYPES: [(&str, &str); 3] = [
+    ("funcref", "(ref.null func)"),
+    ("externref", "(ref.null extern)"),
+    ("exnref", "(ref.null exn)"),
+];
+
+/// A module with one to three tables and passive element segments of
+/// random reference types (32- or 64-bit tables, empty segments included),
+/// a passive data segment, and eight exports `op0`..`op7`, each a random
+/// sequence of what changes them: `elem.drop`, `table.init` into a table
+/// that accepts the segment, `data.drop`, `memory.init`, `table.set`,
+/// `table.fill`, `table.grow`, `table.copy`. Offsets are small, so some
+/// operations trap part-way.
+fn segment_module(u: &mut Unstructured<'_>) -> String {
+    let int = |u: &mut Unstructured<'_>, max: u32| u.int_in_range(0..=max).unwrap_or(0);
+    let tables: Vec<(usize, bool, u32)> = (0..=int(u, 2))
+        .map(|_| (int(u, 2) as usize, int(u, 1) == 1, int(u, 6)))
+        .collect();
+    let segments: Vec<(usize, u32)> = (0..=int(u, 2))
+        .map(|_| (int(u, 2) as usize, int(u, 3)))
+        .collect();
+    let mut wat = String::from("(module (memory 1 2) (data $d \"segment\")\n");
+    wat.push_str("(func $f (result i32) (i32.const 7))\n(elem declare func $f)\n");
+    for (i, (ty, table64, size)) in tables.iter().enumerate() {
+        let address = if *table64 { "i64 " } else { "" };
+        let ty = REFERENCE_TYPES[*ty].0;
+        wat.push_str(&format!("(table $t{i} {address}{size} 12 {ty})\n"));
+    }
+    for (i, (ty, len)) in segments.iter().enumerate() {
+        let (name, null) = REFERENCE_TYPES[*ty];
+        let items: Vec<&str> = (0..*len)
+            .map(|k| {
+                if *ty == 0 && k % 2 == 0 {
+                    "(ref.func $f)"
+                } else {
+                    null
+                }
+            })
+            .collect();
+        wat.push_str(&format!("(elem $e{i} {name} {})\n", items.join(" ")));
+    }
+    let index = |table: usize, value: u32| {
+        if tables[table].1 {
+            format!("(i64.const {value})")
+        } else {
+            format!("(i32.const {value})")
+        }
+    };
+    for op in 0..8 {
+        wat.push_str(&format!("(func (export \"op{op}\")\n"));
+        for _ in 0..=int(u, 3) {
+            let t = int(u, tables.len() as u32 - 1) as usize;
+            let (table_ty, _, _) = tables[t];
+            let null = REFERENCE_TYPES[table_ty].1;
+            let s = int(u, segments.len() as u32 - 1) as usize;
+            let line = match int(u, 7) {
+                0 => format!("(elem.drop $e{s})"),
+                1 if segments[s].0 == table_ty => format!(
+                    "(table.init $t{t} $e{s} {} (i32.const 0) (i32.const {}))",
+                    index(t, int(u, 4)),
+                    int(u, segments[s].1)
+                ),
+                2 => "(data.drop $d)".to_string(),
+                3 => format!(
+                    "(memory.init $d (i32.const {}) (i32.const 0) (i32.const {}))",
+                    int(u, 100),
+                    int(u, 7)
+                ),
+                4 if table_ty == 0 => {
+                    format!("(table.set $t{t} {} (ref.func $f))", index(t, int(u, 6)))
+                }
+                4 => format!("(table.set $t{t} {} {null})", index(t, int(u, 6))),
+                5 => format!(
+                    "(table.fill $t{t} {} {null} {})",
+                    index(t, int(u, 4)),
+                    index(t, int(u, 4))
+                ),
+                6 => format!("(drop (table.grow $t{t} {null} {}))", index(t, int(u, 2))),
+                _ => {
+                    let other = int(u, tables.len() as u32 - 1) as usize;
+                    if tables[other].0 == table_ty && tables[other].1 == tables[t].1 {
+                        format!(
+                            "(table.copy $t{t} $t{other} {} {} {})",
+                            index(t, int(u, 3)),
+                            index(other, int(u, 3)),
+                            index(t, int(u, 3))
+                        )
+                    } else {
+                        "(nop)".to_string()
+                    }
+                }
+            };
+            wat.push_str(&line);
+            wat.push('\n');
+        }
+        wat.push_str(")\n");
+    }
+    wat.push(')');
+    wat
+}
+
 /// Small and boundary values find more than uniform ones.
 fn random_val(ty: ValType, u: &mut Unstructured<'_>) -> Option<Val> {
     let pick = u.int_in_range(0..=3u8).unwrap_or(0);
@@ -91,11 +194,22 @@ pub fn check(data: &[u8], tally: &mut Tally) -> Result<(), Finding> {
     tally.inputs += 1;
     let (module_bytes, call_bytes) = data.split_at(data.len() * 3 / 4);
     let mut u = Unstructured::new(module_bytes);
-    let Ok(generated) = wasm_smith::Module::new(smith_config(), &mut u) else {
-        tally.skipped += 1;
-        return Ok(());
+    // One input in eight gets a module built around passive segments of
+    // every kind and the tables that use them: wasm-smith rarely pairs an
+    // `elem.drop` with a `table.init` of the same non-funcref segment.
+    let wasm = if data.first().is_some_and(|b| b % 8 == 0) {
+        tally.saw("segment_module");
+        match wat::parse_str(segment_module(&mut u)) {
+            Ok(wasm) => wasm,
+            Err(e) => return Err(Finding(format!("the segment template is invalid: {e}"))),
+        }
+    } else {
+        let Ok(generated) = wasm_smith::Module::new(smith_config(), &mut u) else {
+            tally.skipped += 1;
+            return Ok(());
+        };
+        generated.to_bytes()
     };
-    let wasm = generated.to_bytes();
     let module = match runtime().load_bytes(&wasm) {
         Ok(module) => module,
         Err(e) if e.kind() == ErrorKind::InvalidModule => {

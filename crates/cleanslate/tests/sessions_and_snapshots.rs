@@ -187,6 +187,47 @@ fn snapshots_of_another_module_are_refused() {
 }
 
 #[test]
+fn a_snapshot_of_a_dropped_module_is_refused_by_a_module_loaded_after_it() {
+    // Same shape, different contents: a snapshot of the first restored into
+    // a sandbox of the second would "work" and hand it the first's state.
+    const FIRST: &str = r#"(module (memory 1) (data (i32.const 0) "first module's secret")
+        (func (export "peek") (result i32) (i32.load (i32.const 0))))"#;
+    const LATER: &str = r#"(module (memory 1) (data (i32.const 0) "a later module")
+        (func (export "peek") (result i32) (i32.load (i32.const 0))))"#;
+    let runtime = Runtime::new().unwrap();
+    let foreign = {
+        let first = runtime.load_bytes(FIRST).unwrap();
+        Sandbox::builder(&first)
+            .build()
+            .unwrap()
+            .snapshot()
+            .unwrap()
+        // The module and its sandbox are dropped here; only the snapshot
+        // lives on. The allocator is free to give its address to the next
+        // module loaded (with the address as identity, it often did).
+    };
+    let mut later = Vec::new();
+    for attempt in 0..32 {
+        let module = runtime.load_bytes(LATER).unwrap();
+        let mut sandbox = Sandbox::builder(&module).build().unwrap();
+        let before = sandbox.snapshot().unwrap();
+        let outcome = sandbox.restore(&foreign);
+        assert_eq!(
+            outcome.as_ref().map_err(|e| e.kind()),
+            Err(ErrorKind::InvalidArguments),
+            "attempt {attempt}: a snapshot of a dropped module was accepted"
+        );
+        assert_eq!(sandbox.snapshot().unwrap(), before, "attempt {attempt}");
+        assert_eq!(
+            sandbox.call_typed::<(), i32>("peek", ()).unwrap(),
+            i32::from_le_bytes(*b"a la")
+        );
+        // Kept alive, so each attempt's module takes a new allocation.
+        later.push(module);
+    }
+}
+
+#[test]
 fn the_snapshot_is_taken_after_start_and_init_and_neither_runs_again() {
     let runtime = Runtime::new().unwrap();
     let module = runtime

@@ -23,7 +23,7 @@
 use wasm_encoder::{Encode, Function, RawSection};
 use wasmparser::{Parser, Payload};
 
-use super::layout::ModuleLayout;
+use super::layout::{ModuleLayout, PassiveSegment, TableLayout};
 use crate::error::Error;
 
 /// The reserved export names the rewrite added, by what they reach.
@@ -173,14 +173,15 @@ pub(crate) fn instrument(wasm: &[u8], layout: &ModuleLayout) -> Result<(Vec<u8>,
         }
     }
     if layout.mutations.elem_drop {
-        let funcref_table = layout.tables.iter().find(|t| t.funcref);
         for segment in &layout.passive_elements {
             let drop = format!("{prefix}elem_drop:{}", segment.index);
             let mut f = Function::new([]);
             f.instructions().elem_drop(segment.index).end();
             add_helper(&mut hooks, drop.clone(), f);
-            let probe = match funcref_table {
-                Some(table) if segment.len > 0 && segment.funcref => {
+            // Any reference type: a dropped externref or exnref segment is
+            // as observable (`table.init` traps) as a funcref one.
+            let probe = match probe_table(layout, segment) {
+                Some(table) if segment.len > 0 => {
                     let name = format!("{prefix}elem_probe:{}", segment.index);
                     let mut f = Function::new([]);
                     let mut ins = f.instructions();
@@ -228,6 +229,32 @@ pub(crate) fn instrument(wasm: &[u8], layout: &ModuleLayout) -> Result<(Vec<u8>,
     additions.push(EXPORT, export_entries);
 
     Ok((rewrite(wasm, additions)?, hooks))
+}
+
+/// A table a zero-length `table.init` of element `segment` validates
+/// against: the one the module's own code initialises from it, else any
+/// table whose element type accepts the segment's. `None` only when no
+/// table can take the segment, so no instruction can observe its drop.
+fn probe_table<'a>(layout: &'a ModuleLayout, segment: &PassiveSegment) -> Option<&'a TableLayout> {
+    let used = layout
+        .mutations
+        .segment_tables
+        .get(&segment.index)
+        .and_then(|t| layout.tables.iter().find(|table| table.index == *t));
+    let element = segment.element?;
+    used.or_else(|| {
+        layout
+            .tables
+            .iter()
+            .find(|table| accepts(table.element, element))
+    })
+}
+
+/// Whether a table of element type `table` can hold references of type
+/// `element`. Without the GC proposal the only subtyping among reference
+/// types is non-null into nullable of the same heap type.
+fn accepts(table: wasmparser::RefType, element: wasmparser::RefType) -> bool {
+    table.heap_type() == element.heap_type() && (table.is_nullable() || !element.is_nullable())
 }
 
 /// A prefix that no existing export name starts with.
@@ -414,6 +441,41 @@ mod tests {
         assert!(hooks.element_segments[0].probe.is_some());
         // 2 original functions + 4 helpers.
         assert_eq!(after.defined_functions, 6);
+    }
+
+    #[test]
+    fn probes_element_segments_of_every_reference_type() {
+        let (_, hooks, _) = rewritten(
+            r#"(module
+                (table $f 1 funcref)
+                (table $x 4 externref)
+                (table $n i64 4 exnref)
+                (elem $ext externref (ref.null extern) (ref.null extern))
+                (elem $exn exnref (ref.null exn))
+                (elem $fun func $g)
+                (elem $orphan externref)
+                (func $g)
+                (func (export "drop") (elem.drop $ext) (elem.drop $exn) (elem.drop $fun)))"#,
+        );
+        let probed: Vec<(u32, bool)> = hooks
+            .element_segments
+            .iter()
+            .map(|s| (s.segment, s.probe.is_some()))
+            .collect();
+        // The empty segment's drop is unobservable (a zero-length init of
+        // an empty segment succeeds either way).
+        assert_eq!(probed, [(0, true), (1, true), (2, true), (3, false)]);
+    }
+
+    #[test]
+    fn a_segment_no_table_accepts_needs_no_probe() {
+        let (_, hooks, _) = rewritten(
+            r#"(module
+                (table 1 funcref)
+                (elem $ext externref (ref.null extern))
+                (func (export "drop") (elem.drop $ext)))"#,
+        );
+        assert!(hooks.element_segments[0].probe.is_none());
     }
 
     #[test]

@@ -5,11 +5,11 @@
 //! records which kinds of state any instruction could touch. "No instruction
 //! can do X" lets a reset skip X entirely with a proof rather than a hope.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use wasmparser::{
     DataKind, ElementKind, ExternalKind, FuncValidatorAllocations, Operator, Parser, Payload,
-    TypeRef, Validator, WasmFeatures,
+    RefType, TypeRef, Validator, WasmFeatures,
 };
 
 use crate::error::Error;
@@ -47,6 +47,8 @@ pub(crate) struct TableLayout {
     pub table64: bool,
     /// Holds funcrefs (as opposed to another reference type).
     pub funcref: bool,
+    /// The element type (funcref, externref, exnref, ...).
+    pub element: RefType,
     pub initial_elements: u64,
     pub maximum_elements: Option<u64>,
 }
@@ -90,8 +92,8 @@ pub(crate) struct PassiveSegment {
     pub index: u32,
     /// Length in bytes (data) or elements (element segments).
     pub len: u32,
-    /// For element segments: the segment holds funcrefs.
-    pub funcref: bool,
+    /// For element segments: the element type; `None` for data segments.
+    pub element: Option<RefType>,
 }
 
 /// Which kinds of state some instruction in the module can change.
@@ -104,6 +106,28 @@ pub(crate) struct Mutations {
     pub elem_drop: bool,
     /// `table.set`, `table.grow`, `table.fill`, `table.copy` or `table.init`.
     pub table_write: bool,
+    /// Indices of the tables those instructions can change (the destination
+    /// of `table.copy`; its source is only read). A table outside this set
+    /// keeps its instantiation contents for ever.
+    pub tables_written: BTreeSet<u32>,
+    /// Element segment -> a table some `table.init` copies it into: a table
+    /// that certainly accepts the segment's element type.
+    pub segment_tables: BTreeMap<u32, u32>,
+    /// Per exported function: the tables a call of it can write, through
+    /// its own code and everything it can call (an indirect call may reach
+    /// any function that can become a funcref; a host function may call
+    /// the guest's allocator, whose tables are included everywhere). An
+    /// export missing here may write any table `tables_written` names.
+    pub export_tables: BTreeMap<String, BTreeSet<u32>>,
+}
+
+/// What one defined function's own code does, for the call-graph closure.
+#[derive(Debug, Default)]
+struct FunctionEffects {
+    tables: BTreeSet<u32>,
+    calls: BTreeSet<u32>,
+    /// `call_indirect`, `call_ref` or their tail-call forms.
+    indirect: bool,
 }
 
 /// Everything the sandbox needs to know about a module's shape.
@@ -136,6 +160,19 @@ impl ModuleLayout {
     /// Number of imported functions, which come first in the function space.
     pub fn imported_functions(&self) -> u32 {
         self.function_imports.len() as u32
+    }
+
+    /// Whether some instruction can change defined table `defined` (its
+    /// position among the module's defined tables).
+    pub fn table_writable(&self, defined: usize) -> bool {
+        // Instructions index tables imported ones first; a module importing
+        // one never builds a sandbox, but stay conservative anyway.
+        if self.other_imports.iter().any(|i| i.what == "table") {
+            return true;
+        }
+        self.tables
+            .get(defined)
+            .is_none_or(|t| self.mutations.tables_written.contains(&t.index))
     }
 
     pub fn function(&self, name: &str) -> Option<&ExportedFunction> {
@@ -217,6 +254,7 @@ pub(crate) fn analyse(wasm: &[u8]) -> Result<ModuleLayout, Error> {
     let mut defined_function_types: Vec<u32> = Vec::new();
     let mut allocs = FuncValidatorAllocations::default();
     let mut pending_exports: Vec<(String, u32)> = Vec::new();
+    let mut effects: Vec<FunctionEffects> = Vec::new();
     let invalid = |e: wasmparser::BinaryReaderError| {
         Error::invalid_module(e.message().to_string(), Some(e.offset()))
     };
@@ -290,6 +328,7 @@ pub(crate) fn analyse(wasm: &[u8]) -> Result<ModuleLayout, Error> {
                         index: layout.tables.len() as u32,
                         table64: table.ty.table64,
                         funcref: table.ty.element_type.is_func_ref(),
+                        element: table.ty.element_type,
                         initial_elements: table.ty.initial,
                         maximum_elements: table.ty.maximum,
                     });
@@ -335,26 +374,26 @@ pub(crate) fn analyse(wasm: &[u8]) -> Result<ModuleLayout, Error> {
             Payload::ElementSection(reader) => {
                 for (index, element) in reader.clone().into_iter().enumerate() {
                     let element = element.map_err(invalid)?;
-                    let (len, funcref) = match &element.items {
+                    let (len, ty) = match &element.items {
                         wasmparser::ElementItems::Functions(funcs) => {
                             for f in funcs.clone() {
                                 layout.referenceable_functions.insert(f.map_err(invalid)?);
                             }
-                            (funcs.count(), true)
+                            (funcs.count(), RefType::FUNCREF)
                         }
                         wasmparser::ElementItems::Expressions(ty, exprs) => {
                             for expr in exprs.clone() {
                                 note_function_references(&expr.map_err(invalid)?, &mut layout)
                                     .map_err(invalid)?;
                             }
-                            (exprs.count(), ty.is_func_ref())
+                            (exprs.count(), *ty)
                         }
                     };
                     if matches!(element.kind, ElementKind::Passive) {
                         layout.passive_elements.push(PassiveSegment {
                             index: index as u32,
                             len,
-                            funcref,
+                            element: Some(ty),
                         });
                     }
                 }
@@ -396,13 +435,13 @@ pub(crate) fn analyse(wasm: &[u8]) -> Result<ModuleLayout, Error> {
                         layout.passive_data.push(PassiveSegment {
                             index: index as u32,
                             len: data.data.len() as u32,
-                            funcref: false,
+                            element: None,
                         });
                     }
                 }
             }
             Payload::CodeSectionEntry(body) => {
-                scan_body(body, &mut layout).map_err(invalid)?;
+                effects.push(scan_body(body, &mut layout).map_err(invalid)?);
             }
             _ => {}
         }
@@ -418,6 +457,7 @@ pub(crate) fn analyse(wasm: &[u8]) -> Result<ModuleLayout, Error> {
         }
     }
 
+    layout.mutations.export_tables = export_tables(&layout, &effects, &pending_exports);
     let imported = layout.imported_functions();
     for (name, index) in pending_exports {
         let signature = if index < imported {
@@ -447,12 +487,73 @@ fn constant_offset(expr: &wasmparser::ConstExpr<'_>) -> Option<u64> {
     matches!(ops.read().ok()?, Operator::End).then_some(value)
 }
 
+/// Work allowed for the call-graph closure (edges visited over all
+/// exports); a module beyond it gets no per-export sets, so every call
+/// checks every writable table.
+const CLOSURE_BUDGET: usize = 50_000_000;
+
+/// The tables each export can write (see [`Mutations::export_tables`]).
+fn export_tables(
+    layout: &ModuleLayout,
+    effects: &[FunctionEffects],
+    exports: &[(String, u32)],
+) -> BTreeMap<String, BTreeSet<u32>> {
+    let mut out = BTreeMap::new();
+    if layout.mutations.tables_written.is_empty() {
+        return out;
+    }
+    let imported = layout.imported_functions();
+    let defined = |f: u32| {
+        f.checked_sub(imported)
+            .and_then(|i| effects.get(i as usize))
+    };
+    let mut budget = CLOSURE_BUDGET;
+    // Every function reachable from `roots`, depth first; `None` once the
+    // budget is spent.
+    let mut closure = |roots: &mut dyn Iterator<Item = u32>| -> Option<BTreeSet<u32>> {
+        let mut tables = BTreeSet::new();
+        let mut seen = BTreeSet::new();
+        let mut stack: Vec<u32> = roots.collect();
+        let mut indirect_added = false;
+        while let Some(f) = stack.pop() {
+            if !seen.insert(f) {
+                continue;
+            }
+            let Some(e) = defined(f) else { continue };
+            budget = budget.checked_sub(1 + e.calls.len())?;
+            tables.extend(&e.tables);
+            stack.extend(&e.calls);
+            if e.indirect && !indirect_added {
+                indirect_added = true;
+                budget = budget.checked_sub(layout.referenceable_functions.len())?;
+                stack.extend(&layout.referenceable_functions);
+            }
+        }
+        Some(tables)
+    };
+    let alloc = exports
+        .iter()
+        .find(|(name, _)| name == crate::abi::ALLOC_EXPORT)
+        .map(|(_, f)| *f);
+    for (name, f) in exports {
+        let mut roots = std::iter::once(*f).chain(alloc);
+        match closure(&mut roots) {
+            Some(tables) => {
+                out.insert(name.clone(), tables);
+            }
+            None => return BTreeMap::new(),
+        }
+    }
+    out
+}
+
 fn scan_body(
     body: &wasmparser::FunctionBody<'_>,
     layout: &mut ModuleLayout,
-) -> wasmparser::Result<()> {
+) -> wasmparser::Result<FunctionEffects> {
     let mut ops = body.get_operators_reader()?;
     let m = &mut layout.mutations;
+    let mut own = FunctionEffects::default();
     while !ops.eof() {
         match ops.read()? {
             Operator::GlobalSet { global_index } => {
@@ -461,18 +562,38 @@ fn scan_body(
             Operator::MemoryGrow { .. } => m.memory_grow = true,
             Operator::DataDrop { .. } => m.data_drop = true,
             Operator::ElemDrop { .. } => m.elem_drop = true,
-            Operator::TableSet { .. }
-            | Operator::TableGrow { .. }
-            | Operator::TableFill { .. }
-            | Operator::TableCopy { .. }
-            | Operator::TableInit { .. } => m.table_write = true,
+            Operator::TableSet { table }
+            | Operator::TableGrow { table }
+            | Operator::TableFill { table } => {
+                m.table_write = true;
+                m.tables_written.insert(table);
+                own.tables.insert(table);
+            }
+            Operator::TableCopy { dst_table, .. } => {
+                m.table_write = true;
+                m.tables_written.insert(dst_table);
+                own.tables.insert(dst_table);
+            }
+            Operator::TableInit { elem_index, table } => {
+                m.table_write = true;
+                m.tables_written.insert(table);
+                m.segment_tables.entry(elem_index).or_insert(table);
+                own.tables.insert(table);
+            }
+            Operator::Call { function_index } | Operator::ReturnCall { function_index } => {
+                own.calls.insert(function_index);
+            }
+            Operator::CallIndirect { .. }
+            | Operator::ReturnCallIndirect { .. }
+            | Operator::CallRef { .. }
+            | Operator::ReturnCallRef { .. } => own.indirect = true,
             Operator::RefFunc { function_index } => {
                 layout.referenceable_functions.insert(function_index);
             }
             _ => {}
         }
     }
-    Ok(())
+    Ok(own)
 }
 
 /// Record the functions a constant expression takes a reference to.

@@ -47,6 +47,10 @@ pub enum Fault {
     FailGlobalRestore,
     /// Creating the fresh instance fails.
     FailInstantiation,
+    /// The in-place path does not look for dropped segments (a reset that
+    /// silently misses an `elem.drop` or `data.drop`). Only verification
+    /// can notice.
+    IgnoreDroppedSegments,
 }
 
 impl Fault {
@@ -58,6 +62,7 @@ impl Fault {
             Fault::FailGlobalRestore => "restoring globals failed",
             Fault::FailInstantiation => "creating the fresh instance failed",
             Fault::CorruptMemory | Fault::CorruptGlobal => "corrupted the restored state",
+            Fault::IgnoreDroppedSegments => "dropped segments were not looked for",
         };
         format!("injected fault: {step}")
     }

@@ -11,23 +11,25 @@ use crate::sandbox::instance::{InstanceFactory, LiveInstance};
 use crate::snapshot::SnapshotImage;
 use crate::snapshot::image::{HOST_PAGE, table_null, write_globals};
 
-/// Instantiate and apply `image`; returns the instance and the number of
-/// host pages copied.
+/// Instantiate and apply `image`; returns the instance, the number of
+/// host pages copied and of table slots written.
 pub(super) fn restore_fresh(
     factory: &InstanceFactory,
     image: &SnapshotImage,
     faults: &mut PendingFaults,
-) -> Result<(LiveInstance, u64), Error> {
+) -> Result<(LiveInstance, u64, u64), Error> {
     faults.check(Fault::FailInstantiation).map_err(failed)?;
     let mut live = factory.instantiate()?;
     let pages = apply_memories(factory, &mut live, image)?;
     faults.check(Fault::FailGlobalRestore).map_err(failed)?;
     write_globals(image, &mut live).map_err(failed)?;
-    if factory.module.inner.layout.mutations.table_write {
-        apply_tables(&mut live, image)?;
-    }
+    let table_slots = if factory.module.inner.layout.mutations.table_write {
+        apply_tables(factory, &mut live, image)?
+    } else {
+        0
+    };
     apply_dropped_segments(factory, &mut live, image)?;
-    Ok((live, pages))
+    Ok((live, pages, table_slots))
 }
 
 fn failed(what: String) -> Error {
@@ -122,8 +124,20 @@ pub(crate) fn differing_ranges(
     ranges
 }
 
-fn apply_tables(live: &mut LiveInstance, image: &SnapshotImage) -> Result<(), Error> {
+fn apply_tables(
+    factory: &InstanceFactory,
+    live: &mut LiveInstance,
+    image: &SnapshotImage,
+) -> Result<u64, Error> {
+    let layout = &factory.module.inner.layout;
+    let mut written = 0;
     for (i, target) in image.tables.iter().enumerate() {
+        // No instruction can write it: a fresh instance's table already
+        // holds what every instance of the module ever holds there.
+        if !layout.table_writable(i) {
+            continue;
+        }
+        written += target.elements.len() as u64;
         let table = live.tables[i];
         let null = table_null(live, i);
         let current = table.size(&live.store);
@@ -143,7 +157,7 @@ fn apply_tables(live: &mut LiveInstance, image: &SnapshotImage) -> Result<(), Er
                 .map_err(|e| failed(format!("cannot restore table {i} slot {slot}: {e:#}")))?;
         }
     }
-    Ok(())
+    Ok(written)
 }
 
 fn apply_dropped_segments(

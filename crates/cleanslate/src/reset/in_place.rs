@@ -30,6 +30,8 @@ pub(super) struct InPlaceDone {
     /// Whether the page tables were scanned (else only hot pages were
     /// examined).
     pub scanned: bool,
+    /// Table slots compared with the image.
+    pub table_slots: u64,
 }
 
 /// Restore `live` to `image` in place.
@@ -43,14 +45,15 @@ pub(super) fn restore_in_place(
         (true, Ok(tracker)) => tracker,
         _ => return Err(Declined::NotApplicable(FallbackReason::TrackingUnavailable)),
     };
-    // Read first: faults of the reset itself then count against the next
-    // window, which can only cost it a scan.
+    let window = live.fault_window.take();
+    // The probes run guest code (helper exports) on this thread: the fault
+    // count is read after them, so whatever they might write is covered by
+    // this window's decision rather than slipping past it. Read before any
+    // copy: faults of the reset itself then count against the next window,
+    // which can only cost it a scan.
+    check_applicable(module, image, live, faults).map_err(Declined::NotApplicable)?;
     let faults_now = thread_faults();
-    let only_hot_written = live
-        .fault_window
-        .take()
-        .is_some_and(|window| window.only_hot_pages_written(faults_now));
-    check_applicable(module, image, live).map_err(Declined::NotApplicable)?;
+    let only_hot_written = window.is_some_and(|window| window.only_hot_pages_written(faults_now));
 
     let mut pages = 0;
     for (i, expected) in image.memories.iter().enumerate() {
@@ -121,13 +124,17 @@ pub(super) fn restore_in_place(
         .check(Fault::FailGlobalRestore)
         .map_err(Declined::Failed)?;
     write_globals(image, live).map_err(Declined::Failed)?;
-    if module.inner.layout.mutations.table_write {
-        restore_table_slots(image, live)?;
-    }
+    let table_slots = if module.inner.layout.mutations.table_write {
+        restore_table_slots(module, image, live)?
+    } else {
+        0
+    };
+    live.tables_touched = Some(Default::default());
     live.fault_window = faults_now.map(FaultWindow::open);
     Ok(InPlaceDone {
         pages,
         scanned: !only_hot_written,
+        table_slots,
     })
 }
 
@@ -161,6 +168,7 @@ fn check_applicable(
     module: &Module,
     image: &SnapshotImage,
     live: &mut LiveInstance,
+    faults: &mut PendingFaults,
 ) -> Result<(), FallbackReason> {
     for (i, expected) in image.memories.iter().enumerate() {
         if live.memories[i].data_size(&live.store) != expected.bytes.len() {
@@ -171,6 +179,9 @@ fn check_applicable(
         if live.tables[i].size(&live.store) != expected.elements.len() as u64 {
             return Err(FallbackReason::TableResized);
         }
+    }
+    if faults.fire(Fault::IgnoreDroppedSegments) {
+        return Ok(());
     }
     // A dropped segment cannot be un-dropped. Probes of still-present
     // segments return normally (cheap); one that traps was dropped.
@@ -197,9 +208,20 @@ fn check_applicable(
     Ok(())
 }
 
-/// Rewrite only the table slots that differ from the image.
-fn restore_table_slots(image: &SnapshotImage, live: &mut LiveInstance) -> Result<(), Declined> {
+/// Rewrite only the table slots that differ from the image, in the tables
+/// the calls since the last reset could have written: those the exports
+/// they entered can reach a write to (the others cannot have changed).
+fn restore_table_slots(
+    module: &Module,
+    image: &SnapshotImage,
+    live: &mut LiveInstance,
+) -> Result<u64, Declined> {
+    let mut examined = 0;
     for (i, expected) in image.tables.iter().enumerate() {
+        if !live.table_maybe_touched(module, i) {
+            continue;
+        }
+        examined += expected.elements.len() as u64;
         let table = live.tables[i];
         for (slot, want) in expected.elements.iter().enumerate() {
             // A slot the image cannot describe (an exception object left
@@ -218,5 +240,5 @@ fn restore_table_slots(image: &SnapshotImage, live: &mut LiveInstance) -> Result
                 })?;
         }
     }
-    Ok(())
+    Ok(examined)
 }

@@ -97,7 +97,7 @@ impl ResetPlan<'_> {
         let mut restored = None;
         if let (None, Some(mut live)) = (fallback, self.live) {
             match in_place::restore_in_place(module, self.image, &mut live, &mut self.faults) {
-                Ok(done) => restored = Some((live, done.pages, done.scanned)),
+                Ok(done) => restored = Some((live, done.pages, done.scanned, done.table_slots)),
                 Err(in_place::Declined::NotApplicable(reason)) => fallback = Some(reason),
                 Err(in_place::Declined::Failed(problem)) => {
                     tracing::warn!(%problem, "in-place reset failed; replacing the instance");
@@ -106,12 +106,12 @@ impl ResetPlan<'_> {
             }
         }
         let fresh = restored.is_none();
-        let (mut live, pages, scanned_page_tables) = match restored {
+        let (mut live, pages, scanned_page_tables, table_slots) = match restored {
             Some(done) => done,
             None => {
-                let (live, pages) =
+                let (live, pages, table_slots) =
                     fresh::restore_fresh(self.factory, self.image, &mut self.faults)?;
-                (live, pages, false)
+                (live, pages, false, table_slots)
             }
         };
         verify::inject(&mut live, &mut self.faults);
@@ -131,6 +131,7 @@ impl ResetPlan<'_> {
             fallback,
             dirty_pages: pages,
             scanned_page_tables,
+            table_slots,
             duration: started.elapsed(),
             verified: self.verify,
         };

@@ -96,6 +96,7 @@ pub struct ResetReport {
     pub(crate) fallback: Option<FallbackReason>,
     pub(crate) dirty_pages: u64,
     pub(crate) scanned_page_tables: bool,
+    pub(crate) table_slots: u64,
     pub(crate) duration: Duration,
     pub(crate) verified: bool,
 }
@@ -127,6 +128,16 @@ impl ResetReport {
     /// the fresh-instance path.
     pub fn scanned_page_tables(&self) -> bool {
         self.scanned_page_tables
+    }
+
+    /// Table slots the reset read or wrote: in place, every slot of each
+    /// table the calls since the last reset could have written (through the
+    /// exports they entered); on the fresh-instance path, the slots of each
+    /// table any instruction can write. Tables no entered code can change
+    /// are never read. Verification, which reads every slot, is not
+    /// counted.
+    pub fn table_slots(&self) -> u64 {
+        self.table_slots
     }
 
     /// Wall time the reset took, including verification.

@@ -364,6 +364,7 @@ where
     if let Some(window) = live.fault_window.as_mut() {
         window.note_call();
     }
+    live.note_entered(&factory.module, name);
     let limits = &factory.limits;
     if let Err(e) = arm(live, limits, factory.wasi.as_ref(), env) {
         return (Err(e), Captured::default());
@@ -511,9 +512,11 @@ fn run_guest<R>(
         Ok(Ok(value)) => Ok(value),
         Ok(Err(e)) => {
             // An uncaught exception stays in the store until taken: drop it
-            // now, so nothing of this call outlives it.
+            // now, so nothing of this call outlives it. Taking it roots it;
+            // the scope unroots it (the store outlives in-place resets).
             if e.is::<wasmtime::ThrownException>() {
-                let _ = live.store.take_pending_exception();
+                let mut scope = wasmtime::RootScope::new(&mut live.store);
+                let _ = wasmtime::AsContextMut::as_context_mut(&mut scope).take_pending_exception();
             }
             Err(classify(name, e, live, limits))
         }

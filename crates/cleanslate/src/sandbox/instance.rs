@@ -1,7 +1,7 @@
 //! One live wasmtime instance in its own store, with handles to every piece
 //! of its state (reached through the exports the load-time rewrite added).
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -90,6 +90,10 @@ pub(crate) struct LiveInstance {
     /// Since the last in-place reset: whether a fault-free single thread
     /// ran the calls, so the next reset may skip the scan. `None`: scan.
     pub fault_window: Option<FaultWindow>,
+    /// The tables (module indices) the calls since the last reset could
+    /// have written, from the exports they entered; `None`: any table some
+    /// instruction can write.
+    pub tables_touched: Option<BTreeSet<u32>>,
 }
 
 /// Fuel given to internal helper calls (start, probes), which are either
@@ -202,6 +206,7 @@ impl InstanceFactory {
             tracked: false,
             heat: Vec::new(),
             fault_window: None,
+            tables_touched: Some(BTreeSet::new()),
         })
     }
 }
@@ -246,6 +251,46 @@ impl LiveInstance {
     pub(crate) fn function_index(&mut self, func: &Func) -> Option<u32> {
         let raw = func.to_raw(self.store.as_context_mut()) as usize;
         self.function_indices.get(&raw).copied()
+    }
+
+    /// How many LIFO GC roots the store holds (tests of root leaks only).
+    /// wasmtime offers no count; a root made inside a fresh scope takes the
+    /// next position in the store's LIFO root list, which its `Debug` form
+    /// names (`PackedIndex::Lifo(n)`), so `n` is the number held below it.
+    #[cfg(feature = "fault-injection")]
+    pub(crate) fn lifo_gc_roots(&mut self) -> Option<usize> {
+        let mut scope = wasmtime::RootScope::new(&mut self.store);
+        let marker = wasmtime::ExternRef::new(&mut scope, ()).ok()?;
+        let text = format!("{marker:?}");
+        let digits = text.split("Lifo(").nth(1)?.split(')').next()?;
+        digits.parse().ok()
+    }
+
+    /// Guest code is entered through export `name`: widen the tables the
+    /// next reset must examine by those it can write.
+    pub(crate) fn note_entered(&mut self, module: &Module, name: &str) {
+        let mutations = &module.inner.layout.mutations;
+        if mutations.tables_written.is_empty() {
+            return;
+        }
+        match (mutations.export_tables.get(name), &mut self.tables_touched) {
+            (Some(tables), Some(touched)) => touched.extend(tables),
+            (Some(_), None) => {}
+            (None, _) => self.tables_touched = None,
+        }
+    }
+
+    /// Whether defined table `defined` (position among the module's
+    /// defined tables) can have changed since the last reset.
+    pub(crate) fn table_maybe_touched(&self, module: &Module, defined: usize) -> bool {
+        let layout = &module.inner.layout;
+        if !layout.table_writable(defined) {
+            return false;
+        }
+        match (&self.tables_touched, layout.tables.get(defined)) {
+            (Some(touched), Some(table)) => touched.contains(&table.index),
+            _ => true,
+        }
     }
 
     /// Call an internal helper export (start, probe, drop) with no arguments.

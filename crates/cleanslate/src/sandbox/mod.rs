@@ -303,6 +303,15 @@ impl Sandbox {
         &self.core.module
     }
 
+    /// How many GC roots the sandbox's current store holds between calls
+    /// (tests of root leaks only; `None` if it cannot be read). Must not
+    /// grow with the number of calls.
+    #[cfg(feature = "fault-injection")]
+    #[doc(hidden)]
+    pub fn gc_roots_held(&mut self) -> Option<usize> {
+        self.core.live.as_mut()?.lifo_gc_roots()
+    }
+
     /// Make the next reset suffer `fault` (tests of the verifier and of
     /// atomicity only). Faults queued together all apply to that reset, each
     /// at its own step; see [`Fault`](crate::Fault).
@@ -445,6 +454,6 @@ impl SandboxCore {
 }
 
 /// Identity of a loaded module, to match snapshots to sandboxes.
-pub(crate) fn module_id(module: &Module) -> usize {
-    Arc::as_ptr(&module.inner) as usize
+pub(crate) fn module_id(module: &Module) -> crate::snapshot::ModuleIdentity {
+    crate::snapshot::ModuleIdentity::of(module)
 }

@@ -204,11 +204,18 @@ pub(crate) fn table_null(live: &LiveInstance, i: usize) -> Ref {
 /// `Ok(Some(index))` for a function; `Err(())` for a non-null reference an
 /// image cannot hold (an exception object a call left there).
 pub(crate) fn table_slot(live: &mut LiveInstance, i: usize, slot: u64) -> Result<Option<u32>, ()> {
-    match live.tables[i].get(&mut live.store, slot) {
-        Some(Ref::Func(f)) => funcref_index(live, f.as_ref()).map_err(|_| ()),
-        Some(r) if r.is_null() => Ok(None),
-        _ => Err(()),
-    }
+    // Reading a GC reference (an exnref) roots it in the store until the
+    // innermost root scope ends; the store outlives every in-place reset,
+    // so without this scope each read would leak a root for good.
+    let element = {
+        let mut scope = wasmtime::RootScope::new(&mut live.store);
+        match live.tables[i].get(&mut scope, slot) {
+            Some(Ref::Func(f)) => Ok(f),
+            Some(r) if r.is_null() => Ok(None),
+            _ => Err(()),
+        }
+    };
+    funcref_index(live, element?.as_ref()).map_err(|_| ())
 }
 
 /// Write the image's global values into `live` (either path's last step

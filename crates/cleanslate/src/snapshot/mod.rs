@@ -37,7 +37,26 @@ pub(crate) use image::SnapshotImage;
 pub struct Snapshot {
     pub(crate) image: Arc<SnapshotImage>,
     /// Identity of the module it belongs to.
-    pub(crate) module_id: usize,
+    pub(crate) module_id: ModuleIdentity,
+}
+
+/// Which loaded module a snapshot belongs to. A weak reference rather than
+/// an address: it keeps the module's allocation (not its compiled code)
+/// from being freed, so no module loaded later can ever share the identity
+/// of one that is gone.
+#[derive(Clone)]
+pub(crate) struct ModuleIdentity(std::sync::Weak<crate::module::ModuleInner>);
+
+impl ModuleIdentity {
+    pub(crate) fn of(module: &crate::Module) -> ModuleIdentity {
+        ModuleIdentity(Arc::downgrade(&module.inner))
+    }
+}
+
+impl PartialEq for ModuleIdentity {
+    fn eq(&self, other: &ModuleIdentity) -> bool {
+        self.0.ptr_eq(&other.0)
+    }
 }
 
 impl Snapshot {

@@ -1,12 +1,32 @@
 //! Knowing, without a page-table scan, that a call wrote only hot pages.
 //!
-//! After an in-place reset every page of a tracked memory is in one of two
-//! states: hot (unprotected, examined at every reset anyway) or not hot,
-//! and then either write-protected or not mapped at all. A write to a
-//! protected page, and the first touch of an unmapped one, are page faults,
-//! and the kernel counts every page fault against the thread that took it
-//! (`getrusage(RUSAGE_THREAD)`: faults in user code, faults inside system
-//! calls that write user memory, and faults taken on the thread's behalf).
+//! What the scan-skip relies on: **after an in-place reset (or the start of
+//! tracking), a write by the tracked thread to any page of a tracked memory
+//! that is not hot takes a page fault, and the kernel counts that fault in
+//! the thread's own `getrusage(RUSAGE_THREAD)` (`ru_minflt + ru_majflt`).**
+//! It is not that every such page is write-protected: a non-hot page is in
+//! one of these states, and a write faults in each.
+//!
+//! - Present and write-protected through userfaultfd (a page the reset
+//!   copied back and protected, or one tracking protected when it began):
+//!   the write takes a write-protect fault, which the kernel resolves itself
+//!   (asynchronous mode) by lifting the protection.
+//! - Mapped to the shared zero page (a never-written anonymous page that was
+//!   read): the zero page is never mapped writable, so the write faults to
+//!   get a private copy.
+//! - Mapped to a file page (the module's data image, a private mapping):
+//!   mapped read-only until copied on write, so the write faults to copy it.
+//!   Fault-around on reads maps neighbours read-only too, never writable.
+//! - Not mapped at all (never touched, or discarded): any access faults.
+//!
+//! A hot page is present and writable and its writes go uncounted; it is
+//! compared at every reset whether or not the scan runs. The count is per
+//! thread and includes faults taken inside system calls that write user
+//! memory (a WASI `fd_read` into guest memory) and host code that writes the
+//! memory on that thread; a write from any other thread is the one thing
+//! the count cannot see, which is why a call on another thread closes the
+//! window (the data ABI and WASI write guest memory on the calling thread;
+//! user host functions get values and copied bytes, never the memory).
 //! So if the one thread that ran every call since the last reset took no
 //! page fault in that time, the calls wrote no page but hot ones, and the
 //! reset may examine just the hot pages: `PAGEMAP_SCAN` walks every entry
