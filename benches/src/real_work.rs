@@ -42,7 +42,10 @@ pub fn guest() -> Result<Vec<u8>, String> {
         .status()
         .map_err(|e| format!("cannot run cargo: {e}"))?;
     if !status.success() {
-        return Err("building guests/rust failed".into());
+        return Err(
+            "building guests/rust failed (it needs the wasm32-unknown-unknown target: `rustup target add wasm32-unknown-unknown`)"
+                .into(),
+        );
     }
     std::fs::read(target.join("wasm32-unknown-unknown/release/json_transform.wasm"))
         .map_err(|e| e.to_string())

@@ -21,9 +21,26 @@ pub const EXAMPLE_GUEST: &str = include_str!("../../../guests/example.wat");
 secret were still visible after a call (it never should be)."
 )]
 pub struct DemoArgs {
-    /// The value each call writes into memory, a global, a table, a grown page.
-    #[arg(long, default_value_t = 0x5EC2E7)]
+    /// The value each call writes into memory, a global and a table slot
+    /// (decimal, or hex as `0x4e5ec2e7`). With bit 30 set (the default), each
+    /// call also grows memory and the table, writes the secret into the grown
+    /// page and drops passive segments: changes only a fresh instance undoes.
+    #[arg(long, default_value = "0x4e5ec2e7", value_parser = parse_secret)]
     pub secret: i32,
+}
+
+/// The guest's bit that makes a call also grow memory and the table and
+/// drop segments (see `leave_secret` in guests/example.wat).
+const EVERYWHERE_BIT: i32 = 0x4000_0000;
+
+/// A secret in decimal or `0x` hex (the form the demo prints), as the
+/// guest's 32-bit value.
+fn parse_secret(text: &str) -> Result<i32, String> {
+    let parsed = match text.strip_prefix("0x").or_else(|| text.strip_prefix("0X")) {
+        Some(hex) => u32::from_str_radix(hex, 16).map(|v| v as i32),
+        None => text.parse::<i32>(),
+    };
+    parsed.map_err(|e| format!("`{text}` is not a 32-bit number in decimal or 0x hex: {e}"))
 }
 
 enum Step {
@@ -125,14 +142,48 @@ pub fn demo(args: DemoArgs) -> Result<u8, String> {
     println!(
         "Cleanslate demo: every call starts from the snapshot, whatever way the last one ended."
     );
-    println!(
-        "Each call below first writes the secret {:#x} into memory, a non-exported global,",
-        args.secret
-    );
-    println!(
-        "a table slot, a freshly grown page, and drops a passive data segment; then it ends its own way."
-    );
+    let everywhere = args.secret & EVERYWHERE_BIT != 0;
+    if everywhere {
+        println!(
+            "Each call below first writes the secret {:#x} into memory, a non-exported global,",
+            args.secret
+        );
+        println!(
+            "a table slot and a freshly grown page, grows the table and drops passive segments;"
+        );
+        println!("then it ends its own way.");
+    } else {
+        println!(
+            "Each call below first writes the secret {:#x} into memory, a non-exported global and",
+            args.secret
+        );
+        println!(
+            "a table slot (bit 30 of the secret is clear: nothing is grown or dropped); then it ends its own way."
+        );
+    }
     println!("Resets are verified against the snapshot after every call (--verify always).\n");
+
+    // The control: the same checks inside a session, where nothing is reset
+    // between calls, must see the secret — so a "clean" below means clean.
+    println!(" 0. control: the secret left in a session (no reset until it ends)");
+    let control = {
+        let mut session = sandbox.session();
+        session
+            .call("leave_secret", &[Val::I32(args.secret)])
+            .map_err(|e| format!("the control call failed: {e}"))?;
+        inspect(&mut |name| session.call(name, &[]).ok(), everywhere)
+    };
+    let seen = control.iter().filter(|check| !check.clean).count();
+    println!("    seen   {}", describe(&control, "NOT SEEN", "visible"));
+    if seen != control.len() {
+        println!("    A check did not see the secret it exists to find: the demo is broken.");
+        return Ok(EXIT_CALL_FAILED);
+    }
+    let after = inspect(&mut |name| sandbox.call(name, &[]).ok(), everywhere);
+    println!(
+        "    after  the session ended: {}\n",
+        describe(&after, "clean", "LEAKED")
+    );
 
     let mut leaks = 0;
     for (n, (title, step)) in STEPS.iter().enumerate() {
@@ -173,9 +224,9 @@ pub fn demo(args: DemoArgs) -> Result<u8, String> {
                 if report.verified() { ", verified" } else { "" }
             );
         }
-        let (line, clean) = inspect(target);
-        println!("    after  {line}");
-        if !clean {
+        let checks = inspect(&mut |name| target.call(name, &[]).ok(), everywhere);
+        println!("    after  {}", describe(&checks, "clean", "LEAKED"));
+        if checks.iter().any(|check| !check.clean) {
             leaks += 1;
         }
         match target.call_typed::<(i32, i32), i32>("add", (2, 3)) {
@@ -198,37 +249,58 @@ pub fn demo(args: DemoArgs) -> Result<u8, String> {
     }
 }
 
-/// Look for the secret through the guest's own eyes.
-fn inspect(sandbox: &mut Sandbox) -> (String, bool) {
-    let checks = [
-        (
-            "memory",
-            sandbox.call_typed::<(), i32>("read_secret", ()).ok() == Some(0),
-        ),
-        (
-            "global",
-            sandbox.call_typed::<(), i64>("read_global", ()).ok() == Some(0),
-        ),
-        (
-            "table slot",
-            sandbox
-                .call_typed::<(), i32>("table_slot_3_is_null", ())
-                .ok()
-                == Some(1),
-        ),
-        (
-            "grown page",
-            sandbox.call_typed::<(), i32>("memory_pages", ()).ok() == Some(1),
-        ),
-        (
-            "dropped segment",
-            sandbox.call_typed::<(), i32>("read_passive", ()).is_ok(),
-        ),
+/// One place the secret could survive, and whether it is gone.
+struct Check {
+    what: &'static str,
+    clean: bool,
+}
+
+/// Look for the secret through the guest's own eyes; `call` makes a call
+/// without arguments (on the sandbox, or inside a session). With
+/// `everywhere`, also the grown page, the table's size and the dropped
+/// segments.
+fn inspect(call: &mut dyn FnMut(&str) -> Option<Vec<Val>>, everywhere: bool) -> Vec<Check> {
+    let mut is = |name: &str, expected: Val| call(name).as_deref() == Some(&[expected][..]);
+    let mut checks = vec![
+        Check {
+            what: "memory",
+            clean: is("read_secret", Val::I32(0)),
+        },
+        Check {
+            what: "global",
+            clean: is("read_global", Val::I64(0)),
+        },
+        Check {
+            what: "table slot",
+            clean: is("table_slot_3_is_null", Val::I32(1)),
+        },
     ];
-    let clean = checks.iter().all(|(_, ok)| *ok);
+    if everywhere {
+        // Size first: `grow_and_read` grows again.
+        let size = is("memory_pages", Val::I32(1));
+        let zeroed = is("grow_and_read", Val::I32(0));
+        checks.extend([
+            Check {
+                what: "grown page",
+                clean: size && zeroed,
+            },
+            Check {
+                what: "table size",
+                clean: is("table_size", Val::I32(4)),
+            },
+            Check {
+                what: "dropped segment",
+                clean: is("read_passive", Val::I32(i32::from_le_bytes(*b"pass"))),
+            },
+        ]);
+    }
+    checks
+}
+
+fn describe(checks: &[Check], clean: &str, dirty: &str) -> String {
     let parts: Vec<String> = checks
         .iter()
-        .map(|(what, ok)| format!("{what}: {}", if *ok { "clean" } else { "LEAKED" }))
+        .map(|c| format!("{}: {}", c.what, if c.clean { clean } else { dirty }))
         .collect();
-    (parts.join(" · "), clean)
+    parts.join(" · ")
 }

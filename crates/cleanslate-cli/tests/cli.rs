@@ -221,11 +221,43 @@ fn demo_walks_every_exit_path_and_finds_no_trace() {
     }
     assert!(!text.contains("LEAKED"), "{text}");
     assert!(text.contains("left no trace"), "{text}");
+    // The default secret really grows memory and drops segments: those
+    // resets take the fresh-instance path, and the control (no reset, in a
+    // session) shows that every check can see what it looks for.
+    assert!(text.contains("fresh_instance"), "{text}");
+    let control = text
+        .lines()
+        .find(|l| l.trim_start().starts_with("seen"))
+        .expect("a control line");
+    for what in [
+        "memory: visible",
+        "global: visible",
+        "table slot: visible",
+        "grown page: visible",
+        "table size: visible",
+        "dropped segment: visible",
+    ] {
+        assert!(control.contains(what), "{control}");
+    }
+    assert!(text.contains("grown page: clean"), "{text}");
+    assert!(text.contains("dropped segment: clean"), "{text}");
     assert!(
         out.stderr.is_empty(),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+#[test]
+fn demo_takes_the_secret_in_the_hex_it_prints() {
+    for secret in ["0x5EC2E7", "6210279"] {
+        let out = cleanslate(&["demo", "--secret", secret]);
+        let text = String::from_utf8(out.stdout).unwrap();
+        assert_eq!(out.status.code(), Some(0), "{secret}: {text}");
+        assert!(text.contains("0x5ec2e7"), "{text}");
+        // Bit 30 clear: only memory, global and table slot are checked.
+        assert!(!text.contains("grown page"), "{text}");
+    }
 }
 
 #[test]

@@ -15,6 +15,7 @@ pub fn rust_guest(name: &str) -> PathBuf {
     static BUILT: OnceLock<PathBuf> = OnceLock::new();
     let out = BUILT.get_or_init(|| {
         let target_dir = repo().join("target/guests");
+        ensure_wasm_target("wasm32-unknown-unknown");
         let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
         let status = Command::new(cargo)
             .args([
@@ -33,10 +34,39 @@ pub fn rust_guest(name: &str) -> PathBuf {
             .env_remove("CARGO_BUILD_TARGET")
             .status()
             .expect("cargo runs");
-        assert!(status.success(), "building the Rust example guests failed");
+        assert!(
+            status.success(),
+            "building the Rust example guests failed (they need the wasm32-unknown-unknown target: `rustup target add wasm32-unknown-unknown`)"
+        );
         target_dir.join("wasm32-unknown-unknown/release")
     });
     out.join(format!("{}.wasm", name.replace('-', "_")))
+}
+
+/// Make sure the pinned toolchain has `target`. rustup installs the
+/// targets of rust-toolchain.toml only when it installs the toolchain
+/// itself; on a machine that already had the toolchain, the README's test
+/// command would otherwise fail for want of `core` for wasm32.
+pub fn ensure_wasm_target(target: &str) {
+    static ADDED: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+    let mut added = ADDED.lock().unwrap_or_else(|e| e.into_inner());
+    if added.iter().any(|t| t == target) {
+        return;
+    }
+    // Without rustup (a distribution's Rust), the build below says what is
+    // missing; with it, this is quick when the target is already there.
+    let outcome = Command::new("rustup")
+        .args(["target", "add", target])
+        .current_dir(repo())
+        .output();
+    match outcome {
+        Ok(output) if !output.status.success() => eprintln!(
+            "note: `rustup target add {target}` failed: {}",
+            String::from_utf8_lossy(&output.stderr).trim()
+        ),
+        _ => {}
+    }
+    added.push(target.to_string());
 }
 
 /// The C example guest, built with clang for wasm32-wasi; `None` (with a
