@@ -322,7 +322,13 @@ fn poll_oneoff(
     let slept = sleep_within_limits(&mut caller, wait.earliest)?;
     let mut guest = wiggle::GuestMemory::Unshared(memory.data_mut(&mut caller));
     let reported = wait
-        .report(&mut guest, subscriptions as u32, events as u32, count as u32, slept)
+        .report(
+            &mut guest,
+            subscriptions as u32,
+            events as u32,
+            count as u32,
+            slept,
+        )
         .and_then(|written| {
             Ok(guest.write(wiggle::GuestPtr::<u32>::new(events_written as u32), written)?)
         });
@@ -384,8 +390,10 @@ impl ClockWait {
                         );
                     }
                     types::Clockid::Realtime if plan.wall_now.is_none() => {
-                        plan.wall_now =
-                            Some(ctx.clock_time_get(guest, types::Clockid::Realtime, 0).ok()?);
+                        plan.wall_now = Some(
+                            ctx.clock_time_get(guest, types::Clockid::Realtime, 0)
+                                .ok()?,
+                        );
                     }
                     _ => {}
                 }
@@ -463,8 +471,7 @@ fn sleep_within_limits(
     use crate::sandbox::interrupt::Interruption;
     let start = std::time::Instant::now();
     let fuel = caller.get_fuel().ok();
-    let affordable =
-        fuel.map(|f| Duration::from_micros(f / SLEEP_FUEL_PER_MICROSECOND));
+    let affordable = fuel.map(|f| Duration::from_micros(f / SLEEP_FUEL_PER_MICROSECOND));
     let (wait, runs_out_of_fuel) = match affordable {
         Some(affordable) if affordable < wait => (affordable, true),
         _ => (wait, false),

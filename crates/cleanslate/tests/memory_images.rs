@@ -30,7 +30,10 @@ const PARTIAL_PAGE_WAT: &str = r#"(module (memory 5000 (pagesize 1))
 /// slice of length 5000").
 #[test]
 fn a_start_function_writing_the_last_partial_host_page_snapshots() {
-    let module = Runtime::new().unwrap().load_bytes(PARTIAL_PAGE_WAT).unwrap();
+    let module = Runtime::new()
+        .unwrap()
+        .load_bytes(PARTIAL_PAGE_WAT)
+        .unwrap();
     on_both_strategies(|strategy| {
         let mut tw = twin(&module, |b| b.reset_strategy(strategy));
         assert_eq!(tw.sandbox.call("r", &[]).unwrap(), [Val::I32(1)]);
@@ -50,7 +53,10 @@ fn a_start_function_writing_the_last_partial_host_page_snapshots() {
 /// The same through an init function writing into the partial page.
 #[test]
 fn an_init_writing_the_last_partial_host_page_snapshots() {
-    let module = Runtime::new().unwrap().load_bytes(PARTIAL_PAGE_WAT).unwrap();
+    let module = Runtime::new()
+        .unwrap()
+        .load_bytes(PARTIAL_PAGE_WAT)
+        .unwrap();
     on_both_strategies(|strategy| {
         let mut tw = twin(&module, |b| b.reset_strategy(strategy).init("init"));
         assert_eq!(tw.fresh.memory(0).unwrap()[4097], 9, "init's write kept");
@@ -169,7 +175,10 @@ fn a_sparse_valid_module_costs_host_memory_by_its_data_not_its_offsets() {
         };
         let before = common::rss_bytes();
         let mut sandbox = configure(Sandbox::builder(&module)).build().unwrap();
-        assert_eq!(sandbox.call("last", &[]).unwrap(), [Val::I32(i32::from(b'b'))]);
+        assert_eq!(
+            sandbox.call("last", &[]).unwrap(),
+            [Val::I32(i32::from(b'b'))]
+        );
         sandbox.call("poke", &[]).unwrap();
         let grew = common::rss_bytes().saturating_sub(before);
         assert!(
@@ -184,7 +193,10 @@ fn a_sparse_valid_module_costs_host_memory_by_its_data_not_its_offsets() {
         assert_matches_twin(&mut tw);
         let image = tw.fresh.memory(MEMORIES - 1).unwrap();
         assert_eq!((image[0], image[(64 << 20) - 1]), (b'a', b'b'));
-        assert_eq!(tw.sandbox.call("last", &[]).unwrap(), [Val::I32(i32::from(b'b'))]);
+        assert_eq!(
+            tw.sandbox.call("last", &[]).unwrap(),
+            [Val::I32(i32::from(b'b'))]
+        );
     });
 }
 
@@ -205,12 +217,20 @@ const PAGE: u64 = 65536;
 /// so a module with N memories got N times the limit.
 #[test]
 fn the_memory_limit_is_the_total_over_all_memories() {
-    let module = Runtime::new().unwrap().load_bytes(THREE_MEMORIES_WAT).unwrap();
+    let module = Runtime::new()
+        .unwrap()
+        .load_bytes(THREE_MEMORIES_WAT)
+        .unwrap();
     on_both_strategies(|strategy| {
-        let mut tw = twin(&module, |b| b.reset_strategy(strategy).memory_limit(4 * PAGE));
+        let mut tw = twin(&module, |b| {
+            b.reset_strategy(strategy).memory_limit(4 * PAGE)
+        });
         {
             let mut session = tw.sandbox.session();
-            assert_eq!(session.call("grow0", &[Val::I32(1)]).unwrap(), [Val::I32(1)]);
+            assert_eq!(
+                session.call("grow0", &[Val::I32(1)]).unwrap(),
+                [Val::I32(1)]
+            );
             // Four pages in all now: no memory may grow any further.
             for grow in ["grow1", "grow2", "grow0"] {
                 assert_eq!(
@@ -222,11 +242,17 @@ fn the_memory_limit_is_the_total_over_all_memories() {
         }
         assert_matches_twin(&mut tw);
         // After the reset the room is back.
-        assert_eq!(tw.sandbox.call("grow1", &[Val::I32(1)]).unwrap(), [Val::I32(1)]);
+        assert_eq!(
+            tw.sandbox.call("grow1", &[Val::I32(1)]).unwrap(),
+            [Val::I32(1)]
+        );
         assert_matches_twin(&mut tw);
         // A refused growth followed by a failure is out of memory, and says
         // the limit is the total.
-        let err = tw.sandbox.call("grow_then_trap", &[Val::I32(2)]).unwrap_err();
+        let err = tw
+            .sandbox
+            .call("grow_then_trap", &[Val::I32(2)])
+            .unwrap_err();
         assert_eq!(err.kind(), ErrorKind::OutOfMemory, "{err}");
         assert!(err.to_string().contains("all memories"), "{err}");
         assert_matches_twin(&mut tw);
@@ -237,5 +263,10 @@ fn the_memory_limit_is_the_total_over_all_memories() {
         .build()
         .unwrap_err();
     assert_eq!(err.kind(), ErrorKind::OutOfMemory, "{err}");
-    assert!(Sandbox::builder(&module).memory_limit(3 * PAGE).build().is_ok());
+    assert!(
+        Sandbox::builder(&module)
+            .memory_limit(3 * PAGE)
+            .build()
+            .is_ok()
+    );
 }

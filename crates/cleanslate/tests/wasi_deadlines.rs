@@ -182,16 +182,15 @@ fn sleeps_within_the_limits_sleep_and_report_their_events() {
     drop(session);
 
     let mut session = tw.sandbox.session();
-    let (outcome, took) = timed(|| {
-        session.call(
-            "race",
-            &[Val::I64(FIVE_SECONDS), Val::I64(10_000_000)],
-        )
-    });
+    let (outcome, took) =
+        timed(|| session.call("race", &[Val::I64(FIVE_SECONDS), Val::I64(10_000_000)]));
     assert_eq!(outcome.unwrap(), [Val::I32(0)]);
     assert!(took < BOUND, "waited for the later clock: {took:?}");
     assert_eq!(session.call("nevents", &[]).unwrap(), [Val::I32(1)]);
-    assert_eq!(session.call("event_userdata", &[]).unwrap(), [Val::I64(0xb)]);
+    assert_eq!(
+        session.call("event_userdata", &[]).unwrap(),
+        [Val::I64(0xb)]
+    );
     drop(session);
     assert_matches_twin(&mut tw);
 }

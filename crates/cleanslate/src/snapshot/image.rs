@@ -478,7 +478,13 @@ mod tests {
             &[(0, b"abc")],
             &[(10, b"hello"), (12, b"XY")],
             &[(12, b"XY"), (10, b"hello")],
-            &[(0, b"aaaaaa"), (2, b"bb"), (1, b"c"), (5, b"ddd"), (0, b"e")],
+            &[
+                (0, b"aaaaaa"),
+                (2, b"bb"),
+                (1, b"c"),
+                (5, b"ddd"),
+                (0, b"e"),
+            ],
             &[(4, b"1234"), (0, b"zzzzzzzzzz"), (3, b"q")],
             &[(8190, b"across"), (4096, b"p"), (8191, b"!")],
         ];
@@ -511,7 +517,10 @@ mod tests {
                     let mut other = want[start..end].to_vec();
                     if let Some(b) = other.last_mut() {
                         *b ^= 1;
-                        assert!(!image.eq_at(start..end, &other), "{segments:?} {start}..{end}");
+                        assert!(
+                            !image.eq_at(start..end, &other),
+                            "{segments:?} {start}..{end}"
+                        );
                     }
                 }
             }
@@ -520,8 +529,7 @@ mod tests {
 
     #[test]
     fn initial_image_of_far_offsets_holds_only_its_bytes() {
-        let image =
-            InitialImage::from_segments([(268_435_455u64, &b"x"[..])].into_iter()).unwrap();
+        let image = InitialImage::from_segments([(268_435_455u64, &b"x"[..])].into_iter()).unwrap();
         assert_eq!(image.len(), 268_435_456);
         assert_eq!(image.runs.len(), 1);
         assert!(InitialImage::from_segments([(u64::MAX, &b"x"[..])].into_iter()).is_none());
@@ -534,7 +542,11 @@ mod tests {
         );
         memory[5] = b'a';
         memory[6] = b'b';
-        assert!(image.differing_ranges(&memory, &[0..memory.len()]).is_empty());
+        assert!(
+            image
+                .differing_ranges(&memory, &[0..memory.len()])
+                .is_empty()
+        );
         memory[2 * HOST_PAGE + 1] = 1;
         assert_eq!(
             image.differing_ranges(&memory, &[0..memory.len()]),
