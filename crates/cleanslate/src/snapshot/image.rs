@@ -537,19 +537,19 @@ mod tests {
         let mut memory = vec![0u8; 3 * HOST_PAGE];
         let image = InitialImage::from_segments([(5u64, &b"ab"[..])].into_iter()).unwrap();
         assert_eq!(
-            image.differing_ranges(&memory, &[0..memory.len()]),
+            image.differing_ranges(&memory, std::slice::from_ref(&(0..memory.len()))),
             vec![0..HOST_PAGE]
         );
         memory[5] = b'a';
         memory[6] = b'b';
         assert!(
             image
-                .differing_ranges(&memory, &[0..memory.len()])
+                .differing_ranges(&memory, std::slice::from_ref(&(0..memory.len())))
                 .is_empty()
         );
         memory[2 * HOST_PAGE + 1] = 1;
         assert_eq!(
-            image.differing_ranges(&memory, &[0..memory.len()]),
+            image.differing_ranges(&memory, std::slice::from_ref(&(0..memory.len()))),
             vec![2 * HOST_PAGE..3 * HOST_PAGE]
         );
     }
