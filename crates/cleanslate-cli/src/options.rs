@@ -10,16 +10,19 @@ pub struct SandboxOptions {
     /// Export to run once before the snapshot (its effects are the clean slate).
     #[arg(long, value_name = "FUNC")]
     pub init: Option<String>,
-    /// Largest size each linear memory may grow to, e.g. 1MiB, 64MB, 65536.
+    /// Most bytes all the guest's linear memories may hold together (one
+    /// limit shared by every memory of the module), e.g. 1MiB, 64MB, 65536.
+    /// Default 64MiB.
     #[arg(long, value_name = "SIZE", value_parser = parse_size)]
     pub memory_limit: Option<u64>,
     /// Native stack the guest may use, e.g. 512KiB.
     #[arg(long, value_name = "SIZE", value_parser = parse_size)]
     pub stack_limit: Option<u64>,
-    /// Wall-clock limit per call, e.g. 200ms, 2s.
+    /// Wall-clock limit per call, e.g. 200ms, 2s (a WASI sleep ends there too).
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     pub timeout: Option<Duration>,
-    /// Fuel units per call (about one per instruction).
+    /// Fuel units per call (about one per instruction; a WASI sleep costs
+    /// one per microsecond).
     #[arg(long, value_name = "N")]
     pub fuel: Option<u64>,
     /// Re-check resets against the snapshot: off, always or sampled:N.

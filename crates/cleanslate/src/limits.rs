@@ -5,7 +5,7 @@ use std::time::Duration;
 use crate::error::{Error, ErrorKind};
 use crate::module::DEFAULT_STACK_LIMIT;
 
-/// Default limit on each linear memory: 64 MiB.
+/// Default limit on a sandbox's linear memories, all together: 64 MiB.
 pub const DEFAULT_MEMORY_LIMIT: u64 = 64 << 20;
 /// Default limit on the number of elements of each table.
 pub const DEFAULT_TABLE_ELEMENTS: u64 = 100_000;
@@ -16,7 +16,7 @@ pub const MAX_STACK_LIMIT: usize = 64 << 20;
 /// The limits a sandbox's calls run under.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct Limits {
-    /// Bytes each linear memory may grow to.
+    /// Bytes all linear memories of a sandbox may hold together.
     pub memory: u64,
     /// Elements each table may grow to.
     pub table_elements: u64,
@@ -69,16 +69,27 @@ impl Limits {
 /// Enforces [`Limits`] on memory and table growth, and remembers whether it
 /// refused any growth during the current call (a call that then fails ran
 /// out of memory; the spec makes a refused `memory.grow` return -1).
+///
+/// The memory limit is the sandbox's total: the limiter keeps the sum of
+/// its memories' sizes (wasmtime reports each memory's creation as growth
+/// from 0, so instantiation counts too), and a growth is allowed only while
+/// that sum stays within the limit. A module with many memories gets the
+/// same host memory as one with a single memory.
 pub(crate) struct GrowthLimiter {
     memory: u64,
     table_elements: u64,
+    /// Bytes all memories of the store hold, as far as growth approved so
+    /// far says; corrected from the memories themselves before each call.
+    memory_total: u64,
     pub refused_memory: Option<RefusedGrowth>,
 }
 
-/// A memory growth the limiter refused.
+/// A memory growth the limiter refused, in bytes of all memories together.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct RefusedGrowth {
+    /// All memories before the growth.
     pub current: u64,
+    /// All memories had the growth been allowed.
     pub desired: u64,
     pub limit: u64,
 }
@@ -88,8 +99,16 @@ impl GrowthLimiter {
         GrowthLimiter {
             memory: limits.memory,
             table_elements: limits.table_elements,
+            memory_total: 0,
             refused_memory: None,
         }
+    }
+
+    /// The memories' real total (before a call): a growth the limiter
+    /// allowed but the engine then failed, and resets that replace the
+    /// instance, leave the running sum behind.
+    pub(crate) fn set_memory_total(&mut self, bytes: u64) {
+        self.memory_total = bytes;
     }
 }
 
@@ -100,14 +119,17 @@ impl wasmtime::ResourceLimiter for GrowthLimiter {
         desired: usize,
         _maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
-        if desired as u64 > self.memory {
+        let others = self.memory_total.saturating_sub(current as u64);
+        let total = others.saturating_add(desired as u64);
+        if total > self.memory {
             self.refused_memory = Some(RefusedGrowth {
-                current: current as u64,
-                desired: desired as u64,
+                current: others.saturating_add(current as u64),
+                desired: total,
                 limit: self.memory,
             });
             return Ok(false);
         }
+        self.memory_total = total;
         Ok(true)
     }
 
@@ -212,6 +234,28 @@ mod tests {
         assert!(parse_duration("5").is_err());
         assert!(parse_duration("1e400s").is_err());
         assert!(parse_duration("-1s").is_err());
+    }
+
+    #[test]
+    fn the_memory_limit_counts_all_memories_together() {
+        use wasmtime::ResourceLimiter;
+        let limits = Limits {
+            memory: 100,
+            ..Limits::default()
+        };
+        let mut limiter = GrowthLimiter::new(&limits);
+        // Three memories created (growth from 0), then grown.
+        assert!(limiter.memory_growing(0, 40, None).unwrap());
+        assert!(limiter.memory_growing(0, 40, None).unwrap());
+        assert!(!limiter.memory_growing(0, 40, None).unwrap(), "120 > 100");
+        let refused = limiter.refused_memory.take().unwrap();
+        assert_eq!((refused.current, refused.desired), (80, 120));
+        assert!(limiter.memory_growing(0, 20, None).unwrap(), "exactly 100");
+        assert!(!limiter.memory_growing(40, 41, None).unwrap());
+        // Corrected to the memories' real sizes, room is back.
+        limiter.set_memory_total(60);
+        assert!(limiter.memory_growing(40, 80, None).unwrap());
+        assert!(!limiter.memory_growing(20, 21, None).unwrap());
     }
 
     #[test]

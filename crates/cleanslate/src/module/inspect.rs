@@ -3,7 +3,7 @@
 
 use crate::module::Module;
 use crate::reset::FallbackReason;
-use crate::reset::dirty::DirtyTracker;
+use crate::reset::dirty::{DirtyTracker, PAGE};
 use crate::value::ValType;
 
 /// A memory the module defines.
@@ -183,8 +183,23 @@ impl Module {
                 "WASI: every call gets a fresh context (no fd, buffer or RNG state survives)",
             );
         }
+        // Tracking works in whole host pages: a memory that ends inside one
+        // (a custom page size) cannot be tracked, and the sandbox resets by
+        // replacing the instance (`tracking_unavailable`).
+        let partial_page = layout
+            .memories
+            .iter()
+            .find(|m| m.initial_bytes % PAGE as u64 != 0);
+        let in_place = match (DirtyTracker::get(), partial_page) {
+            (Err(why), _) => Err(why.to_string()),
+            (Ok(_), Some(m)) => Err(format!(
+                "memory {} is {} bytes, not a whole number of 4 KiB host pages (a custom page size): writes to it cannot be tracked, so every reset replaces the instance",
+                m.index, m.initial_bytes
+            )),
+            (Ok(_), None) => Ok(()),
+        };
         ResetCoverage {
-            in_place: DirtyTracker::get().map(|_| ()).map_err(str::to_string),
+            in_place,
             fallbacks,
             notes,
         }

@@ -17,6 +17,7 @@ pub(crate) use layout::ModuleLayout;
 
 use crate::error::{Error, ErrorKind};
 use crate::runtime::{EngineFlavor, Runtime};
+use crate::snapshot::image::InitialImage;
 use crate::value::Signature;
 
 /// The stack limit sandboxes get unless they ask for another.
@@ -46,8 +47,8 @@ pub(crate) struct ModuleInner {
     pub hooks: Hooks,
     /// Per defined memory: what a fresh instance holds in its data extent
     /// (the active data segments applied to zeros), when that is known
-    /// statically and not too large to keep.
-    pub initial_memory: Vec<Option<Arc<[u8]>>>,
+    /// statically (every segment at a constant offset).
+    pub initial_memory: Vec<Option<Arc<InitialImage>>>,
     /// The rewritten binary, compiled per engine flavor on demand.
     pub(crate) instrumented: Vec<u8>,
     compiled: Mutex<HashMap<EngineFlavor, wasmtime::Module>>,
@@ -310,25 +311,24 @@ impl fmt::Display for ImportInfo<'_> {
     }
 }
 
-/// The largest data extent whose initial image is kept in host memory.
-const MAX_INITIAL_IMAGE: u64 = 256 << 20;
-
 /// For each defined memory, the data extent's initial content: the active
-/// segments applied in order to zeros (as instantiation does).
-fn initial_memory(binary: &[u8], layout: &ModuleLayout) -> Vec<Option<Arc<[u8]>>> {
+/// segments applied in order to zeros (as instantiation does). Sparse: it
+/// holds at most the segments' own bytes, wherever they sit (a one-byte
+/// segment at offset 256 MiB costs one byte, not 256 MiB).
+fn initial_memory(binary: &[u8], layout: &ModuleLayout) -> Vec<Option<Arc<InitialImage>>> {
     layout
         .memories
         .iter()
         .enumerate()
         .map(|(i, memory)| {
-            let extent = memory.data_extent.filter(|e| *e <= MAX_INITIAL_IMAGE)?;
-            let mut image = vec![0u8; extent as usize];
-            for segment in layout.active_data.iter().filter(|d| d.memory == i) {
-                let at = segment.offset as usize;
-                let bytes = &binary[segment.bytes.clone()];
-                image[at..at + bytes.len()].copy_from_slice(bytes);
-            }
-            Some(Arc::from(image))
+            memory.data_extent?;
+            let segments = layout
+                .active_data
+                .iter()
+                .filter(|d| d.memory == i)
+                .map(|d| (d.offset, &binary[d.bytes.clone()]))
+                .collect::<Vec<_>>();
+            InitialImage::from_segments(segments.into_iter()).map(Arc::new)
         })
         .collect()
 }

@@ -73,7 +73,7 @@ fn apply_memories(
             .cloned()
             .flatten();
         let ranges = target.diff_from_fresh.get_or_init(|| match &initial {
-            Some(initial) => differing_ranges(&Padded(initial), &target.bytes, &target.populated),
+            Some(initial) => initial.differing_ranges(&target.bytes, &target.populated),
             None => differing_ranges(&Padded(data), &target.bytes, &target.populated),
         });
         for range in ranges {

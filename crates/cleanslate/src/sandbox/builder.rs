@@ -73,9 +73,12 @@ impl SandboxBuilder {
         }
     }
 
-    /// The most bytes each linear memory may grow to (default 64 MiB). A
-    /// `memory.grow` beyond it returns -1 to the guest; if the call then
-    /// fails, it fails with [`ErrorKind::OutOfMemory`].
+    /// The most bytes the sandbox's linear memories may hold **together**
+    /// (default 64 MiB): a module with several memories shares one limit
+    /// among them. A module whose initial memories exceed it is refused at
+    /// build with [`ErrorKind::OutOfMemory`]; a `memory.grow` beyond it
+    /// returns -1 to the guest, and if the call then fails, it fails with
+    /// [`ErrorKind::OutOfMemory`].
     pub fn memory_limit(mut self, bytes: u64) -> Self {
         self.limits.memory = bytes;
         self
@@ -97,13 +100,21 @@ impl SandboxBuilder {
     /// Fuel units each call may consume (roughly one per instruction).
     /// Running out is [`ErrorKind::OutOfFuel`]. Without this, calls are
     /// unmetered (and run faster).
+    ///
+    /// A WASI guest's sleep (`poll_oneoff` on clocks) costs fuel too, one
+    /// unit per microsecond, so that a sandbox limited by fuel alone cannot
+    /// hold a thread for as long as the guest likes: a sleep the remaining
+    /// fuel cannot pay for ends the call with [`ErrorKind::OutOfFuel`] when
+    /// the fuel is spent.
     pub fn fuel(mut self, units: u64) -> Self {
         self.limits.fuel = Some(units);
         self
     }
 
     /// Wall-clock time each call may take. Exceeding it is
-    /// [`ErrorKind::Timeout`]; precision is the runtime's epoch tick.
+    /// [`ErrorKind::Timeout`]; precision is the runtime's epoch tick. A WASI
+    /// guest sleeping (`poll_oneoff` on clocks) past it is stopped at the
+    /// deadline too, as is one cancelled while it sleeps.
     pub fn timeout(mut self, timeout: Duration) -> Self {
         self.limits.timeout = Some(timeout);
         self
@@ -281,6 +292,12 @@ impl SandboxBuilder {
                     )
                 },
             )?;
+            crate::wasi::bound_blocking_calls(&mut linker).map_err(|e| {
+                Error::new(
+                    ErrorKind::MissingImport,
+                    format!("cannot provide WASI: {e:#}"),
+                )
+            })?;
         }
         self.host
             .link(&mut linker, &engine, layout, wasi.is_some())?;

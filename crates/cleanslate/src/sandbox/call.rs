@@ -539,7 +539,13 @@ pub(crate) fn arm(
     wasi: Option<&WasiConfig>,
     env: &CallEnv<'_>,
 ) -> Result<(), Error> {
+    let memory_total = live
+        .memories
+        .iter()
+        .map(|m| m.data_size(&live.store) as u64)
+        .sum();
     let data = live.store.data_mut();
+    data.limiter.set_memory_total(memory_total);
     // A timeout too long to represent (e.g. `Duration::MAX`) is no deadline.
     data.deadline = limits.timeout.and_then(|t| Instant::now().checked_add(t));
     data.limiter.refused_memory = None;
@@ -574,7 +580,7 @@ pub(crate) fn classify(
             return Error::new(
                 ErrorKind::OutOfMemory,
                 format!(
-                    "`{function}` ran out of memory: growing a memory from {} to {} bytes was refused by the limit of {} bytes, and the guest then panicked: {message}; raise memory_limit if legitimate",
+                    "`{function}` ran out of memory: growing its memories from {} to {} bytes in all was refused by the memory limit of {} bytes for all memories together, and the guest then panicked: {message}; raise memory_limit if legitimate",
                     refused.current, refused.desired, refused.limit
                 ),
             );
@@ -661,7 +667,7 @@ pub(crate) fn classify(
         return Error::new(
             ErrorKind::OutOfMemory,
             format!(
-                "`{function}` ran out of memory: growing a memory from {} to {} bytes was refused by the limit of {} bytes, and the call then failed ({description}); raise memory_limit if legitimate",
+                "`{function}` ran out of memory: growing its memories from {} to {} bytes in all was refused by the memory limit of {} bytes for all memories together, and the call then failed ({description}); raise memory_limit if legitimate",
                 refused.current, refused.desired, refused.limit
             ),
         );

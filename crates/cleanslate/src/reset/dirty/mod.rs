@@ -72,6 +72,13 @@ impl DirtyTracker {
     }
 
     fn probe() -> Result<DirtyTracker, String> {
+        // Tracking, hot pages and resets all count in 4 KiB pages.
+        let page_size = rustix::param::page_size();
+        if page_size != PAGE {
+            return Err(format!(
+                "the system page size is {page_size} bytes; tracking written pages needs 4 KiB pages"
+            ));
+        }
         let userfault = Userfault::open().map_err(|e| {
             format!("userfaultfd with asynchronous write-protect is unavailable ({e}); needs Linux 6.7+ and permission for user-mode userfaultfd")
         })?;

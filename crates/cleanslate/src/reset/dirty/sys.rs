@@ -9,16 +9,26 @@
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 
+use rustix::ioctl::opcode;
+
 const UFFD_USER_MODE_ONLY: libc::c_int = 1;
 const UFFD_API: u64 = 0xaa;
 const UFFD_FEATURE_WP_ASYNC: u64 = 1 << 15;
-const UFFDIO_API: libc::c_ulong = 0xc018_aa3f;
-const UFFDIO_REGISTER: libc::c_ulong = 0xc020_aa00;
+/// The userfaultfd ioctl group (`UFFDIO` in `linux/userfaultfd.h`).
+const UFFDIO: u8 = 0xaa;
+// Request numbers as the kernel's `_IOWR` builds them, from the structs'
+// sizes: a struct of the wrong size gives a number the kernel rejects,
+// instead of a hand-typed constant that silently disagrees.
+const UFFDIO_API: libc::c_ulong = opcode::read_write::<UffdioApi>(UFFDIO, 0x3f) as libc::c_ulong;
+const UFFDIO_REGISTER: libc::c_ulong =
+    opcode::read_write::<UffdioRegister>(UFFDIO, 0x00) as libc::c_ulong;
 const UFFDIO_REGISTER_MODE_WP: u64 = 1 << 1;
-const UFFDIO_WRITEPROTECT: libc::c_ulong = 0xc018_aa06;
+const UFFDIO_WRITEPROTECT: libc::c_ulong =
+    opcode::read_write::<UffdioWriteprotect>(UFFDIO, 0x06) as libc::c_ulong;
 const UFFDIO_WRITEPROTECT_MODE_WP: u64 = 1 << 0;
 
-const PAGEMAP_SCAN: libc::c_ulong = 0xc060_6610;
+/// `_IOWR('f', 16, struct pm_scan_arg)` in `linux/fs.h`.
+const PAGEMAP_SCAN: libc::c_ulong = opcode::read_write::<PmScanArg>(b'f', 16) as libc::c_ulong;
 pub(crate) const PAGE_IS_WRITTEN: u64 = 1 << 1;
 pub(crate) const PAGE_IS_FILE: u64 = 1 << 2;
 pub(crate) const PAGE_IS_PRESENT: u64 = 1 << 3;
@@ -232,5 +242,20 @@ impl Pagemap {
             return Err(io::Error::last_os_error());
         }
         Ok(((rc as usize).min(out.len()), arg.walk_end as usize))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The derived request numbers are the kernel's (from its UAPI headers
+    /// on x86_64 and aarch64).
+    #[test]
+    fn ioctl_request_numbers_match_the_kernel() {
+        assert_eq!(PAGEMAP_SCAN, 0xc060_6610);
+        assert_eq!(UFFDIO_API, 0xc018_aa3f);
+        assert_eq!(UFFDIO_REGISTER, 0xc020_aa00);
+        assert_eq!(UFFDIO_WRITEPROTECT, 0xc018_aa06);
     }
 }
