@@ -20,8 +20,8 @@ fn text(bytes: &[u8]) -> &str {
     std::str::from_utf8(bytes).unwrap()
 }
 
-fn c_tool() -> Option<Vec<u8>> {
-    c_guest("wasi_tool").map(|path| std::fs::read(path).unwrap())
+fn c_tool() -> Vec<u8> {
+    std::fs::read(c_guest("wasi_tool")).unwrap()
 }
 
 fn start(mode: &str) -> Call {
@@ -29,8 +29,12 @@ fn start(mode: &str) -> Call {
 }
 
 #[test]
+#[cfg_attr(
+    not(c_toolchain),
+    ignore = "needs clang + wasi-libc (Debian: clang lld wasi-libc libclang-rt-14-dev-wasm32)"
+)]
 fn c_command_captures_stdio_per_call_with_args_env_and_exit_codes() {
-    let Some(wasm) = c_tool() else { return };
+    let wasm = c_tool();
     let mut fx = fixture(&wasm, |b| {
         b.wasi(WasiConfig::new().env("GREETING", "hello"))
     });
@@ -77,8 +81,12 @@ fn c_command_captures_stdio_per_call_with_args_env_and_exit_codes() {
 }
 
 #[test]
+#[cfg_attr(
+    not(c_toolchain),
+    ignore = "needs clang + wasi-libc (Debian: clang lld wasi-libc libclang-rt-14-dev-wasm32)"
+)]
 fn c_command_static_state_is_reset_between_runs() {
-    let Some(wasm) = c_tool() else { return };
+    let wasm = c_tool();
     let mut fx = fixture(&wasm, |b| b);
     for _ in 0..3 {
         let run = fx.sandbox.call_with(&start("leak")).unwrap();
@@ -92,8 +100,12 @@ fn c_command_static_state_is_reset_between_runs() {
 }
 
 #[test]
+#[cfg_attr(
+    not(c_toolchain),
+    ignore = "needs clang + wasi-libc (Debian: clang lld wasi-libc libclang-rt-14-dev-wasm32)"
+)]
 fn no_filesystem_without_a_preopen() {
-    let Some(wasm) = c_tool() else { return };
+    let wasm = c_tool();
     let mut fx = fixture(&wasm, |b| b);
     let run = fx.sandbox.call_with(&start("passwd")).unwrap();
     assert_eq!(run.exit_code(), Some(3), "{}", text(run.stdout()));
@@ -105,8 +117,12 @@ fn no_filesystem_without_a_preopen() {
 }
 
 #[test]
+#[cfg_attr(
+    not(c_toolchain),
+    ignore = "needs clang + wasi-libc (Debian: clang lld wasi-libc libclang-rt-14-dev-wasm32)"
+)]
 fn read_only_preopen_reads_but_refuses_writes() {
-    let Some(wasm) = c_tool() else { return };
+    let wasm = c_tool();
     let dir = std::env::temp_dir().join(format!("cleanslate-wasi-ro-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::write(dir.join("in.txt"), "from the host\n").unwrap();
@@ -137,8 +153,12 @@ fn read_only_preopen_reads_but_refuses_writes() {
 }
 
 #[test]
+#[cfg_attr(
+    not(c_toolchain),
+    ignore = "needs clang + wasi-libc (Debian: clang lld wasi-libc libclang-rt-14-dev-wasm32)"
+)]
 fn missing_preopen_directory_is_refused_at_build() {
-    let Some(wasm) = c_tool() else { return };
+    let wasm = c_tool();
     let module = Runtime::new().unwrap().load_bytes(&wasm).unwrap();
     let err = Sandbox::builder(&module)
         .wasi(WasiConfig::new().preopen_dir("/no/such/dir", "/data", DirAccess::ReadOnly))
@@ -224,8 +244,12 @@ fn deterministic_mode_repeats_clocks_and_randomness() {
 /// Three runs of a command in one sandbox, each with its own input: each
 /// is exactly what a first run in a brand-new sandbox gives.
 #[test]
+#[cfg_attr(
+    not(c_toolchain),
+    ignore = "needs clang + wasi-libc (Debian: clang lld wasi-libc libclang-rt-14-dev-wasm32)"
+)]
 fn repeated_command_runs_equal_first_runs() {
-    let Some(wasm) = c_tool() else { return };
+    let wasm = c_tool();
     let mut reused = fixture(&wasm, |b| b);
     for (input, code) in [("alpha\n", "0"), ("beta beta\n", "3"), ("", "0")] {
         let call = start("echo")
