@@ -301,44 +301,8 @@ fn shutdown_lets_the_request_in_flight_finish() {
     );
 }
 
-/// A WASI guest: `say(n)` writes "say N\n" to stdout and "err N\n" to
-/// stderr and returns how many calls its instance saw (1 from a clean
-/// slate); `say_and_trap(n)` then traps; `quit(n)` writes, then exits with
-/// code n.
-const WASI_WAT: &str = r#"(module
-  (import "wasi_snapshot_preview1" "fd_write"
-    (func $fd_write (param i32 i32 i32 i32) (result i32)))
-  (import "wasi_snapshot_preview1" "proc_exit" (func $proc_exit (param i32)))
-  (memory (export "memory") 1)
-  (global $calls (mut i32) (i32.const 0))
-  (func $write (param $fd i32) (param $ptr i32) (param $len i32)
-    (i32.store (i32.const 0) (local.get $ptr))
-    (i32.store (i32.const 4) (local.get $len))
-    (drop (call $fd_write (local.get $fd) (i32.const 0) (i32.const 1) (i32.const 8))))
-  (func $say (param $n i32) (result i32) (local $pos i32) (local $len i32)
-    (global.set $calls (i32.add (global.get $calls) (i32.const 1)))
-    (local.set $pos (i32.const 210))
-    (i32.store8 (i32.const 210) (i32.const 10))
-    (loop $digit
-      (local.set $pos (i32.sub (local.get $pos) (i32.const 1)))
-      (i32.store8 (local.get $pos)
-        (i32.add (i32.const 48) (i32.rem_u (local.get $n) (i32.const 10))))
-      (local.set $n (i32.div_u (local.get $n) (i32.const 10)))
-      (br_if $digit (local.get $n)))
-    (local.set $pos (i32.sub (local.get $pos) (i32.const 4)))
-    (local.set $len (i32.sub (i32.const 211) (local.get $pos)))
-    (i32.store (local.get $pos) (i32.const 0x20796173))
-    (call $write (i32.const 1) (local.get $pos) (local.get $len))
-    (i32.store (local.get $pos) (i32.const 0x20727265))
-    (call $write (i32.const 2) (local.get $pos) (local.get $len))
-    (global.get $calls))
-  (func (export "say") (param $n i32) (result i32) (call $say (local.get $n)))
-  (func (export "say_and_trap") (param $n i32)
-    (drop (call $say (local.get $n)))
-    unreachable)
-  (func (export "quit") (param $n i32)
-    (drop (call $say (local.get $n)))
-    (call $proc_exit (local.get $n))))"#;
+/// A WASI guest writing to stdout and stderr (see the file's head).
+const WASI_WAT: &str = include_str!("../../../guests/wasi_say.wat");
 
 fn wasi_guest_file() -> String {
     let dir = std::env::temp_dir().join(format!("cleanslate-serve-{}", std::process::id()));

@@ -9,7 +9,7 @@ use super::{Fault, PendingFaults};
 use crate::error::{Error, ErrorKind};
 use crate::sandbox::instance::{InstanceFactory, LiveInstance};
 use crate::snapshot::SnapshotImage;
-use crate::snapshot::image::{HOST_PAGE, table_null, write_globals};
+use crate::snapshot::image::{HOST_PAGE, differing_pages, table_null, write_globals};
 
 /// Instantiate and apply `image`; returns the instance, the number of
 /// host pages copied and of table slots written.
@@ -74,7 +74,9 @@ fn apply_memories(
             .flatten();
         let ranges = target.diff_from_fresh.get_or_init(|| match &initial {
             Some(initial) => initial.differing_ranges(&target.bytes, &target.populated),
-            None => differing_ranges(&Padded(data), &target.bytes, &target.populated),
+            None => differing_pages(&target.bytes, &target.populated, |range, bytes| {
+                Padded(data).eq_at(range, bytes)
+            }),
         });
         for range in ranges {
             data[range.clone()].copy_from_slice(&target.bytes[range.clone()]);
@@ -97,31 +99,6 @@ impl Padded<'_> {
         let ours = self.0.get(range.start..known).unwrap_or(&[]);
         ours == head && tail.iter().all(|b| *b == 0)
     }
-}
-
-/// Host-page-aligned ranges where `fresh` and `image` differ, merged when
-/// adjacent. Only `within` is compared: outside it the image is zero, and so
-/// is a fresh instance (whose non-zero bytes all lie in the data extent,
-/// which `within` covers).
-pub(crate) fn differing_ranges(
-    fresh: &Padded<'_>,
-    image: &[u8],
-    within: &[Range<usize>],
-) -> Vec<Range<usize>> {
-    let mut ranges: Vec<Range<usize>> = Vec::new();
-    for span in within {
-        let span = span.start.min(image.len())..span.end.min(image.len());
-        for start in span.clone().step_by(HOST_PAGE) {
-            let end = (start + HOST_PAGE).min(span.end);
-            if !fresh.eq_at(start..end, &image[start..end]) {
-                match ranges.last_mut() {
-                    Some(last) if last.end == start => last.end = end,
-                    _ => ranges.push(start..end),
-                }
-            }
-        }
-    }
-    ranges
 }
 
 fn apply_tables(
@@ -190,6 +167,14 @@ fn apply_dropped_segments(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn differing_ranges(
+        fresh: &Padded<'_>,
+        image: &[u8],
+        within: &[Range<usize>],
+    ) -> Vec<Range<usize>> {
+        differing_pages(image, within, |range, bytes| fresh.eq_at(range, bytes))
+    }
 
     #[test]
     fn differing_ranges_are_page_aligned_and_merged() {

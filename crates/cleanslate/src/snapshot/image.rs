@@ -149,21 +149,31 @@ impl InitialImage {
         image: &[u8],
         within: &[Range<usize>],
     ) -> Vec<Range<usize>> {
-        let mut ranges: Vec<Range<usize>> = Vec::new();
-        for span in within {
-            let span = span.start.min(image.len())..span.end.min(image.len());
-            for start in span.clone().step_by(HOST_PAGE) {
-                let end = (start + HOST_PAGE).min(span.end);
-                if !self.eq_at(start..end, &image[start..end]) {
-                    match ranges.last_mut() {
-                        Some(last) if last.end == start => last.end = end,
-                        _ => ranges.push(start..end),
-                    }
+        differing_pages(image, within, |range, bytes| self.eq_at(range, bytes))
+    }
+}
+
+/// The host pages of `image` inside `within` where `same(range, bytes)` says
+/// the other side differs, as ranges merged when adjacent.
+pub(crate) fn differing_pages(
+    image: &[u8],
+    within: &[Range<usize>],
+    mut same: impl FnMut(Range<usize>, &[u8]) -> bool,
+) -> Vec<Range<usize>> {
+    let mut ranges: Vec<Range<usize>> = Vec::new();
+    for span in within {
+        let span = span.start.min(image.len())..span.end.min(image.len());
+        for start in span.clone().step_by(HOST_PAGE) {
+            let end = (start + HOST_PAGE).min(span.end);
+            if !same(start..end, &image[start..end]) {
+                match ranges.last_mut() {
+                    Some(last) if last.end == start => last.end = end,
+                    _ => ranges.push(start..end),
                 }
             }
         }
-        ranges
     }
+    ranges
 }
 
 /// A global's value, comparable across instances (floats by bits,
