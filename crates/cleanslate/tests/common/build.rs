@@ -43,6 +43,12 @@ pub fn rust_guest(name: &str) -> PathBuf {
 /// note) where clang or wasi-libc is missing and the environment does not
 /// demand them (CI sets CLEANSLATE_EXPECT_C_TOOLCHAIN=1 and installs them).
 pub fn c_guest(name: &str) -> Option<PathBuf> {
+    c_guest_with(name, &[])
+}
+
+/// Like [`c_guest`], with extra clang flags (e.g. `-mexec-model=reactor`
+/// and `-Wl,--export=malloc` for a library).
+pub fn c_guest_with(name: &str, flags: &[&str]) -> Option<PathBuf> {
     // One build at a time: tests of one binary run on parallel threads.
     static BUILDING: std::sync::Mutex<()> = std::sync::Mutex::new(());
     let _building = BUILDING.lock().unwrap_or_else(|e| e.into_inner());
@@ -62,7 +68,9 @@ pub fn c_guest(name: &str) -> Option<PathBuf> {
     // half-written module.
     let partial = out_dir.join(format!("{name}.{}.wasm", std::process::id()));
     let result = Command::new("clang")
-        .args(["--target=wasm32-wasi", "-O2", "-Wall", "-Werror", "-o"])
+        .args(["--target=wasm32-wasi", "-O2", "-Wall", "-Werror"])
+        .args(flags)
+        .arg("-o")
         .arg(&partial)
         .arg(&source)
         .output();
