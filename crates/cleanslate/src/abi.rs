@@ -306,6 +306,32 @@ mod tests {
     }
 
     #[test]
+    fn host_asked_accesses_are_bounds_checked_as_invalid_arguments() {
+        let mut bytes = *b"ab\0cd\x2a\0\0\0";
+        let memory = GuestMemory::of(3, &bytes);
+        assert_eq!(memory.bytes_at(9, 0).unwrap(), &[] as &[u8]);
+        assert_eq!(memory.c_string_at(0, 100).unwrap(), b"ab");
+        assert_eq!(memory.c_string_at(2, 1).unwrap(), b"");
+        assert_eq!(memory.u32_at(5).unwrap(), 42);
+        for (address, len) in [(9, 1), (8, 2), (0, usize::MAX), (u64::MAX, 1), (10, 0)] {
+            let err = memory.bytes_at(address, len).unwrap_err();
+            assert_eq!(err.kind(), ErrorKind::InvalidArguments, "{address} {len}");
+            assert!(err.message().contains("of memory 3"), "{err}");
+        }
+        for (address, max_len) in [(3, 2), (9, 5), (10, 5), (u64::MAX, 5)] {
+            let err = memory.c_string_at(address, max_len).unwrap_err();
+            assert_eq!(err.kind(), ErrorKind::InvalidArguments, "{address}");
+        }
+        assert!(memory.u32_at(6).is_err() && memory.u64_at(2).is_err());
+        let mut view = GuestMemoryMut::of(0, &mut bytes);
+        assert!(view.write_at(7, &[1, 2, 3]).is_err());
+        assert!(view.write_at(u64::MAX, &[]).is_err());
+        view.write_at(9, &[]).unwrap();
+        view.write_at(7, &[1, 2]).unwrap();
+        assert_eq!(bytes, *b"ab\0cd\x2a\0\x01\x02");
+    }
+
+    #[test]
     fn result_records_decode_and_bad_statuses_are_refused() {
         let mut bytes = [0u8; 32];
         bytes[4..16].copy_from_slice(&[1, 0, 0, 0, 9, 0, 0, 0, 3, 0, 0, 0]);

@@ -292,7 +292,12 @@ impl HostContext<'_> {
     ///
     /// [`ErrorKind::InvalidArguments`] if there is no memory `memory` or
     /// the range lies outside it.
-    pub fn write_memory_of(&mut self, memory: u32, address: u64, bytes: &[u8]) -> Result<(), Error> {
+    pub fn write_memory_of(
+        &mut self,
+        memory: u32,
+        address: u64,
+        bytes: &[u8],
+    ) -> Result<(), Error> {
         // No fault-window bookkeeping is needed here, unlike in a session:
         // a context cannot leave the thread running the call (it is neither
         // Send nor Sync), and that thread is the one whose page faults the

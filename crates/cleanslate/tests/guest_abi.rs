@@ -127,7 +127,10 @@ fn session_writes_to_pages_no_call_touched_are_reset() {
             write_secrets(&mut session);
             // Read back through every accessor before the reset.
             let page = UNTOUCHED[2] * 4096;
-            assert_eq!(session.read_memory(page + 12, SECRET.len()).unwrap(), SECRET);
+            assert_eq!(
+                session.read_memory(page + 12, SECRET.len()).unwrap(),
+                SECRET
+            );
             assert_eq!(session.read_u32(UNTOUCHED[0] * 4096).unwrap(), 0xDEAD_BEEF);
             assert_eq!(session.read_u64(UNTOUCHED[1] * 4096).unwrap(), u64::MAX);
             assert_eq!(session.read_c_string(page + 12, 4096).unwrap(), SECRET);
@@ -141,7 +144,10 @@ fn session_writes_to_pages_no_call_touched_are_reset() {
         assert!(report.verified());
         if steady {
             assert_eq!(report.path(), ResetPath::InPlace);
-            assert!(report.scanned_page_tables(), "a session that wrote must scan");
+            assert!(
+                report.scanned_page_tables(),
+                "a session that wrote must scan"
+            );
             assert!(report.dirty_pages() >= UNTOUCHED.len() as u64);
         }
         assert_matches_twin(&mut twin);
@@ -226,7 +232,11 @@ fn host_function_accesses_out_of_range_fail_the_call_and_change_nothing() {
         .call_typed::<(i32, i32, i32), i32>("fill", ((size - 4) as i32, 8, 0))
         .unwrap_err();
     assert_eq!(err.kind(), ErrorKind::HostError, "{err}");
-    assert!(err.message().contains("cannot read 8 byte(s) at 0x7fffc of memory 0"), "{err}");
+    assert!(
+        err.message()
+            .contains("cannot read 8 byte(s) at 0x7fffc of memory 0"),
+        "{err}"
+    );
     assert_matches_twin(&mut twin);
 }
 
@@ -256,7 +266,8 @@ fn out_of_range_session_accesses_are_typed_errors_and_change_nothing() {
         let message = refused(session.read_memory_of(2, 0, 1));
         assert!(message.contains("no memory 2: it defines 2"), "{message}");
         // Writes: refused whole, nothing written.
-        for (memory, address, len) in [(0, size - 2, 4), (0, u64::MAX, 1), (1, 65534, 3), (5, 0, 1)] {
+        for (memory, address, len) in [(0, size - 2, 4), (0, u64::MAX, 1), (1, 65534, 3), (5, 0, 1)]
+        {
             let err = session
                 .write_memory_of(memory, address, &vec![0xEE; len])
                 .unwrap_err();
@@ -285,7 +296,10 @@ fn out_of_range_session_accesses_are_typed_errors_and_change_nothing() {
         let message = refused(session.read_c_string(100, 4));
         assert!(message.contains("max_len 4"), "{message}");
         assert_eq!(session.read_c_string(100, 12).unwrap(), b"long string");
-        assert_eq!(session.read_c_string(size - 1, 1).unwrap_err().kind(), ErrorKind::InvalidArguments);
+        assert_eq!(
+            session.read_c_string(size - 1, 1).unwrap_err().kind(),
+            ErrorKind::InvalidArguments
+        );
         refused(session.read_c_string(size, 10));
         refused(session.read_c_string(u64::MAX, 10));
         // The session still works after refusals.
@@ -328,8 +342,12 @@ fn render_module() -> Option<cleanslate::Module> {
 fn c_string_in(session: &mut Session<'_>, text: &str) -> i32 {
     let ptr: i32 = session.call_typed("malloc", text.len() as i32 + 1).unwrap();
     assert_ne!(ptr, 0, "malloc failed");
-    session.write_memory(ptr as u32 as u64, text.as_bytes()).unwrap();
-    session.write_memory(ptr as u32 as u64 + text.len() as u64, &[0]).unwrap();
+    session
+        .write_memory(ptr as u32 as u64, text.as_bytes())
+        .unwrap();
+    session
+        .write_memory(ptr as u32 as u64 + text.len() as u64, &[0])
+        .unwrap();
     ptr
 }
 
@@ -349,9 +367,13 @@ fn render(session: &mut Session<'_>, input: &str, format: &str) -> Result<String
         return Err(String::from_utf8(why).unwrap());
     }
     let len = session.read_u32(out_len as u32 as u64).unwrap();
-    let bytes = session.read_memory(out as u32 as u64, len as usize).unwrap();
+    let bytes = session
+        .read_memory(out as u32 as u64, len as usize)
+        .unwrap();
     // The output is also NUL-terminated right after those bytes.
-    let c = session.read_c_string(out as u32 as u64, len as usize + 1).unwrap();
+    let c = session
+        .read_c_string(out as u32 as u64, len as usize + 1)
+        .unwrap();
     assert_eq!(bytes, c);
     Ok(String::from_utf8(bytes).unwrap())
 }
@@ -366,7 +388,9 @@ fn twenty_renders_in_one_sandbox_each_from_the_clean_slate() {
         return;
     };
     on_both_strategies(|strategy| {
-        let mut twin = twin(&module, |b| b.reset_strategy(strategy).verify(Verify::Always));
+        let mut twin = twin(&module, |b| {
+            b.reset_strategy(strategy).verify(Verify::Always)
+        });
         for i in 0..20 {
             let mut session = twin.sandbox.session();
             let output = render(&mut session, INPUT, FORMAT);
@@ -384,7 +408,9 @@ fn without_the_reset_the_library_state_would_leak() {
         return;
     };
     on_both_strategies(|strategy| {
-        let mut twin = twin(&module, |b| b.reset_strategy(strategy).verify(Verify::Always));
+        let mut twin = twin(&module, |b| {
+            b.reset_strategy(strategy).verify(Verify::Always)
+        });
         // Inside one session nothing is reset: the counter, the template
         // cache and the last error carry over, as they would without a
         // clean slate.

@@ -214,8 +214,16 @@ impl<'a> Session<'a> {
     /// [`ErrorKind::InvalidArguments`] if there is no memory `memory` or the
     /// range lies outside it; [`ErrorKind::Unrecoverable`] after a failed
     /// reset.
-    pub fn write_memory_of(&mut self, memory: u32, address: u64, bytes: &[u8]) -> Result<(), Error> {
-        self.guard.live()?.memory_mut(memory)?.write_at(address, bytes)
+    pub fn write_memory_of(
+        &mut self,
+        memory: u32,
+        address: u64,
+        bytes: &[u8],
+    ) -> Result<(), Error> {
+        self.guard
+            .live()?
+            .memory_mut(memory)?
+            .write_at(address, bytes)
     }
 
     /// Write `value` little-endian at `address` of memory 0.
