@@ -309,6 +309,34 @@ fn out_of_range_session_accesses_are_typed_errors_and_change_nothing() {
 }
 
 #[test]
+fn bytes_host_functions_read_guest_memory_through_their_context() {
+    let module = Runtime::new()
+        .unwrap()
+        .load_bytes(
+            r#"(module
+              (import "kv" "get" (func $get (param i32 i32) (result i64)))
+              (memory (export "memory") 1)
+              (data (i32.const 64) "greeting\00")
+              (func (export "cleanslate_alloc") (param i32) (result i32) (i32.const 1024))
+              (func (export "ask") (result i64) (call $get (i32.const 64) (i32.const 8))))"#,
+        )
+        .unwrap();
+    let mut twin = twin(&module, |b| {
+        b.verify(Verify::Always)
+            .host_fn_bytes("kv", "get", |ctx, key| {
+                // The same bytes, read through the context as a C string.
+                assert_eq!(ctx.read_c_string(64, 100)?, key);
+                let err = ctx.read_memory(65536 - 4, 8).unwrap_err();
+                assert_eq!(err.kind(), ErrorKind::InvalidArguments);
+                Ok(key.to_ascii_uppercase())
+            })
+    });
+    let packed: i64 = twin.sandbox.call_typed("ask", ()).unwrap();
+    assert_eq!(packed, (8 << 32) | 1024, "8 bytes placed at 1024");
+    assert_matches_twin(&mut twin);
+}
+
+#[test]
 fn a_module_without_memory_says_so() {
     let module = Runtime::new()
         .unwrap()
