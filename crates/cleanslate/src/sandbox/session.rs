@@ -20,7 +20,8 @@ use crate::value::{Val, WasmValues};
 /// its own ABI is driven: call its allocator, write the input, call the
 /// function with the pointers, read the result (docs/ABI.md, "A guest's own
 /// ABI"). Those writes are undone with everything else when the session
-/// ends.
+/// ends. Memory can still be read and written in a poisoned session (e.g.
+/// to see what a failed call left); only calls are refused.
 ///
 /// A call that fails inside a session leaves the guest's state unknown
 /// (it may have stopped half-way through an update), so the sandbox turns
