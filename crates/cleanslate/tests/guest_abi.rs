@@ -337,6 +337,32 @@ fn bytes_host_functions_read_guest_memory_through_their_context() {
 }
 
 #[test]
+fn a_poisoned_session_still_reads_and_writes_memory_and_is_reset() {
+    on_both_strategies(|strategy| {
+        let mut twin = new_twin(strategy);
+        {
+            let mut session = twin.sandbox.session();
+            session.write_memory(UNTOUCHED[0] * 4096, SECRET).unwrap();
+            // Page 1000 is past the memory's end: the guest traps.
+            let err = session
+                .call("poke", &[Val::I32(1000), Val::I32(1)])
+                .unwrap_err();
+            assert!(matches!(err.kind(), ErrorKind::Trap(_)), "{err}");
+            assert_eq!(session.status(), cleanslate::Status::Poisoned);
+            assert_eq!(
+                session
+                    .read_memory(UNTOUCHED[0] * 4096, SECRET.len())
+                    .unwrap(),
+                SECRET
+            );
+            session.write_memory(UNTOUCHED[1] * 4096, SECRET).unwrap();
+        }
+        assert_matches_twin(&mut twin);
+        assert_secrets_gone(&mut twin.sandbox);
+    });
+}
+
+#[test]
 fn a_module_without_memory_says_so() {
     let module = Runtime::new()
         .unwrap()
