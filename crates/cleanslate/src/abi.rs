@@ -39,49 +39,156 @@ const STATUS_ERROR: u32 = 1;
 /// A result record is three little-endian u32s: status, pointer, length.
 const RECORD_LEN: u32 = 12;
 
-/// A bounds-checked view of one guest memory.
+/// A bounds-checked view of one guest memory: the one view every host
+/// access to guest memory goes through — the data ABI's exchanges, host
+/// functions ([`HostContext`](crate::HostContext)) and sessions
+/// ([`Session`](crate::Session)). Every access checks its range against
+/// the memory's current size with [`checked_range`] before touching a byte.
 pub(crate) struct GuestMemory<'a> {
     bytes: &'a [u8],
+    index: u32,
+}
+
+/// `address..address + len` as indices into a memory of `size` bytes, or
+/// `None` if any byte of it lies outside (or the sum overflows).
+fn checked_range(size: usize, address: u64, len: u64) -> Option<std::ops::Range<usize>> {
+    let end = address.checked_add(len)?;
+    if end > size as u64 {
+        return None;
+    }
+    // Both fit: they are at most `size`, a usize.
+    Some(address as usize..end as usize)
 }
 
 impl<'a> GuestMemory<'a> {
+    /// A view of memory 0.
     pub(crate) fn new(bytes: &'a [u8]) -> Self {
-        GuestMemory { bytes }
+        GuestMemory::of(0, bytes)
+    }
+
+    /// A view of memory `index`, for error messages.
+    pub(crate) fn of(index: u32, bytes: &'a [u8]) -> Self {
+        GuestMemory { bytes, index }
     }
 
     /// The `len` bytes at `ptr`, or an `InvalidGuestOutput` error naming
     /// `what` if any of them lies outside the memory.
     pub(crate) fn read(&self, ptr: u32, len: u32, what: impl Display) -> Result<&'a [u8], Error> {
-        let start = ptr as usize;
-        start
-            .checked_add(len as usize)
-            .and_then(|end| self.bytes.get(start..end))
+        checked_range(self.bytes.len(), ptr.into(), len.into())
+            .map(|range| &self.bytes[range])
             .ok_or_else(|| out_of_bounds(what, ptr, len, self.bytes.len()))
+    }
+
+    /// The `len` bytes at `address`, asked for by the host (a session or a
+    /// host function): out of range is [`ErrorKind::InvalidArguments`].
+    /// Nothing is allocated here, so a huge `len` costs nothing.
+    pub(crate) fn bytes_at(&self, address: u64, len: usize) -> Result<&'a [u8], Error> {
+        checked_range(self.bytes.len(), address, len as u64)
+            .map(|range| &self.bytes[range])
+            .ok_or_else(|| host_out_of_bounds("read", self.index, address, len, self.bytes.len()))
+    }
+
+    /// The bytes of the NUL-terminated string at `address`, without the
+    /// NUL, looking at most `max_len` bytes (and never past the memory's
+    /// end) for the terminator.
+    pub(crate) fn c_string_at(&self, address: u64, max_len: usize) -> Result<&'a [u8], Error> {
+        let size = self.bytes.len();
+        let start = checked_range(size, address, 0)
+            .ok_or_else(|| host_out_of_bounds("read", self.index, address, 1, size))?
+            .start;
+        let window = &self.bytes[start..size.min(start.saturating_add(max_len))];
+        match window.iter().position(|&b| b == 0) {
+            Some(nul) => Ok(&window[..nul]),
+            None => Err(Error::new(
+                ErrorKind::InvalidArguments,
+                format!(
+                    "no NUL byte in the {} bytes at {address:#x} of memory {} (searched up to {}): raise max_len if the string is longer, or check that the address points at a C string",
+                    window.len(),
+                    self.index,
+                    if window.len() == max_len {
+                        format!("max_len {max_len}")
+                    } else {
+                        format!("the memory's end at {size:#x}")
+                    }
+                ),
+            )),
+        }
+    }
+
+    /// The little-endian u32 at `address`.
+    pub(crate) fn u32_at(&self, address: u64) -> Result<u32, Error> {
+        let bytes = self.bytes_at(address, 4)?;
+        Ok(u32::from_le_bytes(bytes.try_into().expect("4 bytes")))
+    }
+
+    /// The little-endian u64 at `address`.
+    pub(crate) fn u64_at(&self, address: u64) -> Result<u64, Error> {
+        let bytes = self.bytes_at(address, 8)?;
+        Ok(u64::from_le_bytes(bytes.try_into().expect("8 bytes")))
     }
 }
 
-/// A bounds-checked, writable view of one guest memory.
+/// A bounds-checked, writable view of one guest memory (see
+/// [`GuestMemory`]; the same range check guards every write).
 pub(crate) struct GuestMemoryMut<'a> {
     bytes: &'a mut [u8],
+    index: u32,
 }
 
 impl<'a> GuestMemoryMut<'a> {
+    /// A view of memory 0.
     pub(crate) fn new(bytes: &'a mut [u8]) -> Self {
-        GuestMemoryMut { bytes }
+        GuestMemoryMut::of(0, bytes)
+    }
+
+    /// A view of memory `index`, for error messages.
+    pub(crate) fn of(index: u32, bytes: &'a mut [u8]) -> Self {
+        GuestMemoryMut { bytes, index }
     }
 
     /// Copy `data` to `ptr`, refusing if the guest's allocator handed out a
     /// range that is not inside its memory.
     pub(crate) fn write(&mut self, ptr: u32, data: &[u8], what: impl Display) -> Result<(), Error> {
         let len = self.bytes.len();
-        let start = ptr as usize;
-        let slot = start
-            .checked_add(data.len())
-            .and_then(|end| self.bytes.get_mut(start..end))
+        let range = checked_range(len, ptr.into(), data.len() as u64)
             .ok_or_else(|| out_of_bounds(what, ptr, data.len() as u32, len))?;
-        slot.copy_from_slice(data);
+        self.bytes[range].copy_from_slice(data);
         Ok(())
     }
+
+    /// Copy `data` to `address`, asked for by the host: out of range is
+    /// [`ErrorKind::InvalidArguments`] and writes nothing.
+    pub(crate) fn write_at(&mut self, address: u64, data: &[u8]) -> Result<(), Error> {
+        let size = self.bytes.len();
+        let range = checked_range(size, address, data.len() as u64)
+            .ok_or_else(|| host_out_of_bounds("write", self.index, address, data.len(), size))?;
+        self.bytes[range].copy_from_slice(data);
+        Ok(())
+    }
+}
+
+/// Access to the memories of one instance, by index: what a session (over
+/// the sandbox's live instance) and a host function (over its caller)
+/// hand to [`GuestMemory`] and [`GuestMemoryMut`].
+pub(crate) trait GuestMemories {
+    /// The export the running (or last) call entered.
+    fn export(&self) -> &str;
+    /// A view of memory `index`, or `InvalidArguments` if there is none.
+    fn memory(&self, index: u32) -> Result<GuestMemory<'_>, Error>;
+    /// A writable view of memory `index`, or `InvalidArguments`.
+    fn memory_mut(&mut self, index: u32) -> Result<GuestMemoryMut<'_>, Error>;
+}
+
+/// The module has no memory `index`; it defines `count`.
+pub(crate) fn no_such_memory(index: u32, count: usize) -> Error {
+    let message = if count == 0 {
+        "the module defines no memory, so there is no guest memory to read or write".to_string()
+    } else {
+        format!(
+            "the module has no memory {index}: it defines {count}, so pass an index below {count} (0 is the first memory)"
+        )
+    };
+    Error::new(ErrorKind::InvalidArguments, message)
 }
 
 fn out_of_bounds(what: impl Display, ptr: u32, len: u32, memory: usize) -> Error {
@@ -89,6 +196,17 @@ fn out_of_bounds(what: impl Display, ptr: u32, len: u32, memory: usize) -> Error
         ErrorKind::InvalidGuestOutput,
         format!(
             "the guest gave {what} at {ptr:#x} with length {len}, which lies outside its {memory}-byte memory; nothing was read"
+        ),
+    )
+}
+
+fn host_out_of_bounds(verb: &str, index: u32, address: u64, len: usize, size: usize) -> Error {
+    Error::new(
+        ErrorKind::InvalidArguments,
+        format!(
+            "cannot {verb} {len} byte(s) at {address:#x} of memory {index}: the memory is {size} bytes ({} page(s) of 64 KiB) now, so that range ends past it and nothing was {}; stay below {size:#x} (check the address the guest gave, or let the guest grow its memory first)",
+            size / 65536,
+            if verb == "read" { "read" } else { "written" },
         ),
     )
 }
@@ -185,6 +303,32 @@ mod tests {
             .write(13, &[1, 2, 3], "input")
             .unwrap();
         assert_eq!(&bytes[13..], &[1, 2, 3]);
+    }
+
+    #[test]
+    fn host_asked_accesses_are_bounds_checked_as_invalid_arguments() {
+        let mut bytes = *b"ab\0cd\x2a\0\0\0";
+        let memory = GuestMemory::of(3, &bytes);
+        assert_eq!(memory.bytes_at(9, 0).unwrap(), &[] as &[u8]);
+        assert_eq!(memory.c_string_at(0, 100).unwrap(), b"ab");
+        assert_eq!(memory.c_string_at(2, 1).unwrap(), b"");
+        assert_eq!(memory.u32_at(5).unwrap(), 42);
+        for (address, len) in [(9, 1), (8, 2), (0, usize::MAX), (u64::MAX, 1), (10, 0)] {
+            let err = memory.bytes_at(address, len).unwrap_err();
+            assert_eq!(err.kind(), ErrorKind::InvalidArguments, "{address} {len}");
+            assert!(err.message().contains("of memory 3"), "{err}");
+        }
+        for (address, max_len) in [(3, 2), (9, 5), (10, 5), (u64::MAX, 5)] {
+            let err = memory.c_string_at(address, max_len).unwrap_err();
+            assert_eq!(err.kind(), ErrorKind::InvalidArguments, "{address}");
+        }
+        assert!(memory.u32_at(6).is_err() && memory.u64_at(2).is_err());
+        let mut view = GuestMemoryMut::of(0, &mut bytes);
+        assert!(view.write_at(7, &[1, 2, 3]).is_err());
+        assert!(view.write_at(u64::MAX, &[]).is_err());
+        view.write_at(9, &[]).unwrap();
+        view.write_at(7, &[1, 2]).unwrap();
+        assert_eq!(bytes, *b"ab\0cd\x2a\0\x01\x02");
     }
 
     #[test]

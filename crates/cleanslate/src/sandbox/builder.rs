@@ -150,6 +150,43 @@ impl SandboxBuilder {
     where
         F: Fn(&[Val]) -> Result<Vec<Val>, HostFnError> + Send + Sync + 'static,
     {
+        self.host
+            .insert(module, name, Arc::new(move |_ctx, args| f(args)));
+        self
+    }
+
+    /// Like [`host_fn`](SandboxBuilder::host_fn), with the call's
+    /// [`HostContext`]: the closure can read and write the calling
+    /// instance's memories, so it can take and return pointers the way WASI
+    /// does (a guest passes a buffer and its length, or an out-pointer).
+    /// Every access is bounds-checked; what it writes is undone by the
+    /// reset after the call like any write of the guest.
+    ///
+    /// ```
+    /// use cleanslate::{Runtime, Sandbox, Val};
+    /// let module = Runtime::new()?.load_bytes(r#"(module
+    ///     (import "env" "upcase" (func $upcase (param i32 i32)))
+    ///     (memory (export "memory") 1) (data (i32.const 0) "shout")
+    ///     (func (export "run") (result i32)
+    ///         (call $upcase (i32.const 0) (i32.const 5)) (i32.load8_u (i32.const 0))))"#)?;
+    /// let mut sandbox = Sandbox::builder(&module)
+    ///     .host_fn_with_context("env", "upcase", |ctx, args| {
+    ///         let [Val::I32(ptr), Val::I32(len)] = args else { return Err("(ptr, len)".into()) };
+    ///         let text = ctx.read_memory(*ptr as u64, *len as usize)?;
+    ///         ctx.write_memory(*ptr as u64, &text.to_ascii_uppercase())?;
+    ///         Ok(vec![])
+    ///     })
+    ///     .build()?;
+    /// assert_eq!(sandbox.call("run", &[])?, [Val::I32(b'S' as i32)]);
+    /// # Ok::<(), cleanslate::Error>(())
+    /// ```
+    pub fn host_fn_with_context<F>(mut self, module: &str, name: &str, f: F) -> Self
+    where
+        F: Fn(&mut HostContext<'_>, &[Val]) -> Result<Vec<Val>, HostFnError>
+            + Send
+            + Sync
+            + 'static,
+    {
         self.host.insert(module, name, Arc::new(f));
         self
     }

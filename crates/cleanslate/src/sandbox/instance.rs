@@ -31,6 +31,9 @@ pub(crate) struct StoreData {
     pub output_limit: usize,
     /// The guest's first memory, through which data crosses the boundary.
     pub memory: Option<Memory>,
+    /// All the guest's memories, in index order (host functions reach them
+    /// through [`HostContext`](crate::HostContext)).
+    pub memories: Vec<Memory>,
     /// The guest's `cleanslate_alloc`, if it exports one of the right type.
     pub alloc: Option<wasmtime::TypedFunc<i32, i32>>,
     /// This call's WASI context (WASI guests only; a fresh one per call).
@@ -113,6 +116,7 @@ impl InstanceFactory {
             current_export: String::new(),
             output_limit: self.limits.output,
             memory: None,
+            memories: Vec::new(),
             alloc: None,
             wasi: None,
             stdio: None,
@@ -183,6 +187,7 @@ impl InstanceFactory {
             ));
         }
         store.data_mut().memory = memories.first().copied();
+        store.data_mut().memories = memories.clone();
         store.data_mut().alloc = instance
             .get_typed_func::<i32, i32>(&mut store, ALLOC_EXPORT)
             .ok();

@@ -2,8 +2,10 @@
 
 use std::fmt;
 
-use crate::error::Error;
+use crate::abi::{GuestMemories, GuestMemory, GuestMemoryMut, no_such_memory};
+use crate::error::{Error, ErrorKind};
 use crate::reset::guard::ResetGuard;
+use crate::sandbox::instance::LiveInstance;
 use crate::sandbox::{Call, CallResult, SandboxCore, Status};
 use crate::snapshot::Snapshot;
 use crate::value::{Val, WasmValues};
@@ -11,6 +13,15 @@ use crate::value::{Val, WasmValues};
 /// Calls that keep their state between them; the sandbox is reset to its
 /// snapshot when the session is dropped — including when the code holding
 /// it panics.
+///
+/// A session can also read and write guest memory between calls
+/// ([`read_memory`](Session::read_memory),
+/// [`write_memory`](Session::write_memory), ...), which is how a guest with
+/// its own ABI is driven: call its allocator, write the input, call the
+/// function with the pointers, read the result (docs/ABI.md, "A guest's own
+/// ABI"). Those writes are undone with everything else when the session
+/// ends. Memory can still be read and written in a poisoned session (e.g.
+/// to see what a failed call left); only calls are refused.
 ///
 /// A call that fails inside a session leaves the guest's state unknown
 /// (it may have stopped half-way through an update), so the sandbox turns
@@ -41,6 +52,219 @@ impl<'a> Session<'a> {
         Session {
             guard: ResetGuard::arm(core),
         }
+    }
+
+    /// The live instance, for memory access (none after a failed reset).
+    fn instance(&self) -> Result<&LiveInstance, Error> {
+        self.guard.live.as_ref().ok_or_else(|| {
+            Error::new(
+                ErrorKind::Unrecoverable,
+                "the sandbox is unrecoverable and has no instance: build a new sandbox",
+            )
+        })
+    }
+
+    /// A copy of the `len` bytes at `address` of memory 0.
+    ///
+    /// ```
+    /// use cleanslate::{Runtime, Sandbox};
+    /// let module = Runtime::new()?.load_bytes(r#"(module (memory 1) (data (i32.const 16) "hello"))"#)?;
+    /// let mut sandbox = Sandbox::builder(&module).build()?;
+    /// let session = sandbox.session();
+    /// assert_eq!(session.read_memory(16, 5)?, b"hello");
+    /// # Ok::<(), cleanslate::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::InvalidArguments`] if any byte of the range lies
+    /// outside the memory's current size (nothing is read, and nothing is
+    /// allocated: a copy is never larger than the memory) or the module
+    /// defines no memory; [`ErrorKind::Unrecoverable`] after a failed reset.
+    pub fn read_memory(&self, address: u64, len: usize) -> Result<Vec<u8>, Error> {
+        self.read_memory_of(0, address, len)
+    }
+
+    /// Like [`read_memory`](Session::read_memory), from memory `memory` (0
+    /// is the first).
+    ///
+    /// ```
+    /// # use cleanslate::{Runtime, Sandbox};
+    /// let module = Runtime::new()?.load_bytes(r#"(module (memory 1) (memory 1) (data (memory 1) (i32.const 0) "m1"))"#)?;
+    /// let mut sandbox = Sandbox::builder(&module).build()?;
+    /// assert_eq!(sandbox.session().read_memory_of(1, 0, 2)?, b"m1");
+    /// # Ok::<(), cleanslate::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::InvalidArguments`] if there is no memory `memory` or the
+    /// range lies outside it; [`ErrorKind::Unrecoverable`] after a failed
+    /// reset.
+    pub fn read_memory_of(&self, memory: u32, address: u64, len: usize) -> Result<Vec<u8>, Error> {
+        self.instance()?
+            .memory(memory)?
+            .bytes_at(address, len)
+            .map(<[u8]>::to_vec)
+    }
+
+    /// The bytes of the NUL-terminated string at `address` of memory 0,
+    /// without the NUL, looking at most `max_len` bytes (and never past the
+    /// memory's end) for it. C strings need not be UTF-8: convert with
+    /// `String::from_utf8` if yours are.
+    ///
+    /// ```
+    /// # use cleanslate::{Runtime, Sandbox};
+    /// let module = Runtime::new()?.load_bytes(r#"(module (memory 1) (data (i32.const 8) "hi\00there"))"#)?;
+    /// let mut sandbox = Sandbox::builder(&module).build()?;
+    /// assert_eq!(sandbox.session().read_c_string(8, 4096)?, b"hi");
+    /// # Ok::<(), cleanslate::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::InvalidArguments`] if `address` is outside the memory,
+    /// or no NUL byte follows within `max_len` bytes or before the memory's
+    /// end; [`ErrorKind::Unrecoverable`] after a failed reset.
+    pub fn read_c_string(&self, address: u64, max_len: usize) -> Result<Vec<u8>, Error> {
+        self.instance()?
+            .memory(0)?
+            .c_string_at(address, max_len)
+            .map(<[u8]>::to_vec)
+    }
+
+    /// The little-endian u32 at `address` of memory 0 (e.g. what a guest
+    /// stored through an out-pointer).
+    ///
+    /// ```
+    /// # use cleanslate::{Runtime, Sandbox};
+    /// let module = Runtime::new()?.load_bytes(r#"(module (memory 1) (data (i32.const 4) "\2a\00\00\00"))"#)?;
+    /// let mut sandbox = Sandbox::builder(&module).build()?;
+    /// assert_eq!(sandbox.session().read_u32(4)?, 42);
+    /// # Ok::<(), cleanslate::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::InvalidArguments`] if the 4 bytes are not all inside the
+    /// memory; [`ErrorKind::Unrecoverable`] after a failed reset.
+    pub fn read_u32(&self, address: u64) -> Result<u32, Error> {
+        self.instance()?.memory(0)?.u32_at(address)
+    }
+
+    /// The little-endian u64 at `address` of memory 0.
+    ///
+    /// ```
+    /// # use cleanslate::{Runtime, Sandbox};
+    /// let module = Runtime::new()?.load_bytes(r#"(module (memory 1) (data (i32.const 8) "\01\00\00\00\01"))"#)?;
+    /// let mut sandbox = Sandbox::builder(&module).build()?;
+    /// assert_eq!(sandbox.session().read_u64(8)?, (1 << 32) + 1);
+    /// # Ok::<(), cleanslate::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::InvalidArguments`] if the 8 bytes are not all inside the
+    /// memory; [`ErrorKind::Unrecoverable`] after a failed reset.
+    pub fn read_u64(&self, address: u64) -> Result<u64, Error> {
+        self.instance()?.memory(0)?.u64_at(address)
+    }
+
+    /// Copy `bytes` to `address` of memory 0, e.g. a guest function's input
+    /// into room its allocator gave. Like everything in a session, the
+    /// write is undone when the session ends.
+    ///
+    /// ```
+    /// use cleanslate::{Runtime, Sandbox, Val};
+    /// let module = Runtime::new()?.load_bytes(r#"(module (memory 1)
+    ///     (func (export "peek") (param i32) (result i32) (i32.load8_u (local.get 0))))"#)?;
+    /// let mut sandbox = Sandbox::builder(&module).build()?;
+    /// {
+    ///     let mut session = sandbox.session();
+    ///     session.write_memory(100, b"A")?;
+    ///     assert_eq!(session.call("peek", &[Val::I32(100)])?, [Val::I32(65)]);
+    /// } // reset here: the write is gone
+    /// assert_eq!(sandbox.call("peek", &[Val::I32(100)])?, [Val::I32(0)]);
+    /// # Ok::<(), cleanslate::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::InvalidArguments`] if any byte of the range lies outside
+    /// the memory's current size (then nothing is written) or the module
+    /// defines no memory; [`ErrorKind::Unrecoverable`] after a failed reset.
+    pub fn write_memory(&mut self, address: u64, bytes: &[u8]) -> Result<(), Error> {
+        self.write_memory_of(0, address, bytes)
+    }
+
+    /// Like [`write_memory`](Session::write_memory), to memory `memory`.
+    ///
+    /// ```
+    /// # use cleanslate::{Runtime, Sandbox};
+    /// let module = Runtime::new()?.load_bytes("(module (memory 1) (memory 1))")?;
+    /// let mut sandbox = Sandbox::builder(&module).build()?;
+    /// let mut session = sandbox.session();
+    /// session.write_memory_of(1, 0, b"x")?;
+    /// assert_eq!(session.read_memory_of(1, 0, 1)?, b"x");
+    /// assert_eq!(session.read_memory_of(0, 0, 1)?, [0]);
+    /// # Ok::<(), cleanslate::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::InvalidArguments`] if there is no memory `memory` or the
+    /// range lies outside it; [`ErrorKind::Unrecoverable`] after a failed
+    /// reset.
+    pub fn write_memory_of(
+        &mut self,
+        memory: u32,
+        address: u64,
+        bytes: &[u8],
+    ) -> Result<(), Error> {
+        self.guard
+            .live()?
+            .memory_mut(memory)?
+            .write_at(address, bytes)
+    }
+
+    /// Write `value` little-endian at `address` of memory 0.
+    ///
+    /// ```
+    /// # use cleanslate::{Runtime, Sandbox};
+    /// let module = Runtime::new()?.load_bytes("(module (memory 1))")?;
+    /// let mut sandbox = Sandbox::builder(&module).build()?;
+    /// let mut session = sandbox.session();
+    /// session.write_u32(8, 0xC0FFEE)?;
+    /// assert_eq!(session.read_memory(8, 4)?, [0xEE, 0xFF, 0xC0, 0]);
+    /// # Ok::<(), cleanslate::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::InvalidArguments`] if the 4 bytes are not all inside the
+    /// memory; [`ErrorKind::Unrecoverable`] after a failed reset.
+    pub fn write_u32(&mut self, address: u64, value: u32) -> Result<(), Error> {
+        self.write_memory(address, &value.to_le_bytes())
+    }
+
+    /// Write `value` little-endian at `address` of memory 0.
+    ///
+    /// ```
+    /// # use cleanslate::{Runtime, Sandbox};
+    /// let module = Runtime::new()?.load_bytes("(module (memory 1))")?;
+    /// let mut sandbox = Sandbox::builder(&module).build()?;
+    /// let mut session = sandbox.session();
+    /// session.write_u64(16, u64::MAX - 1)?;
+    /// assert_eq!(session.read_u64(16)?, u64::MAX - 1);
+    /// # Ok::<(), cleanslate::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::InvalidArguments`] if the 8 bytes are not all inside the
+    /// memory; [`ErrorKind::Unrecoverable`] after a failed reset.
+    pub fn write_u64(&mut self, address: u64, value: u64) -> Result<(), Error> {
+        self.write_memory(address, &value.to_le_bytes())
     }
 
     /// Call `name` without resetting afterwards.
@@ -119,5 +343,46 @@ impl fmt::Debug for Session<'_> {
         f.debug_struct("Session")
             .field("status", &self.guard.status)
             .finish()
+    }
+}
+
+/// The sandbox's instance, as a session reaches it between calls.
+impl GuestMemories for LiveInstance {
+    fn export(&self) -> &str {
+        &self.store.data().current_export
+    }
+
+    fn memory(&self, index: u32) -> Result<GuestMemory<'_>, Error> {
+        let memory = self
+            .memories
+            .get(index as usize)
+            .ok_or_else(|| no_such_memory(index, self.memories.len()))?;
+        Ok(GuestMemory::of(index, memory.data(&self.store)))
+    }
+
+    /// Every host write through a session comes here, and forgets the
+    /// fault window first, so the next in-place reset scans the page
+    /// tables.
+    ///
+    /// Why: the window lets a reset skip the scan when the thread that ran
+    /// the calls took no page fault since the last reset. A session's
+    /// write is no call, and may run on another thread (a session is
+    /// `Send`): its page faults would then be counted against that thread,
+    /// and a reset on the window's thread would see none and examine only
+    /// the hot pages, missing the written page. Without a window the reset
+    /// always scans; the scan reports every page whose write protection a
+    /// write cleared — from whichever thread, guest or host, since
+    /// userfaultfd write-protect is per page, not per thread — and every
+    /// page first touched since tracking started. Hot (unprotected) pages
+    /// are compared with the snapshot at every reset anyway. So nothing a
+    /// session writes can be missed; the cost is one scan per session that
+    /// wrote memory.
+    fn memory_mut(&mut self, index: u32) -> Result<GuestMemoryMut<'_>, Error> {
+        let memory = *self
+            .memories
+            .get(index as usize)
+            .ok_or_else(|| no_such_memory(index, self.memories.len()))?;
+        self.fault_window = None;
+        Ok(GuestMemoryMut::of(index, memory.data_mut(&mut self.store)))
     }
 }

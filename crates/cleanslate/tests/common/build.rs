@@ -74,6 +74,12 @@ pub fn ensure_wasm_target(target: &str) {
 /// build.rs), so without clang + wasi-libc they are reported as ignored, not
 /// passed; when they do run, a failed build fails them.
 pub fn c_guest(name: &str) -> PathBuf {
+    c_guest_with(name, &[])
+}
+
+/// Like [`c_guest`], with extra clang flags (e.g. `-mexec-model=reactor`
+/// and `-Wl,--export=malloc` for a library).
+pub fn c_guest_with(name: &str, flags: &[&str]) -> PathBuf {
     // One build at a time: tests of one binary run on parallel threads.
     static BUILDING: std::sync::Mutex<()> = std::sync::Mutex::new(());
     let _building = BUILDING.lock().unwrap_or_else(|e| e.into_inner());
@@ -93,7 +99,9 @@ pub fn c_guest(name: &str) -> PathBuf {
     // half-written module.
     let partial = out_dir.join(format!("{name}.{}.wasm", std::process::id()));
     let result = Command::new("clang")
-        .args(["--target=wasm32-wasi", "-O2", "-Wall", "-Werror", "-o"])
+        .args(["--target=wasm32-wasi", "-O2", "-Wall", "-Werror"])
+        .args(flags)
+        .arg("-o")
         .arg(&partial)
         .arg(&source)
         .output();
