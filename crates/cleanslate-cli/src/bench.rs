@@ -61,7 +61,7 @@ struct ResetSummary {
     paths: BTreeMap<&'static str, u64>,
 }
 
-pub fn bench(args: BenchArgs) -> Result<u8, String> {
+pub fn bench(args: BenchArgs) -> Result<u8, crate::CliError> {
     if args.calls == 0 {
         return Err("--calls must be at least 1".into());
     }
@@ -82,7 +82,7 @@ pub fn bench(args: BenchArgs) -> Result<u8, String> {
     if let Err(e) = call(&mut sandbox)
         && !e.kind().is_guest_failure()
     {
-        return Err(format!("cannot benchmark `{}`: {e}", args.call));
+        return Err(format!("cannot benchmark `{}`: {e}", args.call).into());
     }
 
     let warmup = (args.calls / 100).max(10);

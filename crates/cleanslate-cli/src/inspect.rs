@@ -13,20 +13,30 @@ use crate::EXIT_OK;
 #[derive(Args, Debug)]
 #[command(after_help = "Examples:
   cleanslate inspect guests/example.wat
-  cleanslate inspect guest.wasm --json | jq .reset")]
+  cleanslate inspect guest.wasm --json | jq .reset
+  cleanslate inspect guest.wasm --stub env.log=0
+
+An import marked `unresolved` is one nothing provides (not WASI, not a
+cleanslate.* builtin, not cleanslate_demo.host_op, not a --stub): give it
+with --stub MODULE.NAME=VALUE.")]
 pub struct InspectArgs {
     /// The module: a .wasm binary or .wat text file.
     pub module: PathBuf,
     /// Print one JSON object instead of text.
     #[arg(long)]
     pub json: bool,
+    /// Count the import MODULE.NAME as provided by a `--stub` (as `run`
+    /// would). Repeatable.
+    #[arg(long = "stub", value_name = "MODULE.NAME=VALUE", value_parser = crate::stub::parse_stub)]
+    pub stubs: Vec<crate::stub::StubSpec>,
     #[command(flatten)]
     pub load: crate::load::LoadOptions,
 }
 
-pub fn inspect(args: InspectArgs) -> Result<u8, String> {
+pub fn inspect(args: InspectArgs) -> Result<u8, crate::CliError> {
     let module = args.load.load(&args.module)?;
-    let report = describe(&args.module, &module);
+    crate::stub::check(&module, &args.stubs)?;
+    let report = describe(&args.module, &module, &args.stubs);
     if args.json {
         println!("{report}");
     } else {
@@ -35,7 +45,11 @@ pub fn inspect(args: InspectArgs) -> Result<u8, String> {
     Ok(EXIT_OK)
 }
 
-fn describe(path: &std::path::Path, module: &cleanslate::Module) -> Value {
+fn describe(
+    path: &std::path::Path,
+    module: &cleanslate::Module,
+    stubs: &[crate::stub::StubSpec],
+) -> Value {
     let coverage = module.reset_coverage();
     json!({
         "module": path.display().to_string(),
@@ -43,6 +57,8 @@ fn describe(path: &std::path::Path, module: &cleanslate::Module) -> Value {
             "module": i.module(),
             "name": i.name(),
             "signature": i.signature().map(|s| s.to_string()),
+            "provided_by": crate::stub::provider(&i, stubs).map(|p| p.as_str()),
+            "unresolved": crate::stub::provider(&i, stubs).is_none(),
         })).collect::<Vec<_>>(),
         "exports": module.functions().map(|f| json!({
             "name": f.name(),
@@ -85,8 +101,12 @@ fn to_text(report: &Value) -> String {
     let imports = list("imports");
     out.push_str(&format!("imports ({})\n", imports.len()));
     for i in &imports {
+        let by = match i["provided_by"].as_str() {
+            Some(by) => format!("  [{by}]"),
+            None => format!("  [unresolved: {}]", crate::stub::STUB_HINT),
+        };
         out.push_str(&format!(
-            "  {}.{}: {}\n",
+            "  {}.{}: {}{by}\n",
             i["module"].as_str().unwrap_or("?"),
             i["name"].as_str().unwrap_or("?"),
             i["signature"].as_str().unwrap_or("(not a function)")

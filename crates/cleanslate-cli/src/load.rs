@@ -33,14 +33,14 @@ impl LoadOptions {
     }
 
     /// Load `path` in a new runtime.
-    pub fn load(&self, path: &Path) -> Result<Module, String> {
+    pub fn load(&self, path: &Path) -> Result<Module, crate::CliError> {
         let runtime = self.runtime()?;
-        load_with_spinner(&runtime, path)
+        load_with_spinner(&runtime, path).map_err(|e| crate::CliError::library("", &e))
     }
 }
 
 /// Load `path`, showing a spinner on a terminal while a large module loads.
-pub fn load_with_spinner(runtime: &Runtime, path: &Path) -> Result<Module, String> {
+pub fn load_with_spinner(runtime: &Runtime, path: &Path) -> Result<Module, cleanslate::Error> {
     let large = std::fs::metadata(path).is_ok_and(|m| m.len() >= SPINNER_FROM);
     let spinner = large.then(|| {
         // indicatif draws nothing when stderr is not a terminal.
@@ -52,7 +52,7 @@ pub fn load_with_spinner(runtime: &Runtime, path: &Path) -> Result<Module, Strin
         bar.enable_steady_tick(Duration::from_millis(100));
         bar
     });
-    let loaded = runtime.load_file(path).map_err(|e| e.to_string());
+    let loaded = runtime.load_file(path);
     if let Some(bar) = spinner {
         bar.finish_and_clear();
     }

@@ -11,6 +11,7 @@ mod options;
 mod record;
 mod run;
 mod serve;
+mod stub;
 
 use std::process::ExitCode;
 
@@ -40,26 +41,88 @@ pub const EXIT_CALL_FAILED: u8 = 1;
 /// Exit status: bad usage, or a module that does not load.
 pub const EXIT_USAGE: u8 = 2;
 
+/// Why a verb could not run: bad usage (`usage`) or a module that does not
+/// load or build (the library's error kind, e.g. `invalid_module`).
+#[derive(Debug, Clone)]
+pub struct CliError {
+    pub kind: &'static str,
+    pub message: String,
+}
+
+impl CliError {
+    /// A library error, with `context` before its message.
+    pub fn library(context: &str, error: &cleanslate::Error) -> CliError {
+        CliError {
+            kind: error.kind().as_str(),
+            message: format!("{context}{error}"),
+        }
+    }
+}
+
+impl From<String> for CliError {
+    fn from(message: String) -> Self {
+        CliError {
+            kind: "usage",
+            message,
+        }
+    }
+}
+
+impl From<&str> for CliError {
+    fn from(message: &str) -> Self {
+        CliError::from(message.to_string())
+    }
+}
+
+impl From<CliError> for String {
+    fn from(error: CliError) -> Self {
+        error.message
+    }
+}
+
+impl std::fmt::Display for CliError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
 fn main() -> ExitCode {
     quiet_demo_host_panics();
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => return usage_error(e),
     };
+    let json = match &cli.command {
+        Command::Run(args) => args.json,
+        Command::Bench(args) => args.json,
+        Command::Inspect(args) => args.json,
+        Command::Demo(_) | Command::Serve(_) => false,
+    };
     let outcome = match cli.command {
         Command::Run(args) => run::run(args),
         Command::Bench(args) => bench::bench(args),
-        Command::Demo(args) => demo::demo(args),
+        Command::Demo(args) => demo::demo(args).map_err(CliError::from),
         Command::Inspect(args) => inspect::inspect(args),
-        Command::Serve(args) => serve::serve(args),
+        Command::Serve(args) => serve::serve(args).map_err(CliError::from),
     };
     match outcome {
         Ok(code) => ExitCode::from(code),
-        Err(message) => {
-            eprintln!("cleanslate: {message}");
-            ExitCode::from(EXIT_USAGE)
-        }
+        Err(error) => fail(&error, json),
     }
+}
+
+/// One line on stderr, and with `--json` one JSON object on stdout; exit
+/// status 2.
+fn fail(error: &CliError, json: bool) -> ExitCode {
+    eprintln!("cleanslate: {}", error.message);
+    if json {
+        let object = serde_json::json!({
+            "ok": false,
+            "error": { "kind": error.kind, "message": error.message },
+        });
+        println!("{object}");
+    }
+    ExitCode::from(EXIT_USAGE)
 }
 
 /// Bad usage is one clear line and exit status 2; `--help` and
@@ -80,8 +143,10 @@ fn usage_error(error: clap::Error) -> ExitCode {
         .find(|l| !l.trim().is_empty())
         .unwrap_or("bad usage");
     let first = first.strip_prefix("error: ").unwrap_or(first);
-    eprintln!("cleanslate: {first} (see --help)");
-    ExitCode::from(EXIT_USAGE)
+    // The command line did not parse, so whether `--json` was asked for is
+    // read from the words themselves.
+    let json = std::env::args_os().skip(1).any(|a| a == "--json");
+    fail(&CliError::from(format!("{first} (see --help)")), json)
 }
 
 /// The built-in `host_op` panics on request to show that host panics are

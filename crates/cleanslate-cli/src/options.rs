@@ -46,6 +46,12 @@ pub struct SandboxOptions {
     /// WASI: deterministic clocks and randomness seeded with SEED.
     #[arg(long, value_name = "SEED")]
     pub deterministic: Option<u64>,
+    /// Provide an import the CLI does not: a function returning VALUE for
+    /// each of its results (integers for i32/i64, floats for f32/f64), or
+    /// with `trap` failing the call with a host_error (a host function
+    /// cannot raise a wasm trap). Repeatable.
+    #[arg(long = "stub", value_name = "MODULE.NAME=VALUE", value_parser = crate::stub::parse_stub)]
+    pub stubs: Vec<crate::stub::StubSpec>,
     #[command(flatten)]
     pub load: crate::load::LoadOptions,
 }
@@ -105,18 +111,22 @@ fn parse_verify(text: &str) -> Result<Verify, String> {
 
 impl SandboxOptions {
     /// Load the module at `path` and build its sandbox with these options.
-    pub fn load_and_build(&self, path: &std::path::Path) -> Result<(Module, Sandbox), String> {
+    pub fn load_and_build(
+        &self,
+        path: &std::path::Path,
+    ) -> Result<(Module, Sandbox), crate::CliError> {
         let module = self.load.load(path)?;
         let sandbox = self
             .builder(&module)?
             .build()
-            .map_err(|e| format!("cannot build the sandbox: {e}"))?;
+            .map_err(|e| crate::CliError::library("cannot build the sandbox: ", &e))?;
         Ok((module, sandbox))
     }
 
     /// A builder with these options and the built-in host functions.
-    pub fn builder(&self, module: &Module) -> Result<SandboxBuilder, String> {
-        let mut builder = crate::demo_host::provide(Sandbox::builder(module), module)
+    pub fn builder(&self, module: &Module) -> Result<SandboxBuilder, crate::CliError> {
+        let builder = crate::demo_host::provide(Sandbox::builder(module), module);
+        let mut builder = crate::stub::provide(builder, module, &self.stubs)?
             .verify(self.verify)
             .reset_strategy(self.reset_strategy);
         if let Some(init) = &self.init {

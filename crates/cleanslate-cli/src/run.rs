@@ -49,7 +49,7 @@ pub struct RunArgs {
     pub sandbox: SandboxOptions,
 }
 
-pub fn run(args: RunArgs) -> Result<u8, String> {
+pub fn run(args: RunArgs) -> Result<u8, crate::CliError> {
     let stdin_readers = [
         args.calls_file
             .as_deref()
@@ -83,7 +83,7 @@ pub fn run(args: RunArgs) -> Result<u8, String> {
                     .into(),
             );
         }
-        Some(Err(e)) => return Err(e.clone()),
+        Some(Err(e)) => return Err(e.clone().into()),
         Some(Ok(_)) => {}
     }
     let io = CallIo {

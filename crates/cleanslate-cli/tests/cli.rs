@@ -578,3 +578,162 @@ fn inspect_reports_proposals_and_the_compiled_module_cache() {
     assert_eq!(both.status.code(), Some(2));
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// A guest with its own ABI: one import the CLI does not provide.
+const HOST_CALL_WAT: &str = r#"(module
+  (import "host" "call" (func $call (param i32 i32 i32 i32) (result i32)))
+  (func (export "go") (result i32)
+    (call $call (i32.const 1) (i32.const 2) (i32.const 3) (i32.const 4))))"#;
+
+/// `wat` as a file named `name` in this test process's directory.
+fn guest_file(name: &str, wat: &str) -> String {
+    let dir = std::env::temp_dir().join(format!("cleanslate-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join(name);
+    std::fs::write(&path, wat).unwrap();
+    path.to_str().unwrap().to_string()
+}
+
+#[test]
+fn stub_returns_its_value_from_the_import() {
+    let guest = guest_file("host_call_value.wat", HOST_CALL_WAT);
+    let out = cleanslate(&["run", &guest, "go", "--stub", "host.call=-1", "--json"]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let records = json_lines(&out);
+    assert_eq!(records[0]["ok"], true);
+    assert_eq!(records[0]["results"], serde_json::json!([-1]));
+    let out = cleanslate(&["run", &guest, "go", "--stub", "host.call=41"]);
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.starts_with("go() = 41  (reset: "), "{text}");
+}
+
+#[test]
+fn stub_trap_fails_the_call_and_later_calls_still_run() {
+    let guest = guest_file("host_call_trap.wat", HOST_CALL_WAT);
+    let out = cleanslate(&[
+        "run",
+        &guest,
+        "go",
+        "go",
+        "--stub",
+        "host.call=trap",
+        "--json",
+    ]);
+    assert_eq!(out.status.code(), Some(1), "the calls failed");
+    let records = json_lines(&out);
+    assert_eq!(records.len(), 2);
+    for record in &records {
+        assert_eq!(record["ok"], false);
+        assert_eq!(record["error"]["kind"], "host_error");
+        assert!(
+            record["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("host.call"),
+            "{record}"
+        );
+    }
+}
+
+#[test]
+fn a_missing_import_names_the_stub_flag() {
+    let guest = guest_file("host_call_missing.wat", HOST_CALL_WAT);
+    let out = cleanslate(&["run", &guest, "go"]);
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(stderr.contains("host.call"), "{stderr}");
+    assert!(stderr.contains("--stub MODULE.NAME=VALUE"), "{stderr}");
+    assert!(!stderr.contains("host_fn"), "library advice: {stderr}");
+    assert!(out.stdout.is_empty());
+}
+
+#[test]
+fn inspect_marks_imports_nothing_provides() {
+    let guest = guest_file("host_call_inspect.wat", HOST_CALL_WAT);
+    let out = cleanslate(&["inspect", &guest]);
+    assert_eq!(out.status.code(), Some(0));
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        text.contains(
+            "host.call: (i32, i32, i32, i32) -> i32  [unresolved: --stub MODULE.NAME=VALUE]"
+        ) || text.lines().any(
+            |l| l.contains("host.call") && l.contains("[unresolved: --stub MODULE.NAME=VALUE]")
+        ),
+        "{text}"
+    );
+    let out = cleanslate(&["inspect", &guest, "--json"]);
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["imports"][0]["unresolved"], true);
+    assert_eq!(report["imports"][0]["provided_by"], Value::Null);
+
+    let out = cleanslate(&["inspect", &guest, "--json", "--stub", "host.call=0"]);
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["imports"][0]["unresolved"], false);
+    assert_eq!(report["imports"][0]["provided_by"], "stub");
+    let out = cleanslate(&["inspect", &guest, "--stub", "host.call=0"]);
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(!text.contains("unresolved"), "{text}");
+    assert!(text.contains("[stub]"), "{text}");
+
+    // The example guest's host_op is the CLI's own.
+    let out = cleanslate(&["inspect", EXAMPLE, "--json"]);
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    for import in report["imports"].as_array().unwrap() {
+        assert_eq!(import["unresolved"], false, "{import}");
+    }
+}
+
+#[test]
+fn json_usage_and_load_errors_are_one_object_on_stdout() {
+    let guest = guest_file("host_call_json_errors.wat", HOST_CALL_WAT);
+    let object = |out: &Output| -> Value {
+        assert_eq!(out.status.code(), Some(2));
+        assert_eq!(String::from_utf8_lossy(&out.stderr).lines().count(), 1);
+        let lines = json_lines(out);
+        assert_eq!(lines.len(), 1, "one object");
+        assert_eq!(lines[0]["ok"], false);
+        lines[0]["error"].clone()
+    };
+    let error = object(&cleanslate(&["run", &guest, "go", "--json"]));
+    assert_eq!(error["kind"], "missing_import");
+    assert!(error["message"].as_str().unwrap().contains("--stub"));
+
+    let error = object(&cleanslate(&[
+        "run",
+        &guest,
+        "go",
+        "--json",
+        "--stub",
+        "host.nope=1",
+    ]));
+    assert_eq!(error["kind"], "usage");
+    assert!(error["message"].as_str().unwrap().contains("host.nope"));
+
+    let error = object(&cleanslate(&[
+        "run",
+        &guest,
+        "go",
+        "--json",
+        "--timeout",
+        "soon",
+    ]));
+    assert_eq!(error["kind"], "usage");
+
+    let bad = guest_file("not_a_module.wat", "(module (func");
+    let error = object(&cleanslate(&["run", &bad, "go", "--json"]));
+    assert_eq!(error["kind"], "invalid_module");
+
+    let error = object(&cleanslate(&["inspect", &bad, "--json"]));
+    assert_eq!(error["kind"], "invalid_module");
+
+    // Without --json, stdout stays empty.
+    let out = cleanslate(&["run", &bad, "go"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(out.stdout.is_empty());
+}

@@ -258,3 +258,92 @@ fn endless_inputs_are_refused_within_a_bound() {
         assert_usage_error(&args);
     }
 }
+
+#[test]
+fn malformed_or_mismatched_stubs_are_usage_errors() {
+    let dir = std::env::temp_dir().join(format!("cleanslate-hostile-stub-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let guest = dir.join("host_call.wat");
+    std::fs::write(
+        &guest,
+        r#"(module
+  (import "host" "call" (func $call (param i32 i32 i32 i32) (result i32)))
+  (import "host" "wide" (func $wide (result i64)))
+  (import "host" "float" (func $float (result f32)))
+  (func (export "go") (result i32)
+    (call $call (i32.const 1) (i32.const 2) (i32.const 3) (i32.const 4))))"#,
+    )
+    .unwrap();
+    let guest = guest.to_str().unwrap();
+    let fine = ["--stub", "host.wide=1", "--stub", "host.float=0.5"];
+    for verb in ["run", "inspect"] {
+        for stub in [
+            "host.call",             // no VALUE
+            "hostcall=1",            // no MODULE.NAME
+            "host.call=",            // empty VALUE
+            "host.nothing=1",        // names no import
+            "other.call=1",          // names no import
+            "host.call=1.5",         // not an i32
+            "host.call=99999999999", // does not fit an i32
+            "host.call=abc",
+            "host.float=nope", // not a float
+        ] {
+            let mut args = vec![verb, guest];
+            if verb == "run" {
+                args.push("go");
+            }
+            args.extend(["--stub", stub]);
+            if !stub.starts_with("host.wide") && !stub.starts_with("host.float") {
+                args.extend(fine);
+            } else {
+                args.extend(["--stub", "host.wide=1", "--stub", "host.call=0"]);
+            }
+            let out = cleanslate(&os(&args));
+            assert_eq!(out.status.code(), Some(2), "{args:?}");
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert_eq!(stderr.lines().count(), 1, "{args:?}: {stderr}");
+            assert!(out.stdout.is_empty(), "{args:?}");
+        }
+    }
+    // The same stubs, well formed, run.
+    let out = cleanslate(&os(&[
+        "run",
+        guest,
+        "go",
+        "--stub",
+        "host.call=7",
+        "--stub",
+        "host.wide=-9000000000",
+        "--stub",
+        "host.float=0.5",
+    ]));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Twice the same import, or one the CLI provides.
+    let out = cleanslate(&os(&[
+        "run",
+        EXAMPLE,
+        "add:1,2",
+        "--stub",
+        "cleanslate_demo.host_op=1",
+    ]));
+    assert_eq!(out.status.code(), Some(2));
+    let out = cleanslate(&os(&[
+        "run",
+        guest,
+        "go",
+        "--stub",
+        "host.call=7",
+        "--stub",
+        "host.call=8",
+        "--stub",
+        "host.wide=1",
+        "--stub",
+        "host.float=0.5",
+    ]));
+    assert_eq!(out.status.code(), Some(2));
+}
