@@ -127,6 +127,86 @@ pub struct CallIo {
     pub args: Vec<String>,
 }
 
+/// One call as written: a `FUNC:ARGS` line, or a JSON call record.
+struct Planned {
+    function: String,
+    /// The argument texts, in order.
+    args: Vec<String>,
+    /// The input of a bytes/JSON function for this call (else `--input`).
+    input: Option<Vec<u8>>,
+    /// WASI arguments replacing `--arg`.
+    argv: Option<Vec<String>>,
+    /// WASI standard input replacing `--stdin`.
+    stdin: Option<Vec<u8>>,
+    /// WASI environment added to `--env`.
+    env: Vec<(String, String)>,
+}
+
+/// A `--calls` line that begins with `{`.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct JsonCall {
+    call: String,
+    #[serde(default)]
+    args: Vec<Value>,
+    argv: Option<Vec<String>>,
+    stdin: Option<String>,
+    #[serde(default)]
+    env: std::collections::BTreeMap<String, String>,
+    input: Option<String>,
+}
+
+impl Planned {
+    /// Read `text`; a JSON record that cannot be read is the call's error
+    /// (with the function's name when it can be found).
+    fn parse(text: &str) -> Result<Planned, (String, cleanslate::Error)> {
+        if !text.trim_start().starts_with('{') {
+            let spec = CallSpec::parse(text);
+            return Ok(Planned {
+                function: spec.function,
+                args: spec.args,
+                input: None,
+                argv: None,
+                stdin: None,
+                env: Vec::new(),
+            });
+        }
+        let call: JsonCall = serde_json::from_str(text).map_err(|e| {
+            let name = serde_json::from_str::<Value>(text)
+                .ok()
+                .and_then(|v| v.get("call").and_then(Value::as_str).map(str::to_string))
+                .unwrap_or_default();
+            (
+                name,
+                cleanslate::Error::invalid_arguments(format!("not a JSON call record: {e}")),
+            )
+        })?;
+        let mut args = Vec::with_capacity(call.args.len());
+        for arg in &call.args {
+            match arg {
+                Value::Number(n) => args.push(n.to_string()),
+                Value::String(s) => args.push(s.clone()),
+                other => {
+                    return Err((
+                        call.call.clone(),
+                        cleanslate::Error::invalid_arguments(format!(
+                            "`args` holds numbers (or \"nan\", \"inf\"), not {other}"
+                        )),
+                    ));
+                }
+            }
+        }
+        Ok(Planned {
+            function: call.call,
+            args,
+            input: call.input.map(String::into_bytes),
+            argv: call.argv,
+            stdin: call.stdin.map(String::into_bytes),
+            env: call.env.into_iter().collect(),
+        })
+    }
+}
+
 /// Make one call and describe it; also return what the guest wrote to
 /// stdout and stderr. A call that cannot be made is a failed record, never
 /// an abort: later calls still run.
@@ -136,8 +216,28 @@ pub fn call_once(
     text: &str,
     io: &CallIo,
 ) -> (CallRecord, Vec<u8>, Vec<u8>) {
-    let spec = CallSpec::parse(text);
-    let request = spec.request(module, io.input.as_deref());
+    let (planned, unreadable) = match Planned::parse(text) {
+        Ok(p) => (Some(p), None),
+        Err((name, e)) => (None, Some((name, e))),
+    };
+    let (spec, request) = match (&planned, unreadable) {
+        (Some(p), _) => {
+            let spec = CallSpec {
+                function: p.function.clone(),
+                args: p.args.clone(),
+            };
+            let request = spec.request(module, p.input.as_deref().or(io.input.as_deref()));
+            (spec, request)
+        }
+        (None, Some((function, e))) => (
+            CallSpec {
+                function,
+                args: Vec::new(),
+            },
+            Err(e),
+        ),
+        (None, None) => unreachable!("a call is either planned or unreadable"),
+    };
     // The arguments as read by the signature, or as written when unreadable.
     let args = match &request {
         Ok(CallRequest::Values(values)) if values.len() == spec.args.len() => {
@@ -151,11 +251,16 @@ pub fn call_once(
             CallRequest::Values(values) => Call::values(&spec.function, &values),
             CallRequest::Bytes(input) => Call::bytes(&spec.function, input),
         };
-        if let Some(stdin) = &io.stdin {
+        let planned = planned.as_ref();
+        if let Some(stdin) = planned.and_then(|p| p.stdin.as_ref()).or(io.stdin.as_ref()) {
             call = call.stdin(stdin.clone());
         }
-        for arg in &io.args {
+        let argv = planned.and_then(|p| p.argv.as_ref()).unwrap_or(&io.args);
+        for arg in argv {
             call = call.arg(arg);
+        }
+        for (key, value) in planned.map(|p| p.env.as_slice()).unwrap_or_default() {
+            call = call.env(key, value);
         }
         sandbox.call_with(&call)
     });

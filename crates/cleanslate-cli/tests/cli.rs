@@ -737,3 +737,128 @@ fn json_usage_and_load_errors_are_one_object_on_stdout() {
     assert_eq!(out.status.code(), Some(2));
     assert!(out.stdout.is_empty());
 }
+
+/// A WASI command that writes `ARGV |ENV |STDIN` to stdout (NULs between
+/// strings become spaces).
+const ECHO_WAT: &str = r#"(module
+  (import "wasi_snapshot_preview1" "args_sizes_get" (func $args_sizes (param i32 i32) (result i32)))
+  (import "wasi_snapshot_preview1" "args_get" (func $args_get (param i32 i32) (result i32)))
+  (import "wasi_snapshot_preview1" "environ_sizes_get" (func $env_sizes (param i32 i32) (result i32)))
+  (import "wasi_snapshot_preview1" "environ_get" (func $env_get (param i32 i32) (result i32)))
+  (import "wasi_snapshot_preview1" "fd_read" (func $fd_read (param i32 i32 i32 i32) (result i32)))
+  (import "wasi_snapshot_preview1" "fd_write" (func $fd_write (param i32 i32 i32 i32) (result i32)))
+  (memory (export "memory") 1)
+  (data (i32.const 100) "|")
+  (func $put (param $ptr i32) (param $len i32)
+    (i32.store (i32.const 0) (local.get $ptr))
+    (i32.store (i32.const 4) (local.get $len))
+    (drop (call $fd_write (i32.const 1) (i32.const 0) (i32.const 1) (i32.const 12))))
+  (func $spaces (param $ptr i32) (param $len i32)
+    (block $done
+      (loop $next
+        (br_if $done (i32.eqz (local.get $len)))
+        (if (i32.eqz (i32.load8_u (local.get $ptr)))
+          (then (i32.store8 (local.get $ptr) (i32.const 32))))
+        (local.set $ptr (i32.add (local.get $ptr) (i32.const 1)))
+        (local.set $len (i32.sub (local.get $len) (i32.const 1)))
+        (br $next))))
+  (func (export "_start")
+    (drop (call $args_sizes (i32.const 16) (i32.const 20)))
+    (drop (call $args_get (i32.const 1024) (i32.const 4096)))
+    (call $spaces (i32.const 4096) (i32.load (i32.const 20)))
+    (call $put (i32.const 4096) (i32.load (i32.const 20)))
+    (call $put (i32.const 100) (i32.const 1))
+    (drop (call $env_sizes (i32.const 16) (i32.const 20)))
+    (drop (call $env_get (i32.const 2048) (i32.const 16384)))
+    (call $spaces (i32.const 16384) (i32.load (i32.const 20)))
+    (call $put (i32.const 16384) (i32.load (i32.const 20)))
+    (call $put (i32.const 100) (i32.const 1))
+    (i32.store (i32.const 24) (i32.const 32768))
+    (i32.store (i32.const 28) (i32.const 16384))
+    (drop (call $fd_read (i32.const 0) (i32.const 24) (i32.const 1) (i32.const 40)))
+    (call $put (i32.const 32768) (i32.load (i32.const 40)))))"#;
+
+#[test]
+fn calls_file_json_lines_carry_per_call_argv_stdin_and_env() {
+    let guest = guest_file("echo.wat", ECHO_WAT);
+    let calls = guest_file(
+        "echo_calls.txt",
+        r#"_start
+{"call":"_start","argv":["tool","-v"],"stdin":"piped in","env":{"X":"y"}}
+_start
+{"call":"_start","argv":["other"],"bogus":1}
+{"call":"_start","argv":"not a list"}
+{"call":"_start","env":{"X":1}}
+{"argv":["no call"]}
+{"call":"_start","stdin":"second"}
+_start
+"#,
+    );
+    let out = cleanslate(&[
+        "run", &guest, "--calls", &calls, "--arg", "prog", "--env", "BASE=1", "--json",
+    ]);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "some calls are invalid: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let records = json_lines(&out);
+    assert_eq!(records.len(), 9, "{records:?}");
+    let plain = "prog |BASE=1 |";
+    assert_eq!(records[0]["stdout"], plain, "{}", records[0]);
+    let second = records[1]["stdout"].as_str().unwrap();
+    assert!(second.starts_with("tool -v |"), "{second}");
+    assert!(
+        second.contains("BASE=1 ") && second.contains("X=y "),
+        "{second}"
+    );
+    assert!(second.ends_with("|piped in"), "{second}");
+    assert_eq!(records[1]["call"], "_start");
+    assert_eq!(
+        records[2]["stdout"], plain,
+        "call 2's argv, env or stdin leaked into call 3"
+    );
+    for record in &records[3..7] {
+        assert_eq!(record["ok"], false, "{record}");
+        assert_eq!(record["error"]["kind"], "invalid_arguments", "{record}");
+        assert_eq!(record["reset"]["path"], "none", "{record}");
+    }
+    assert_eq!(records[3]["call"], "_start");
+    assert_eq!(records[7]["stdout"], "prog |BASE=1 |second");
+    assert_eq!(records[8]["stdout"], plain);
+}
+
+#[test]
+fn calls_file_json_lines_take_args_and_input() {
+    let calls = guest_file(
+        "value_calls.txt",
+        "{\"call\":\"add\",\"args\":[2,3]}\nadd:4,5\n{\"call\":\"add\",\"args\":[\"7\",1]}\n{\"call\":\"add\",\"args\":[[1],2]}\n",
+    );
+    let out = cleanslate(&["run", EXAMPLE, "--calls", &calls, "--json"]);
+    let records = json_lines(&out);
+    assert_eq!(records.len(), 4);
+    assert_eq!(records[0]["results"], serde_json::json!([5]));
+    assert_eq!(records[0]["args"], serde_json::json!([2, 3]));
+    assert_eq!(records[1]["results"], serde_json::json!([9]));
+    assert_eq!(records[2]["results"], serde_json::json!([8]));
+    assert_eq!(records[3]["error"]["kind"], "invalid_arguments");
+
+    let guest = data_guest();
+    let calls = guest_file(
+        "input_calls.txt",
+        "{\"call\":\"upper\",\"input\":\"per call\"}\nupper\n",
+    );
+    let out = cleanslate(&[
+        "run",
+        guest.to_str().unwrap(),
+        "--calls",
+        &calls,
+        "--input",
+        "shared",
+        "--json",
+    ]);
+    let records = json_lines(&out);
+    assert_eq!(records[0]["output"], "PER CALL");
+    assert_eq!(records[1]["output"], "SHARED");
+}
