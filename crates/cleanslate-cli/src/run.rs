@@ -157,9 +157,9 @@ struct JsonCall {
 }
 
 impl Planned {
-    /// Read `text`; a JSON record that cannot be read is the call's error
-    /// (with the function's name when it can be found).
-    fn parse(text: &str) -> Result<Planned, (String, cleanslate::Error)> {
+    /// Read `text`; a JSON record that cannot be read is the call's error:
+    /// the function's name when it can be found, and what is wrong.
+    fn parse(text: &str) -> Result<Planned, (String, String)> {
         if !text.trim_start().starts_with('{') {
             let spec = CallSpec::parse(text);
             return Ok(Planned {
@@ -176,10 +176,7 @@ impl Planned {
                 .ok()
                 .and_then(|v| v.get("call").and_then(Value::as_str).map(str::to_string))
                 .unwrap_or_default();
-            (
-                name,
-                cleanslate::Error::invalid_arguments(format!("not a JSON call record: {e}")),
-            )
+            (name, format!("not a JSON call record: {e}"))
         })?;
         let mut args = Vec::with_capacity(call.args.len());
         for arg in &call.args {
@@ -189,9 +186,7 @@ impl Planned {
                 other => {
                     return Err((
                         call.call.clone(),
-                        cleanslate::Error::invalid_arguments(format!(
-                            "`args` holds numbers (or \"nan\", \"inf\"), not {other}"
-                        )),
+                        format!("`args` holds numbers (or \"nan\", \"inf\"), not {other}"),
                     ));
                 }
             }
@@ -234,7 +229,7 @@ pub fn call_once(
                 function,
                 args: Vec::new(),
             },
-            Err(e),
+            Err(cleanslate::Error::invalid_arguments(e)),
         ),
         (None, None) => unreachable!("a call is either planned or unreadable"),
     };
