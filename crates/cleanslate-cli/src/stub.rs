@@ -21,6 +21,9 @@ pub enum StubValue {
     Value(String),
 }
 
+/// How many unprovided imports the error names before it only counts.
+const LISTED_MISSING: usize = 8;
+
 /// The CLI's hint for an import nothing provides.
 pub const STUB_HINT: &str = "--stub MODULE.NAME=VALUE";
 
@@ -195,12 +198,17 @@ pub fn provide(
         .map(|i| i.to_string())
         .collect();
     if !missing.is_empty() {
+        let listed = missing.len().min(LISTED_MISSING);
+        let more = match missing.len() - listed {
+            0 => String::new(),
+            n => format!("; and {n} more (see `cleanslate inspect`)"),
+        };
         return Err(CliError {
             kind: "missing_import",
             message: format!(
-                "the module imports {} function(s) that nothing provides: {}; give each one with {STUB_HINT} (or MODULE.NAME=trap)",
+                "the module imports {} function(s) that nothing provides: {}{more}; give each one with {STUB_HINT} (or MODULE.NAME=trap)",
                 missing.len(),
-                missing.join("; ")
+                missing[..listed].join("; ")
             ),
         });
     }

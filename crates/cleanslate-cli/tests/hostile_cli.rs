@@ -347,3 +347,23 @@ fn malformed_or_mismatched_stubs_are_usage_errors() {
     ]));
     assert_eq!(out.status.code(), Some(2));
 }
+
+#[test]
+fn hundreds_of_unprovided_imports_are_one_bounded_line() {
+    let dir =
+        std::env::temp_dir().join(format!("cleanslate-hostile-imports-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let guest = dir.join("many_imports.wat");
+    let imports: String = (0..500)
+        .map(|i| format!("(import \"env\" \"f{i}\" (func))\n"))
+        .collect();
+    std::fs::write(&guest, format!("(module {imports} (func (export \"go\")))")).unwrap();
+    let out = cleanslate(&os(&["run", guest.to_str().unwrap(), "go"]));
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(stderr.len() < 1000, "{} bytes", stderr.len());
+    assert!(stderr.contains("500 function(s)"), "{stderr}");
+    assert!(stderr.contains("and 492 more"), "{stderr}");
+    assert!(stderr.contains("--stub MODULE.NAME=VALUE"), "{stderr}");
+}
