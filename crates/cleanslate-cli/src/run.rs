@@ -20,6 +20,7 @@ use crate::{EXIT_CALL_FAILED, EXIT_OK};
   printf 'add:1,2\\nadd:3,4\\n' | cleanslate run guest.wasm --calls -
   cleanslate run summarise.wasm summarise --input @order.json --json
   cleanslate run tool.wasm _start --arg tool --arg -v --stdin input.txt --dir ./data::/data:ro
+  cleanslate run own_abi.wasm go --stub env.log=0 --stub env.abort=trap
 
 Exit status: 0 when every call succeeded, 1 when some call failed,
 2 for bad usage or a module that does not load.")]
@@ -29,7 +30,10 @@ pub struct RunArgs {
     /// Calls to make, in order: FUNC or FUNC:ARG,ARG,...
     #[arg(value_name = "CALL")]
     pub calls: Vec<String>,
-    /// Read more calls from FILE, one per line (`-` for standard input).
+    /// Read more calls from FILE, one per line (`-` for standard input). A
+    /// line beginning with `{` is a JSON call record: {"call":F, "args":[..],
+    /// "argv":[..], "stdin":TEXT, "env":{K:V}, "input":TEXT} (all but call
+    /// optional; they apply to that call only).
     #[arg(long = "calls", value_name = "FILE")]
     pub calls_file: Option<PathBuf>,
     /// Input bytes for data-ABI (bytes/JSON) functions: TEXT, @FILE, or `-`
