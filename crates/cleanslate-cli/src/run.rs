@@ -215,27 +215,23 @@ pub fn call_once(
     text: &str,
     io: &CallIo,
 ) -> (CallRecord, Vec<u8>, Vec<u8>) {
-    let (planned, unreadable) = match Planned::parse(text) {
-        Ok(p) => (Some(p), None),
-        Err((name, e)) => (None, Some((name, e))),
-    };
-    let (spec, request) = match (&planned, unreadable) {
-        (Some(p), _) => {
+    let (planned, spec, request) = match Planned::parse(text) {
+        Ok(p) => {
             let spec = CallSpec {
                 function: p.function.clone(),
                 args: p.args.clone(),
             };
             let request = spec.request(module, p.input.as_deref().or(io.input.as_deref()));
-            (spec, request)
+            (Some(p), spec, request)
         }
-        (None, Some((function, e))) => (
+        Err((function, message)) => (
+            None,
             CallSpec {
                 function,
                 args: Vec::new(),
             },
-            Err(cleanslate::Error::invalid_arguments(e)),
+            Err(cleanslate::Error::invalid_arguments(message)),
         ),
-        (None, None) => unreachable!("a call is either planned or unreadable"),
     };
     // The arguments as read by the signature, or as written when unreadable.
     let args = match &request {
