@@ -25,38 +25,44 @@
 //! [`Sandbox::call`] is followed by a reset reported as a [`ResetReport`].
 //! Failures are [`Error`]s with an [`ErrorKind`].
 
+// The layers, lowest first; each module imports only from those above it
+// in this list (ARCHITECTURE.md).
 mod abi;
 mod error;
-mod host;
-mod limits;
-mod module;
-mod pool;
-mod reset;
-mod runtime;
-mod sandbox;
-mod snapshot;
-mod timer;
 mod value;
-mod wasi;
+
+mod tracking;
+
+mod engine;
+mod module;
+
+mod instance;
+
+mod snapshot;
+
+mod reset;
+
+mod sandbox;
+
+mod pool;
 
 pub use abi::DEFAULT_OUTPUT_LIMIT;
+pub use engine::limits::{DEFAULT_MEMORY_LIMIT, MAX_STACK_LIMIT, parse_duration, parse_size};
+pub use engine::runtime::{Runtime, RuntimeConfig};
 pub use error::{Error, ErrorKind, Result, TrapCode};
-pub use host::{HostContext, HostFnError};
-pub use limits::{DEFAULT_MEMORY_LIMIT, MAX_STACK_LIMIT, parse_duration, parse_size};
+pub use instance::host::{HostContext, HostFnError};
+pub use instance::wasi::{DirAccess, WasiConfig};
+pub use instance::{CancelToken, InterruptHandle};
 pub use module::{
-    CacheStatus, FunctionInfo, GlobalInfo, ImportInfo, MemoryInfo, Module, ResetCoverage, TableInfo,
+    CacheStatus, FunctionInfo, GlobalInfo, ImportInfo, MemoryInfo, Module, TableInfo,
 };
 pub use pool::{Histogram, MAX_POOL_SIZE, PoolConfig, PoolMetrics, SandboxPool};
 #[cfg(feature = "fault-injection")]
 pub use reset::Fault;
-pub use reset::{FallbackReason, ResetPath, ResetReport, ResetStrategy, Verify};
-pub use runtime::{Runtime, RuntimeConfig};
-pub use sandbox::{
-    Call, CallResult, CancelToken, InterruptHandle, Sandbox, SandboxBuilder, Session, Status,
-};
+pub use reset::{FallbackReason, ResetCoverage, ResetPath, ResetReport, ResetStrategy, Verify};
+pub use sandbox::{Call, CallResult, Sandbox, SandboxBuilder, Session, Status};
 pub use snapshot::Snapshot;
 pub use value::{Signature, Val, ValType, WasmScalar, WasmValues};
-pub use wasi::{DirAccess, WasiConfig};
 
 /// The README's examples, compiled and run as doctests so they stay true.
 #[cfg(doctest)]

@@ -2,26 +2,27 @@
 //! must cover, rewrite so all state is reachable, compile.
 
 mod cache;
+mod initial_image;
 mod inspect;
 mod instrument;
 mod layout;
 
 use std::collections::HashMap;
 use std::fmt;
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 pub use cache::CacheStatus;
-pub use inspect::{GlobalInfo, MemoryInfo, ResetCoverage, TableInfo};
+pub(crate) use initial_image::{HOST_PAGE, InitialImage, differing_pages};
+pub use inspect::{GlobalInfo, MemoryInfo, TableInfo};
+pub(crate) use inspect::{WASI_PREVIEW1, is_wasi_module};
 pub(crate) use instrument::Hooks;
 pub(crate) use layout::ModuleLayout;
 
+use crate::engine::limits::DEFAULT_STACK_LIMIT;
+use crate::engine::runtime::{EngineFlavor, Runtime};
 use crate::error::{Error, ErrorKind};
-use crate::runtime::{EngineFlavor, Runtime};
-use crate::snapshot::image::InitialImage;
 use crate::value::Signature;
-
-/// The stack limit sandboxes get unless they ask for another.
-pub(crate) const DEFAULT_STACK_LIMIT: usize = 512 * 1024;
 
 /// A validated, compiled WebAssembly module. Cheap to clone.
 ///
@@ -54,6 +55,40 @@ pub(crate) struct ModuleInner {
     compiled: Mutex<HashMap<EngineFlavor, wasmtime::Module>>,
     /// What the compiled-module cache did for the load-time compilation.
     cache_status: CacheStatus,
+}
+
+// The runtime's loading methods live with the loading they start: the engine
+// layer below knows nothing of modules.
+impl Runtime {
+    /// Load a module from a `.wasm` (binary) or `.wat` (text) file.
+    ///
+    /// ```no_run
+    /// # let runtime = cleanslate::Runtime::new()?;
+    /// let module = runtime.load_file("guest.wasm")?;
+    /// # Ok::<(), cleanslate::Error>(())
+    /// ```
+    pub fn load_file(&self, path: impl AsRef<Path>) -> Result<Module, Error> {
+        let path = path.as_ref();
+        let bytes = std::fs::read(path).map_err(|e| {
+            Error::new(
+                ErrorKind::InvalidModule,
+                format!("cannot read module file {}: {e}", path.display()),
+            )
+        })?;
+        Module::load(self.clone(), &bytes).map_err(|e| e.context(path.display()))
+    }
+
+    /// Load a module from bytes: the binary format or WAT text.
+    ///
+    /// ```
+    /// # let runtime = cleanslate::Runtime::new()?;
+    /// let module = runtime.load_bytes(br#"(module (func (export "f")))"#)?;
+    /// assert!(module.function("f").is_some());
+    /// # Ok::<(), cleanslate::Error>(())
+    /// ```
+    pub fn load_bytes(&self, bytes: impl AsRef<[u8]>) -> Result<Module, Error> {
+        Module::load(self.clone(), bytes.as_ref())
+    }
 }
 
 impl Module {

@@ -23,8 +23,8 @@ use std::time::{Duration, Instant};
 
 use tokio::runtime::{Handle, RuntimeFlavor};
 
-use crate::runtime::Runtime;
-use crate::timer::DeadlineTicket;
+use crate::engine::runtime::Runtime;
+use crate::engine::timer::DeadlineTicket;
 
 /// How long an inline call may hold a worker before another worker is woken
 /// to poll the runtime's I/O and timers: the most it delays them.

@@ -19,9 +19,10 @@ use std::time::{Duration, Instant};
 
 pub use metrics::{Histogram, PoolMetrics};
 
+use crate::engine::timer::DeadlineTicket;
 use crate::error::{Error, ErrorKind};
-use crate::sandbox::{Call, CallResult, CancelToken, Sandbox, SandboxBuilder, Status};
-use crate::timer::DeadlineTicket;
+use crate::instance::CancelToken;
+use crate::sandbox::{Call, CallResult, Sandbox, SandboxBuilder, Status};
 use crate::value::Val;
 use metrics::MetricsRecorder;
 

@@ -7,7 +7,7 @@ use wasmtime::Ref;
 
 use super::{Fault, PendingFaults};
 use crate::error::{Error, ErrorKind};
-use crate::sandbox::instance::{InstanceFactory, LiveInstance};
+use crate::instance::{InstanceFactory, LiveInstance};
 use crate::snapshot::SnapshotImage;
 use crate::snapshot::image::{HOST_PAGE, differing_pages, table_null, write_globals};
 

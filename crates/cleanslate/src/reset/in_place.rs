@@ -7,13 +7,13 @@
 
 use wasmtime::Ref;
 
-use super::dirty::{DirtyPages, DirtyTracker, FaultWindow, PAGE, Restore, thread_faults};
 use super::report::FallbackReason;
 use super::{Fault, PendingFaults};
+use crate::instance::LiveInstance;
 use crate::module::Module;
-use crate::sandbox::instance::LiveInstance;
 use crate::snapshot::SnapshotImage;
 use crate::snapshot::image::{table_null, table_slot, write_globals};
+use crate::tracking::{DirtyPages, PAGE, Restore};
 
 /// Why the in-place path did not finish.
 pub(super) enum Declined {
@@ -41,37 +41,32 @@ pub(super) fn restore_in_place(
     live: &mut LiveInstance,
     faults: &mut PendingFaults,
 ) -> Result<InPlaceDone, Declined> {
-    let tracker = match (live.tracked, DirtyTracker::get()) {
-        (true, Ok(tracker)) => tracker,
-        _ => return Err(Declined::NotApplicable(FallbackReason::TrackingUnavailable)),
-    };
-    let window = live.fault_window.take();
-    // The probes run guest code (helper exports) on this thread: the fault
-    // count is read after them, so whatever they might write is covered by
-    // this window's decision rather than slipping past it. Read before any
-    // copy: faults of the reset itself then count against the next window,
-    // which can only cost it a scan.
+    if live.tracking.is_none() {
+        return Err(Declined::NotApplicable(FallbackReason::TrackingUnavailable));
+    }
+    // The probes run guest code (helper exports) on this thread: the scan
+    // is decided after them, before any copy (TrackedMemories::decide).
     check_applicable(module, image, live, faults).map_err(Declined::NotApplicable)?;
-    let faults_now = thread_faults();
-    let only_hot_written = window.is_some_and(|window| window.only_hot_pages_written(faults_now));
+    let Some(tracking) = live.tracking.as_mut() else {
+        return Err(Declined::NotApplicable(FallbackReason::TrackingUnavailable));
+    };
+    let scan = tracking.decide();
 
     let mut pages = 0;
     for (i, expected) in image.memories.iter().enumerate() {
+        let Some(tracking) = live.tracking.as_mut() else {
+            unreachable!("checked above")
+        };
         let memory = live.memories[i];
         let base = memory.data_ptr(&live.store) as usize;
         let len = memory.data_size(&live.store);
-        let heat = &mut live.heat[i];
-        heat.next_reset();
         faults
             .check(Fault::FailTracking)
             .map_err(Declined::Failed)?;
-        let written = if only_hot_written {
-            heat.hot_runs()
-        } else {
-            tracker.written(base, len).map_err(|e| {
-                Declined::Failed(format!("scanning memory {i} for written pages failed: {e}"))
-            })?
-        };
+        let written = tracking.written(&scan, i, base, len).map_err(|e| {
+            Declined::Failed(format!("scanning memory {i} for written pages failed: {e}"))
+        })?;
+        let heat = tracking.heat(i);
         // Injected: stop once half this memory's written pages were copied
         // back (or at the end, if fewer than two were).
         let copy_fails_at = faults
@@ -114,9 +109,7 @@ pub(super) fn restore_in_place(
         if copy_fails_at.is_some() {
             return Err(Declined::Failed(Fault::FailCopy.message()));
         }
-        // Copy first, then protect: protecting first would make the copy
-        // itself fault and mark the pages written again.
-        tracker
+        tracking
             .protect(base, &protect)
             .map_err(|e| Declined::Failed(format!("re-protecting memory {i} failed: {e}")))?;
     }
@@ -130,10 +123,13 @@ pub(super) fn restore_in_place(
         0
     };
     live.tables_touched = Some(Default::default());
-    live.fault_window = faults_now.map(FaultWindow::open);
+    let scanned = scan.scans();
+    if let Some(tracking) = live.tracking.as_mut() {
+        tracking.finish_reset(scan);
+    }
     Ok(InPlaceDone {
         pages,
-        scanned: !only_hot_written,
+        scanned,
         table_slots,
     })
 }

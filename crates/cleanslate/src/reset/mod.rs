@@ -6,16 +6,16 @@
 //! discards the sandbox's instance (the sandbox turns `Unrecoverable`). There
 //! is no third outcome, so a half-reset instance can never be called.
 
-pub(crate) mod dirty;
+mod coverage;
 mod fault;
 mod fresh;
-pub(crate) mod guard;
 mod in_place;
 mod report;
 mod verify;
 
 use std::time::Instant;
 
+pub use coverage::ResetCoverage;
 pub use fault::Fault;
 pub use report::{FallbackReason, ResetPath, ResetReport};
 pub use verify::Verify;
@@ -24,7 +24,7 @@ pub(crate) use fault::PendingFaults;
 pub(crate) use verify::VerifySchedule;
 
 use crate::error::Error;
-use crate::sandbox::instance::{InstanceFactory, LiveInstance};
+use crate::instance::{InstanceFactory, LiveInstance};
 use crate::snapshot::SnapshotImage;
 
 /// Which reset paths a sandbox may use.

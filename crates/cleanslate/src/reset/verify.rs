@@ -5,8 +5,8 @@ use std::fmt;
 use std::str::FromStr;
 
 use crate::error::{Error, ErrorKind};
+use crate::instance::LiveInstance;
 use crate::module::Module;
-use crate::sandbox::instance::LiveInstance;
 use crate::snapshot::SnapshotImage;
 use crate::snapshot::image::{capture_table, dropped_segments, global_value, possibly_nonzero};
 use std::ops::Range;

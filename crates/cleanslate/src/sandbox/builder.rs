@@ -4,19 +4,20 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::engine::limits::Limits;
+use crate::engine::runtime::EngineFlavor;
 use crate::error::{Error, ErrorKind};
-use crate::host::{HostContext, HostFailure, HostFnError, HostFunctions};
-use crate::limits::Limits;
+use crate::instance::StoreData;
+use crate::instance::host::{HostContext, HostFailure, HostFnError, HostFunctions};
+use crate::instance::interrupt::InterruptState;
+use crate::instance::wasi::WasiConfig;
+use crate::instance::{InstanceFactory, LiveInstance};
 use crate::module::Module;
 use crate::reset::{ResetStrategy, Verify, VerifySchedule};
-use crate::runtime::EngineFlavor;
 use crate::sandbox::call::enter;
-use crate::sandbox::instance::{InstanceFactory, LiveInstance};
-use crate::sandbox::interrupt::InterruptState;
-use crate::sandbox::{Sandbox, SandboxCore, Status, StoreData, module_id};
+use crate::sandbox::{Sandbox, SandboxCore, Status, module_id};
 use crate::snapshot::{Snapshot, SnapshotImage};
 use crate::value::Val;
-use crate::wasi::WasiConfig;
 
 /// Builds a [`Sandbox`]: limits, host functions, init function, verification.
 ///
@@ -303,7 +304,7 @@ impl SandboxBuilder {
         let imports_wasi = layout
             .function_imports
             .iter()
-            .any(|i| crate::wasi::is_wasi_module(&i.module));
+            .any(|i| crate::module::is_wasi_module(&i.module));
         // A configuration is checked even for a module that does not use
         // WASI: a directory that does not exist is a mistake either way.
         if let Some(config) = &self.wasi {
@@ -329,7 +330,7 @@ impl SandboxBuilder {
                     )
                 },
             )?;
-            crate::wasi::bound_blocking_calls(&mut linker).map_err(|e| {
+            crate::instance::wasi::bound_blocking_calls(&mut linker).map_err(|e| {
                 Error::new(
                     ErrorKind::MissingImport,
                     format!("cannot provide WASI: {e:#}"),

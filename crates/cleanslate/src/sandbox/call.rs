@@ -8,17 +8,17 @@ use crate::abi::{
     ALLOC_EXPORT, GuestMemory, GuestMemoryMut, GuestResult, check_size, is_data_signature,
     read_message,
 };
+use crate::engine::limits::Limits;
+use crate::engine::runtime::Runtime;
 use crate::error::{Captured, Error, ErrorKind, TrapCode};
-use crate::host::{HostFault, panic_message};
-use crate::limits::Limits;
-use crate::runtime::Runtime;
+use crate::instance::StoreData;
+use crate::instance::host::{HostFault, panic_message};
+use crate::instance::interrupt::Interruption;
+use crate::instance::wasi::{CallEnv, WasiConfig};
+use crate::instance::{InstanceFactory, LiveInstance};
 use crate::sandbox::SandboxCore;
-use crate::sandbox::StoreData;
-use crate::sandbox::instance::{InstanceFactory, LiveInstance};
-use crate::sandbox::interrupt::Interruption;
 use crate::sandbox::request::{Call, CallInput, CallResult};
 use crate::value::Val;
-use crate::wasi::{CallEnv, WasiConfig};
 
 /// A callable export, resolved and type-checked before the guard is armed.
 pub(crate) struct Target<'n> {
@@ -361,9 +361,7 @@ where
     R: Send,
 {
     // Before anything of the call can write to the guest's memory.
-    if let Some(window) = live.fault_window.as_mut() {
-        window.note_call();
-    }
+    live.begin_call();
     live.note_entered(&factory.module, name);
     let limits = &factory.limits;
     if let Err(e) = arm(live, limits, factory.wasi.as_ref(), env) {
@@ -455,9 +453,7 @@ fn outside_async_runtime<R: Send>(
                 // The guest's page faults are taken on this thread, which
                 // the reset's fault count cannot see: the window must know
                 // the call crossed threads, so the reset scans.
-                if let Some(window) = live.fault_window.as_mut() {
-                    window.note_call();
-                }
+                live.begin_call();
                 run(live)
             });
         match helper {
@@ -596,7 +592,7 @@ pub(crate) fn classify(
             format!("`{function}` threw a WebAssembly exception that nothing caught"),
         );
     }
-    if crate::wasi::is_pipe_overflow(&err) {
+    if crate::instance::wasi::is_pipe_overflow(&err) {
         return stdio_overflow(function, limits);
     }
     if let Some(interruption) = err.downcast_ref::<Interruption>() {

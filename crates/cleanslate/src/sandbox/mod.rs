@@ -3,9 +3,7 @@
 
 mod builder;
 mod call;
-mod cancel;
-pub(crate) mod instance;
-pub(crate) mod interrupt;
+pub(crate) mod guard;
 mod request;
 mod session;
 
@@ -13,19 +11,16 @@ use std::fmt;
 use std::sync::Arc;
 
 pub use builder::SandboxBuilder;
-pub use cancel::CancelToken;
-pub(crate) use instance::StoreData;
-pub use interrupt::InterruptHandle;
 pub use request::{Call, CallResult};
 pub use session::Session;
 
 use crate::error::{Error, ErrorKind};
+use crate::instance::{InstanceFactory, InterruptHandle, LiveInstance};
 use crate::module::Module;
-use crate::reset::guard::ResetGuard;
 use crate::reset::{FallbackReason, ResetPlan, ResetReport, ResetStrategy, VerifySchedule};
+use crate::sandbox::guard::ResetGuard;
 use crate::snapshot::{Snapshot, SnapshotImage};
 use crate::value::{Val, WasmValues};
-use instance::{InstanceFactory, LiveInstance};
 
 /// Whether a sandbox can take calls.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

@@ -5,8 +5,8 @@
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use super::CancelToken;
 use crate::error::{Error, ErrorKind};
+use crate::instance::CancelToken;
 use crate::value::Val;
 
 /// One call, for [`Sandbox::call_with`](crate::Sandbox::call_with): the

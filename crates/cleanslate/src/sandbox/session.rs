@@ -4,8 +4,8 @@ use std::fmt;
 
 use crate::abi::{GuestMemories, GuestMemory, GuestMemoryMut, no_such_memory};
 use crate::error::{Error, ErrorKind};
-use crate::reset::guard::ResetGuard;
-use crate::sandbox::instance::LiveInstance;
+use crate::instance::LiveInstance;
+use crate::sandbox::guard::ResetGuard;
 use crate::sandbox::{Call, CallResult, SandboxCore, Status};
 use crate::snapshot::Snapshot;
 use crate::value::{Val, WasmValues};
@@ -382,7 +382,9 @@ impl GuestMemories for LiveInstance {
             .memories
             .get(index as usize)
             .ok_or_else(|| no_such_memory(index, self.memories.len()))?;
-        self.fault_window = None;
+        if let Some(tracking) = self.tracking.as_mut() {
+            tracking.host_wrote();
+        }
         Ok(GuestMemoryMut::of(index, memory.data_mut(&mut self.store)))
     }
 }

@@ -14,12 +14,12 @@
 //! protected on the first reset after, which keeps the scan exact without
 //! protecting (and populating page tables for) untouched memory up front.
 
-mod fault_window;
 mod heat;
 mod sys;
+mod tracked_memories;
 
-pub(crate) use fault_window::{FaultWindow, thread_faults};
 pub(crate) use heat::{PageHeat, Restore};
+pub(crate) use tracked_memories::TrackedMemories;
 
 use std::io;
 use std::ops::Range;

@@ -2,13 +2,12 @@
 //! deadline timer that drives timeouts.
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use crate::engine::timer::{DeadlineTicket, DeadlineTimer};
 use crate::error::{Error, ErrorKind};
-use crate::module::Module;
-use crate::timer::{DeadlineTicket, DeadlineTimer};
 
 /// Settings shared by every module and sandbox of a [`Runtime`].
 ///
@@ -145,36 +144,6 @@ impl Runtime {
                 timer,
             }),
         })
-    }
-
-    /// Load a module from a `.wasm` (binary) or `.wat` (text) file.
-    ///
-    /// ```no_run
-    /// # let runtime = cleanslate::Runtime::new()?;
-    /// let module = runtime.load_file("guest.wasm")?;
-    /// # Ok::<(), cleanslate::Error>(())
-    /// ```
-    pub fn load_file(&self, path: impl AsRef<Path>) -> Result<Module, Error> {
-        let path = path.as_ref();
-        let bytes = std::fs::read(path).map_err(|e| {
-            Error::new(
-                ErrorKind::InvalidModule,
-                format!("cannot read module file {}: {e}", path.display()),
-            )
-        })?;
-        Module::load(self.clone(), &bytes).map_err(|e| e.context(path.display()))
-    }
-
-    /// Load a module from bytes: the binary format or WAT text.
-    ///
-    /// ```
-    /// # let runtime = cleanslate::Runtime::new()?;
-    /// let module = runtime.load_bytes(br#"(module (func (export "f")))"#)?;
-    /// assert!(module.function("f").is_some());
-    /// # Ok::<(), cleanslate::Error>(())
-    /// ```
-    pub fn load_bytes(&self, bytes: impl AsRef<[u8]>) -> Result<Module, Error> {
-        Module::load(self.clone(), bytes.as_ref())
     }
 
     pub(crate) fn engine(&self, flavor: EngineFlavor) -> Result<wasmtime::Engine, Error> {

@@ -17,13 +17,7 @@ use wasmtime_wasi::p1::{WasiP1Ctx, types};
 use wasmtime_wasi::p2::pipe::{MemoryInputPipe, MemoryOutputPipe};
 
 use crate::error::{Captured, Error, ErrorKind};
-
-/// The import module of WASI preview 1.
-pub(crate) const PREVIEW1: &str = "wasi_snapshot_preview1";
-
-pub(crate) fn is_wasi_module(module: &str) -> bool {
-    module == PREVIEW1
-}
+use crate::module::WASI_PREVIEW1 as PREVIEW1;
 
 /// Whether a preopened directory may be written.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -272,7 +266,7 @@ pub(crate) const SLEEP_FUEL_PER_MICROSECOND: u64 = 1;
 /// always ready) are served here, sleeping within the call's limits; every
 /// other poll goes to wasmtime-wasi, which answers it without waiting.
 pub(crate) fn bound_blocking_calls(
-    linker: &mut wasmtime::Linker<crate::sandbox::StoreData>,
+    linker: &mut wasmtime::Linker<crate::instance::StoreData>,
 ) -> wasmtime::Result<()> {
     linker.allow_shadowing(true);
     let defined = linker
@@ -286,7 +280,7 @@ pub(crate) fn bound_blocking_calls(
 /// generated binding calls wasmtime-wasi's, except that a wait for clocks
 /// happens in [`sleep_within_limits`].
 fn poll_oneoff(
-    mut caller: wasmtime::Caller<'_, crate::sandbox::StoreData>,
+    mut caller: wasmtime::Caller<'_, crate::instance::StoreData>,
     subscriptions: i32,
     events: i32,
     count: i32,
@@ -465,10 +459,10 @@ impl ClockWait {
 /// ([`SLEEP_FUEL_PER_MICROSECOND`]), ending as `out_of_fuel` where the fuel
 /// runs out. Returns how long it slept.
 fn sleep_within_limits(
-    caller: &mut wasmtime::Caller<'_, crate::sandbox::StoreData>,
+    caller: &mut wasmtime::Caller<'_, crate::instance::StoreData>,
     wait: Duration,
 ) -> wasmtime::Result<Duration> {
-    use crate::sandbox::interrupt::Interruption;
+    use crate::instance::interrupt::Interruption;
     let start = std::time::Instant::now();
     let fuel = caller.get_fuel().ok();
     let affordable = fuel.map(|f| Duration::from_micros(f / SLEEP_FUEL_PER_MICROSECOND));

@@ -3,7 +3,9 @@
 use std::time::Duration;
 
 use crate::error::{Error, ErrorKind};
-use crate::module::DEFAULT_STACK_LIMIT;
+
+/// The stack limit sandboxes get unless they ask for another.
+pub(crate) const DEFAULT_STACK_LIMIT: usize = 512 * 1024;
 
 /// Default limit on a sandbox's linear memories, all together: 64 MiB.
 pub const DEFAULT_MEMORY_LIMIT: u64 = 64 << 20;

@@ -12,8 +12,8 @@ use crate::abi::{
     check_size, no_such_memory, pack, read_message,
 };
 use crate::error::{Error, ErrorKind};
+use crate::instance::StoreData;
 use crate::module::ModuleLayout;
-use crate::sandbox::StoreData;
 use crate::value::{Signature, Val};
 
 /// The error type host functions return: anything that converts into a
@@ -538,7 +538,7 @@ impl HostFunctions {
             .collect();
         for import in &layout.function_imports {
             let qualified = format!("{}.{}", import.module, import.name);
-            if wasi && crate::wasi::is_wasi_module(&import.module) {
+            if wasi && crate::module::is_wasi_module(&import.module) {
                 continue;
             }
             if import.module == IMPORT_MODULE {
@@ -550,7 +550,7 @@ impl HostFunctions {
             }
             let key = (import.module.clone(), import.name.clone());
             let Some(binding) = self.functions.get(&key) else {
-                let hint = if crate::wasi::is_wasi_module(&import.module) {
+                let hint = if crate::module::is_wasi_module(&import.module) {
                     "(a WASI import: enable WASI on the builder)"
                 } else {
                     "(provide it with host_fn or host_fn_bytes)"

@@ -1,0 +1,142 @@
+//! Stamping out identical fresh instances of a module, each in its own
+//! store, with handles to every piece of state the reset restores.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
+use std::time::Instant;
+
+use wasmtime::{InstancePre, Store};
+
+use super::{LiveInstance, StoreData};
+use crate::abi::ALLOC_EXPORT;
+use crate::engine::limits::{GrowthLimiter, Limits};
+use crate::error::{Error, ErrorKind};
+use crate::instance::interrupt::{InterruptState, Interruption};
+use crate::instance::wasi::WasiConfig;
+use crate::module::Module;
+
+/// Everything needed to stamp out identical fresh instances.
+pub(crate) struct InstanceFactory {
+    pub module: Module,
+    pub engine: wasmtime::Engine,
+    pub pre: InstancePre<StoreData>,
+    pub limits: Limits,
+    pub interrupt: Arc<InterruptState>,
+    /// Set when the module imports WASI.
+    pub wasi: Option<WasiConfig>,
+}
+
+/// Fuel given to internal helper calls (start, probes), which are either
+/// tiny or the module's own initialisation.
+pub(super) const INTERNAL_FUEL: u64 = u64::MAX / 2;
+
+impl InstanceFactory {
+    /// A fresh instance in a fresh store: the module's initial state, with
+    /// no start function run.
+    pub(crate) fn instantiate(&self) -> Result<LiveInstance, Error> {
+        let data = StoreData {
+            limiter: GrowthLimiter::new(&self.limits),
+            interrupt: self.interrupt.clone(),
+            deadline: None,
+            generation: 0,
+            cancel: None,
+            current_export: String::new(),
+            output_limit: self.limits.output,
+            memory: None,
+            memories: Vec::new(),
+            alloc: None,
+            wasi: None,
+            stdio: None,
+        };
+        let mut store = Store::new(&self.engine, data);
+        store.limiter(|data| &mut data.limiter);
+        store.epoch_deadline_callback(|ctx| {
+            let data = ctx.data();
+            if let Some(why) = data.interrupt.requested(data.generation) {
+                return Err(wasmtime::Error::new(why));
+            }
+            if data.cancel.as_ref().is_some_and(|t| t.is_cancelled()) {
+                return Err(wasmtime::Error::new(Interruption::CancelledByToken));
+            }
+            if data.deadline.is_some_and(|d| Instant::now() >= d) {
+                return Err(wasmtime::Error::new(Interruption::Timeout));
+            }
+            Ok(wasmtime::UpdateDeadline::Continue(1))
+        });
+        store.set_epoch_deadline(1);
+        if self.limits.fuel.is_some() {
+            store
+                .set_fuel(INTERNAL_FUEL)
+                .map_err(|e| Error::new(ErrorKind::Instantiation, format!("{e:#}")))?;
+        }
+        let instance = self.pre.instantiate(&mut store).map_err(|e| {
+            if let Some(refused) = store.data().limiter.refused_memory {
+                return Error::new(
+                    ErrorKind::OutOfMemory,
+                    format!(
+                        "the module's initial memory ({} bytes) exceeds the sandbox's memory limit ({} bytes): raise the limit",
+                        refused.desired, refused.limit
+                    ),
+                );
+            }
+            Error::new(ErrorKind::Instantiation, format!("cannot instantiate the module: {e:#}"))
+        })?;
+        let hooks = &self.module.inner.hooks;
+        let missing = |what: &str| {
+            Error::new(
+                ErrorKind::Instantiation,
+                format!("internal error: the rewritten module lacks its {what} export"),
+            )
+        };
+        let mut memories = Vec::new();
+        for name in &hooks.memories {
+            memories.push(
+                instance
+                    .get_memory(&mut store, name)
+                    .ok_or_else(|| missing(name))?,
+            );
+        }
+        let mut tables = Vec::new();
+        for name in &hooks.tables {
+            tables.push(
+                instance
+                    .get_table(&mut store, name)
+                    .ok_or_else(|| missing(name))?,
+            );
+        }
+        let mut globals = Vec::new();
+        for (index, name) in &hooks.globals {
+            globals.push((
+                *index,
+                instance
+                    .get_global(&mut store, name)
+                    .ok_or_else(|| missing(name))?,
+            ));
+        }
+        store.data_mut().memory = memories.first().copied();
+        store.data_mut().memories = memories.clone();
+        store.data_mut().alloc = instance
+            .get_typed_func::<i32, i32>(&mut store, ALLOC_EXPORT)
+            .ok();
+        let mut functions = HashMap::new();
+        let mut function_indices = HashMap::new();
+        for (index, name) in &hooks.functions {
+            let func = instance
+                .get_func(&mut store, name)
+                .ok_or_else(|| missing(name))?;
+            function_indices.insert(func.to_raw(&mut store) as usize, *index);
+            functions.insert(*index, func);
+        }
+        Ok(LiveInstance {
+            store,
+            instance,
+            memories,
+            tables,
+            globals,
+            functions,
+            function_indices,
+            tracking: None,
+            tables_touched: Some(BTreeSet::new()),
+        })
+    }
+}
