@@ -129,6 +129,8 @@ pub fn json_value(value: &Val) -> Value {
             v.to_string(),
         ),
         Val::F64(v) => float(*v, v.to_string()),
+        // A kind of value added later: its text, which `Display` defines.
+        other => Value::String(other.to_string()),
     }
 }
 

@@ -13,6 +13,7 @@ use crate::error::{Error, ErrorKind};
 /// assert_eq!(v.to_string(), "7");
 /// ```
 #[derive(Clone, Copy, Debug, PartialEq)]
+#[non_exhaustive]
 pub enum Val {
     /// A 32-bit integer.
     I32(i32),
@@ -313,9 +314,18 @@ impl fmt::Display for Signature {
     }
 }
 
+/// Keeps [`WasmScalar`] and [`WasmValues`] implemented by this crate only,
+/// so new methods can be added to them without breaking anyone.
+mod sealed {
+    pub trait Scalar {}
+    pub trait Values {}
+}
+
 /// A Rust type that converts to and from one [`Val`]; used by
 /// [`Sandbox::call_typed`](crate::Sandbox::call_typed).
-pub trait WasmScalar: Sized {
+///
+/// Sealed: implemented for `i32`, `i64`, `f32` and `f64` only.
+pub trait WasmScalar: Sized + sealed::Scalar {
     /// The wasm type of this Rust type.
     const TYPE: ValType;
     /// Convert into a value.
@@ -326,6 +336,7 @@ pub trait WasmScalar: Sized {
 
 macro_rules! scalar {
     ($ty:ty, $variant:ident) => {
+        impl sealed::Scalar for $ty {}
         impl WasmScalar for $ty {
             const TYPE: ValType = ValType::$variant;
             fn into_val(self) -> Val {
@@ -348,13 +359,16 @@ scalar!(f64, F64);
 /// A list of values: `()`, a single scalar, or a tuple of scalars.
 /// Used for the parameters and results of
 /// [`Sandbox::call_typed`](crate::Sandbox::call_typed).
-pub trait WasmValues: Sized {
+///
+/// Sealed: implemented for `()`, every [`WasmScalar`], and tuples of them.
+pub trait WasmValues: Sized + sealed::Values {
     /// Convert into values.
     fn into_vals(self) -> Vec<Val>;
     /// Convert from values; `None` when count or types differ.
     fn from_vals(vals: &[Val]) -> Option<Self>;
 }
 
+impl sealed::Values for () {}
 impl WasmValues for () {
     fn into_vals(self) -> Vec<Val> {
         Vec::new()
@@ -364,6 +378,7 @@ impl WasmValues for () {
     }
 }
 
+impl<T: WasmScalar> sealed::Values for T {}
 impl<T: WasmScalar> WasmValues for T {
     fn into_vals(self) -> Vec<Val> {
         vec![self.into_val()]
@@ -378,6 +393,7 @@ impl<T: WasmScalar> WasmValues for T {
 
 macro_rules! tuple {
     ($($name:ident $index:tt),+) => {
+        impl<$($name: WasmScalar),+> sealed::Values for ($($name,)+) {}
         impl<$($name: WasmScalar),+> WasmValues for ($($name,)+) {
             fn into_vals(self) -> Vec<Val> {
                 vec![$(self.$index.into_val()),+]

@@ -374,7 +374,6 @@ impl SandboxBuilder {
                 strategy: self.strategy,
                 last_reset: None,
                 resets: 0,
-                reset_outcome: None,
                 faults: Default::default(),
             },
         })

@@ -7,6 +7,7 @@
 
 use std::ops::{Deref, DerefMut};
 
+use crate::error::Error;
 use crate::sandbox::SandboxCore;
 
 /// Resets the sandbox when dropped, or when [`finish`](ResetGuard::finish)ed.
@@ -20,12 +21,18 @@ impl<'a> ResetGuard<'a> {
         ResetGuard { core: Some(core) }
     }
 
-    /// Reset now and hand the core back, so the caller can read the reset's
-    /// outcome. Dropping the guard instead resets the same way.
-    pub(crate) fn finish(mut self) -> &'a mut SandboxCore {
+    /// Reset now and combine the call's `outcome` with the reset's: a failed
+    /// reset never hides the call's own error. Dropping the guard instead
+    /// resets the same way, with no one to tell.
+    pub(crate) fn finish<T>(mut self, outcome: Result<T, Error>) -> Result<T, Error> {
         let core = self.core.take().expect("a guard is armed until finished");
-        core.reset_to_baseline();
-        core
+        match core.reset_to_baseline() {
+            Ok(()) => outcome,
+            Err(reset_error) => {
+                let message = format!("the reset after the call failed: {}", reset_error.message());
+                Err(Error::reset_failed(message, outcome.err()))
+            }
+        }
     }
 }
 
@@ -49,9 +56,10 @@ impl DerefMut for ResetGuard<'_> {
 impl Drop for ResetGuard<'_> {
     fn drop(&mut self) {
         // Reached on every exit that did not `finish`: early returns and
-        // unwinding panics. The outcome stays recorded in the core.
+        // unwinding panics. A failed reset is recorded where it matters: the
+        // sandbox is unrecoverable and refuses the next call.
         if let Some(core) = self.core.take() {
-            core.reset_to_baseline();
+            let _ = core.reset_to_baseline();
         }
     }
 }

@@ -24,6 +24,7 @@ use crate::value::{Val, WasmValues};
 
 /// Whether a sandbox can take calls.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum Status {
     /// At its snapshot, ready for a call.
     Ready,
@@ -95,8 +96,6 @@ pub(crate) struct SandboxCore {
     pub last_reset: Option<ResetReport>,
     /// Resets attempted so far.
     pub resets: u64,
-    /// The outcome of the reset the guard last ran, for the call to merge.
-    pub reset_outcome: Option<Result<(), Error>>,
     /// Faults queued for the next reset (tests only).
     pub faults: crate::reset::PendingFaults,
 }
@@ -119,7 +118,7 @@ impl Sandbox {
         let returns_nothing = target.result_count == 0;
         let mut guard = ResetGuard::arm(&mut self.core);
         let outcome = guard.invoke(&target, args);
-        let outcome = guard.finish().merge_reset_outcome(outcome);
+        let outcome = guard.finish(outcome);
         match outcome {
             // `proc_exit(0)` from a function with no results is a return.
             Err(e)
@@ -163,7 +162,7 @@ impl Sandbox {
         let func = self.core.resolve_data(name, input)?;
         let mut guard = ResetGuard::arm(&mut self.core);
         let outcome = guard.call_data(name, func, input);
-        guard.finish().merge_reset_outcome(outcome)
+        guard.finish(outcome)
     }
 
     /// Like [`call_bytes`](Sandbox::call_bytes), with the input serialised
@@ -218,7 +217,7 @@ impl Sandbox {
         let prepared = self.core.prepare(call)?;
         let mut guard = ResetGuard::arm(&mut self.core);
         let outcome = guard.execute(call, prepared);
-        guard.finish().merge_reset_outcome(outcome)
+        guard.finish(outcome)
     }
 
     /// Like [`call`](Sandbox::call) with Rust types for parameters and
@@ -351,17 +350,13 @@ impl SandboxCore {
 
     /// Put the sandbox back at its baseline, atomically: on success the new
     /// instance replaces the old; on failure no instance is left and the
-    /// sandbox is unrecoverable. Records the outcome for the caller.
-    pub(crate) fn reset_to_baseline(&mut self) {
+    /// sandbox is unrecoverable.
+    pub(crate) fn reset_to_baseline(&mut self) -> Result<(), Error> {
         // Never bring an unrecoverable sandbox back to life.
-        if let Err(e) = self.ensure_recoverable() {
-            self.reset_outcome = Some(Err(e));
-            return;
-        }
+        self.ensure_recoverable()?;
         let verify = self.verify.next_is_due();
         let image = self.baseline.image.clone();
-        let outcome = self.reset_with(&image, verify, None);
-        self.reset_outcome = Some(outcome);
+        self.reset_with(&image, verify, None)
     }
 
     fn reset_with(
@@ -394,18 +389,6 @@ impl SandboxCore {
                 tracing::error!(error = %e, "reset failed; sandbox is unrecoverable");
                 Err(e)
             }
-        }
-    }
-
-    /// Combine a call's outcome with the reset that followed it; a failed
-    /// reset never hides the call's own error.
-    pub(crate) fn merge_reset_outcome<T>(&mut self, outcome: Result<T, Error>) -> Result<T, Error> {
-        match self.reset_outcome.take() {
-            Some(Err(reset_error)) => {
-                let message = format!("the reset after the call failed: {}", reset_error.message());
-                Err(Error::reset_failed(message, outcome.err()))
-            }
-            _ => outcome,
         }
     }
 
