@@ -2,6 +2,7 @@
 //! must cover, rewrite so all state is reachable, compile.
 
 mod cache;
+pub(crate) mod features;
 mod inspect;
 mod instrument;
 mod layout;
