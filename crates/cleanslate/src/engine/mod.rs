@@ -2,6 +2,7 @@
 //! deadline timer, and the limits a sandbox enforces. Knows nothing of
 //! modules, instances or resets.
 
+pub(crate) mod features;
 pub(crate) mod limits;
 pub(crate) mod runtime;
 pub(crate) mod timer;

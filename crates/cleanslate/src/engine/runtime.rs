@@ -163,22 +163,11 @@ impl Runtime {
             // Only a bound here (no async calls are made); it must not be below
             // the stack limit.
             .async_stack_size(flavor.max_stack + (1 << 20))
-            .wasm_bulk_memory(true)
-            .wasm_multi_value(true)
-            .wasm_multi_memory(true)
-            .wasm_memory64(true)
-            .wasm_simd(true)
-            .wasm_relaxed_simd(true)
-            .wasm_tail_call(true)
-            .wasm_extended_const(true)
-            .wasm_custom_page_sizes(true)
-            .wasm_wide_arithmetic(true)
             // Exception objects need a GC heap; the ref-counting collector
             // frees a caught exception when the call lets go of it, so a
             // sandbox that throws on every call does not accumulate them.
-            .wasm_exceptions(true)
-            .wasm_gc(false)
             .collector(wasmtime::Collector::DeferredReferenceCounting);
+        super::features::configure_engine(&mut config);
         let engine = wasmtime::Engine::new(&config).map_err(|e| {
             Error::new(
                 ErrorKind::Instantiation,

@@ -103,7 +103,7 @@ impl Module {
     /// # Ok::<(), cleanslate::Error>(())
     /// ```
     pub fn proposals(&self) -> Vec<&'static str> {
-        super::layout::proposals_used(&self.inner.instrumented)
+        crate::engine::features::proposals_used(&self.inner.instrumented)
     }
 
     /// Whether the module imports WASI preview 1.
