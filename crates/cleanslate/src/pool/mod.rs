@@ -8,23 +8,25 @@
 //! is built on a background thread, so one failed reset never shrinks the
 //! pool for good.
 
+mod checkout;
 mod driver_handoff;
+mod free_list;
 mod metrics;
+mod rebuild;
 
-use std::collections::VecDeque;
-use std::pin::Pin;
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, Weak};
-use std::task::{Context, Poll, Waker};
+use std::sync::Arc;
+use std::task::Waker;
 use std::time::{Duration, Instant};
 
 pub use metrics::{Histogram, PoolMetrics};
 
-use crate::engine::timer::DeadlineTicket;
 use crate::error::{Error, ErrorKind};
 use crate::instance::CancelToken;
-use crate::sandbox::{Call, CallResult, Sandbox, SandboxBuilder, Status};
+use crate::sandbox::{Call, CallResult, Sandbox, SandboxBuilder};
 use crate::value::Val;
+use free_list::FreeList;
 use metrics::MetricsRecorder;
+use rebuild::PoolDropped;
 
 /// Sizes and waits of a [`SandboxPool`].
 ///
@@ -92,29 +94,11 @@ pub struct SandboxPool {
 struct Shared {
     builder: SandboxBuilder,
     config: PoolConfig,
-    idle: Mutex<Idle>,
-    /// Threads waiting in [`SandboxPool::call`] and friends.
-    available: Condvar,
+    free: FreeList<Sandbox>,
     metrics: MetricsRecorder,
     /// Told when the pool is dropped, so that threads building
     /// replacements stop at once instead of after their backoff.
     dropped: Arc<PoolDropped>,
-}
-
-/// Whether a pool was dropped, for the threads that rebuild its sandboxes.
-#[derive(Default)]
-struct PoolDropped {
-    dropped: Mutex<bool>,
-    signal: Condvar,
-}
-
-/// Free sandboxes, and the async callers waiting for one (FIFO).
-struct Idle {
-    sandboxes: Vec<Sandbox>,
-    waiters: VecDeque<(u64, Waker)>,
-    next_waiter: u64,
-    /// Threads blocked on `Shared::available`.
-    threads_waiting: usize,
 }
 
 impl SandboxPool {
@@ -146,13 +130,7 @@ impl SandboxPool {
                 builder,
                 metrics: MetricsRecorder::new(exports, config.size),
                 config,
-                idle: Mutex::new(Idle {
-                    sandboxes,
-                    waiters: VecDeque::new(),
-                    next_waiter: 0,
-                    threads_waiting: 0,
-                }),
-                available: Condvar::new(),
+                free: FreeList::new(sandboxes),
                 dropped: Arc::default(),
             }),
         })
@@ -302,10 +280,9 @@ impl SandboxPool {
     /// pool's replacement of unrecoverable sandboxes only).
     #[cfg(feature = "fault-injection")]
     pub fn inject_fault(&self, fault: crate::reset::Fault) {
-        let mut idle = self.shared.lock_idle();
-        if let Some(sandbox) = idle.sandboxes.last_mut() {
-            sandbox.inject_fault(fault);
-        }
+        self.shared
+            .free
+            .with_one(|sandbox| sandbox.inject_fault(fault));
     }
 
     /// What the pool has done so far.
@@ -320,172 +297,7 @@ impl SandboxPool {
 
     /// Sandboxes free right now.
     pub fn idle(&self) -> usize {
-        self.shared.lock_idle().sandboxes.len()
-    }
-
-    /// Take a free sandbox, blocking the thread up to the configured wait.
-    fn checkout(&self, function: &str, cancel: Option<&CancelToken>) -> Result<Checkout, Error> {
-        let shared = &self.shared;
-        let waited = Instant::now();
-        // A wait too long to represent (e.g. `Duration::MAX`) is no limit.
-        let deadline = waited.checked_add(shared.config.max_wait);
-        let mut idle = shared.lock_idle();
-        loop {
-            if cancel.is_some_and(|t| t.is_cancelled()) {
-                drop(idle);
-                return Err(self.cancelled_waiting(function, waited));
-            }
-            if let Some(sandbox) = idle.sandboxes.pop() {
-                drop(idle);
-                return Ok(self.checked_out(sandbox, waited));
-            }
-            let now = Instant::now();
-            if deadline.is_some_and(|d| now >= d) {
-                drop(idle);
-                return Err(self.exhausted(function, waited));
-            }
-            // A waiting thread polls its cancel token this often (a thread
-            // parked on the condition variable has no waker to wake).
-            let deadline = match cancel {
-                Some(_) => Some(deadline.map_or(now + CANCEL_POLL, |d| d.min(now + CANCEL_POLL))),
-                None => deadline,
-            };
-            idle.threads_waiting += 1;
-            idle = match deadline {
-                Some(deadline) => {
-                    shared
-                        .available
-                        .wait_timeout(idle, deadline - now)
-                        .unwrap_or_else(|e| e.into_inner())
-                        .0
-                }
-                None => shared
-                    .available
-                    .wait(idle)
-                    .unwrap_or_else(|e| e.into_inner()),
-            };
-            idle.threads_waiting -= 1;
-        }
-    }
-
-    /// Take a free sandbox, suspending the task up to the configured wait.
-    async fn checkout_async(
-        &self,
-        function: &str,
-        cancel: Option<&CancelToken>,
-    ) -> Result<Checkout, Error> {
-        let waited = Instant::now();
-        let wait = WaitForSandbox {
-            shared: &self.shared,
-            ticket: None,
-            deadline: waited.checked_add(self.shared.config.max_wait),
-            alarm: None,
-            cancel,
-            cancel_registration: None,
-        };
-        match wait.await {
-            WaitEnd::Sandbox(sandbox) => Ok(self.checked_out(sandbox, waited)),
-            WaitEnd::TimedOut => Err(self.exhausted(function, waited)),
-            WaitEnd::Cancelled => Err(self.cancelled_waiting(function, waited)),
-        }
-    }
-
-    fn cancelled_waiting(&self, function: &str, waited: Instant) -> Error {
-        self.shared
-            .metrics
-            .record_call(function, Some(ErrorKind::Cancelled), None);
-        Error::new(
-            ErrorKind::Cancelled,
-            format!(
-                "`{function}` was cancelled through its cancel token after waiting {:?} for a sandbox; it never ran",
-                waited.elapsed()
-            ),
-        )
-    }
-
-    fn checked_out(&self, sandbox: Sandbox, waited: Instant) -> Checkout {
-        self.shared.metrics.record_checkout(waited.elapsed());
-        Checkout {
-            pool: self.clone(),
-            sandbox: Some(sandbox),
-        }
-    }
-
-    fn exhausted(&self, function: &str, waited: Instant) -> Error {
-        let shared = &self.shared;
-        shared.metrics.record_exhausted(function, waited.elapsed());
-        Error::new(
-            ErrorKind::PoolExhausted,
-            format!(
-                "all {} sandboxes stayed busy for {:?}: retry later, or raise the pool size or wait",
-                shared.config.size, shared.config.max_wait
-            ),
-        )
-    }
-
-    /// Return a sandbox; replace it in the background if it is unrecoverable.
-    fn give_back(&self, sandbox: Sandbox) {
-        self.shared.metrics.record_checkin();
-        if sandbox.status() == Status::Ready {
-            self.shared.put(sandbox);
-            return;
-        }
-        drop(sandbox);
-        self.shared.metrics.record_replacement();
-        // The thread holds the pool only weakly, so a pool dropped while
-        // replacements are being built (or keep failing) is freed, and
-        // its threads stop.
-        let builder = self.shared.builder.clone();
-        let pool = Arc::downgrade(&self.shared);
-        let dropped = self.shared.dropped.clone();
-        let spawned = std::thread::Builder::new()
-            .name("cleanslate-pool-rebuild".into())
-            .spawn(move || rebuild(builder, pool, &dropped));
-        if let Err(e) = spawned {
-            // The pool stays one sandbox short; the next unrecoverable
-            // sandbox tries again.
-            tracing::error!(error = %e, "cannot start a thread to rebuild a pool sandbox");
-        }
-    }
-}
-
-/// A sandbox taken from the pool; it goes back when this is dropped, so no
-/// path (an error, a dropped future, a panic) can lose one.
-struct Checkout {
-    pool: SandboxPool,
-    sandbox: Option<Sandbox>,
-}
-
-impl Checkout {
-    fn run<T>(
-        mut self,
-        function: &str,
-        call: impl FnOnce(&mut Sandbox) -> Result<T, Error>,
-    ) -> Result<T, Error> {
-        let Some(sandbox) = self.sandbox.as_mut() else {
-            unreachable!("a checkout holds its sandbox until dropped")
-        };
-        let resets_before = sandbox.resets();
-        // The sandbox's API catches guest and host panics, so `call`
-        // returns and the sandbox always comes back.
-        let outcome = call(sandbox);
-        let reset = sandbox
-            .last_reset()
-            .filter(|_| sandbox.resets() != resets_before);
-        self.pool.shared.metrics.record_call(
-            function,
-            outcome.as_ref().err().map(|e| e.kind()),
-            reset.map(|r| (r.duration(), r.dirty_pages())),
-        );
-        outcome
-    }
-}
-
-impl Drop for Checkout {
-    fn drop(&mut self) {
-        if let Some(sandbox) = self.sandbox.take() {
-            self.pool.give_back(sandbox);
-        }
+        self.shared.free.len()
     }
 }
 
@@ -495,187 +307,6 @@ struct CancelOnWake(CancelToken);
 impl std::task::Wake for CancelOnWake {
     fn wake(self: Arc<Self>) {
         self.0.cancel();
-    }
-}
-
-/// How often a thread waiting for a sandbox checks its call's cancel token.
-const CANCEL_POLL: Duration = Duration::from_millis(5);
-
-/// How an async wait for a sandbox ended.
-// Made once per wait and unpacked at once, like the `Option<Sandbox>` it
-// replaced: boxing would add an allocation per call for nothing.
-#[allow(clippy::large_enum_variant)]
-enum WaitEnd {
-    Sandbox(Sandbox),
-    TimedOut,
-    Cancelled,
-}
-
-/// An async caller's place in the queue for a free sandbox, until one is
-/// free, the wait limit passes or the call's cancel token is cancelled.
-///
-/// Its time limit runs on the runtime's own deadline timer, not the async
-/// runtime's, so it works on any executor (a tokio runtime built without
-/// timers included).
-struct WaitForSandbox<'a> {
-    shared: &'a Shared,
-    /// Its entry in `Idle::waiters`, once it has one.
-    ticket: Option<u64>,
-    /// `None`: wait without limit.
-    deadline: Option<Instant>,
-    /// The timer's wake-up at `deadline`, and the waker it will wake.
-    alarm: Option<(DeadlineTicket, Waker)>,
-    /// The call's cancel token, which wakes the task when cancelled.
-    cancel: Option<&'a CancelToken>,
-    /// Its registration with the token, once it has one.
-    cancel_registration: Option<u64>,
-}
-
-impl Future for WaitForSandbox<'_> {
-    type Output = WaitEnd;
-
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<WaitEnd> {
-        let shared = self.shared;
-        // Dropping `self` leaves the queue.
-        if let Some(token) = self.cancel {
-            let mut registration = self.cancel_registration;
-            let cancelled = token.wake_on_cancel(cx.waker(), &mut registration);
-            self.cancel_registration = registration;
-            if cancelled {
-                return Poll::Ready(WaitEnd::Cancelled);
-            }
-        }
-        let mut idle = shared.lock_idle();
-        if let Some(sandbox) = idle.sandboxes.pop() {
-            if let Some(ticket) = self.ticket.take() {
-                idle.waiters.retain(|(t, _)| *t != ticket);
-            }
-            return Poll::Ready(WaitEnd::Sandbox(sandbox));
-        }
-        let Some(deadline) = self.deadline else {
-            return self.queue(cx.waker(), idle);
-        };
-        if Instant::now() >= deadline {
-            return Poll::Ready(WaitEnd::TimedOut);
-        }
-        let waker = cx.waker();
-        let stale_alarm = self
-            .alarm
-            .as_ref()
-            .is_none_or(|(_, armed)| !armed.will_wake(waker));
-        if stale_alarm {
-            let runtime = shared.builder.module().runtime();
-            let alarm = runtime.schedule_wake(deadline, waker.clone());
-            self.alarm = Some((alarm, waker.clone()));
-        }
-        self.queue(waker, idle)
-    }
-}
-
-impl WaitForSandbox<'_> {
-    /// Take (or keep) a place in the queue, to be woken when a sandbox is
-    /// returned.
-    fn queue(&mut self, waker: &Waker, mut idle: MutexGuard<'_, Idle>) -> Poll<WaitEnd> {
-        let waker = waker.clone();
-        match self.ticket {
-            Some(ticket) => match idle.waiters.iter_mut().find(|(t, _)| *t == ticket) {
-                Some(entry) => entry.1 = waker,
-                // Woken, but another caller took the sandbox first: keep
-                // the place at the front of the queue.
-                None => idle.waiters.push_front((ticket, waker)),
-            },
-            None => {
-                let ticket = idle.next_waiter;
-                idle.next_waiter += 1;
-                idle.waiters.push_back((ticket, waker));
-                self.ticket = Some(ticket);
-            }
-        }
-        Poll::Pending
-    }
-}
-
-impl Drop for WaitForSandbox<'_> {
-    fn drop(&mut self) {
-        if let Some(token) = self.cancel {
-            token.forget_task(self.cancel_registration);
-        }
-        let Some(ticket) = self.ticket else { return };
-        let mut idle = self.shared.lock_idle();
-        let queued = idle.waiters.len();
-        idle.waiters.retain(|(t, _)| *t != ticket);
-        // Not queued any more means this waiter was woken for a sandbox it
-        // will now never take: pass the wake-up on.
-        if idle.waiters.len() == queued && !idle.sandboxes.is_empty() {
-            self.shared.wake_one(idle);
-        }
-    }
-}
-
-impl Shared {
-    fn lock_idle(&self) -> MutexGuard<'_, Idle> {
-        self.idle.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    fn put(&self, sandbox: Sandbox) {
-        let mut idle = self.lock_idle();
-        idle.sandboxes.push(sandbox);
-        self.wake_one(idle);
-    }
-
-    /// Tell the first async waiter and one waiting thread that a sandbox is
-    /// free (the two race for it; the loser waits again). Each is told only
-    /// if it exists: a notify is a system call.
-    fn wake_one(&self, mut idle: MutexGuard<'_, Idle>) {
-        let waiter = idle.waiters.pop_front();
-        let threads_waiting = idle.threads_waiting > 0;
-        drop(idle);
-        if let Some((_, waker)) = waiter {
-            waker.wake();
-        }
-        if threads_waiting {
-            self.available.notify_one();
-        }
-    }
-}
-
-/// Build a replacement, retrying with backoff while building fails (the
-/// configuration built before, so failures are transient: e.g. the host is
-/// short of memory). Stops when the pool itself is gone.
-fn rebuild(builder: SandboxBuilder, pool: Weak<Shared>, dropped: &PoolDropped) {
-    let mut backoff = Duration::from_millis(10);
-    while pool.strong_count() > 0 {
-        match builder.clone().build() {
-            Ok(sandbox) => {
-                if let Some(shared) = pool.upgrade() {
-                    shared.put(sandbox);
-                }
-                return;
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "rebuilding a pool sandbox failed; retrying");
-                let flag = dropped.dropped.lock().unwrap_or_else(|e| e.into_inner());
-                let (flag, _) = dropped
-                    .signal
-                    .wait_timeout_while(flag, backoff, |dropped| !*dropped)
-                    .unwrap_or_else(|e| e.into_inner());
-                if *flag {
-                    return;
-                }
-                backoff = (backoff * 2).min(Duration::from_secs(5));
-            }
-        }
-    }
-}
-
-impl Drop for Shared {
-    fn drop(&mut self) {
-        *self
-            .dropped
-            .dropped
-            .lock()
-            .unwrap_or_else(|e| e.into_inner()) = true;
-        self.dropped.signal.notify_all();
     }
 }
 
