@@ -177,6 +177,40 @@ pub(crate) trait GuestMemories {
     fn memory(&self, index: u32) -> Result<GuestMemory<'_>, Error>;
     /// A writable view of memory `index`, or `InvalidArguments`.
     fn memory_mut(&mut self, index: u32) -> Result<GuestMemoryMut<'_>, Error>;
+
+    // The accessors below back both `Session`'s and `HostContext`'s public
+    // methods of the same names, so the two APIs cannot drift apart in how
+    // they check, copy or pick memory 0; each implementor only says how to
+    // reach its memories.
+
+    /// A copy of the `len` bytes at `address` of memory `memory`.
+    fn read_memory_of(&self, memory: u32, address: u64, len: usize) -> Result<Vec<u8>, Error> {
+        self.memory(memory)?
+            .bytes_at(address, len)
+            .map(<[u8]>::to_vec)
+    }
+
+    /// A copy of the NUL-terminated string at `address` of memory 0.
+    fn read_c_string(&self, address: u64, max_len: usize) -> Result<Vec<u8>, Error> {
+        self.memory(0)?
+            .c_string_at(address, max_len)
+            .map(<[u8]>::to_vec)
+    }
+
+    /// The little-endian u32 at `address` of memory 0.
+    fn read_u32(&self, address: u64) -> Result<u32, Error> {
+        self.memory(0)?.u32_at(address)
+    }
+
+    /// The little-endian u64 at `address` of memory 0.
+    fn read_u64(&self, address: u64) -> Result<u64, Error> {
+        self.memory(0)?.u64_at(address)
+    }
+
+    /// Copy `bytes` to `address` of memory `memory`.
+    fn write_memory_of(&mut self, memory: u32, address: u64, bytes: &[u8]) -> Result<(), Error> {
+        self.memory_mut(memory)?.write_at(address, bytes)
+    }
 }
 
 /// The module has no memory `index`; it defines `count`.

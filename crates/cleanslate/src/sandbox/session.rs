@@ -102,10 +102,7 @@ impl<'a> Session<'a> {
     /// range lies outside it; [`ErrorKind::Unrecoverable`] after a failed
     /// reset.
     pub fn read_memory_of(&self, memory: u32, address: u64, len: usize) -> Result<Vec<u8>, Error> {
-        self.instance()?
-            .memory(memory)?
-            .bytes_at(address, len)
-            .map(<[u8]>::to_vec)
+        self.instance()?.read_memory_of(memory, address, len)
     }
 
     /// The bytes of the NUL-terminated string at `address` of memory 0,
@@ -127,10 +124,7 @@ impl<'a> Session<'a> {
     /// or no NUL byte follows within `max_len` bytes or before the memory's
     /// end; [`ErrorKind::Unrecoverable`] after a failed reset.
     pub fn read_c_string(&self, address: u64, max_len: usize) -> Result<Vec<u8>, Error> {
-        self.instance()?
-            .memory(0)?
-            .c_string_at(address, max_len)
-            .map(<[u8]>::to_vec)
+        self.instance()?.read_c_string(address, max_len)
     }
 
     /// The little-endian u32 at `address` of memory 0 (e.g. what a guest
@@ -149,7 +143,7 @@ impl<'a> Session<'a> {
     /// [`ErrorKind::InvalidArguments`] if the 4 bytes are not all inside the
     /// memory; [`ErrorKind::Unrecoverable`] after a failed reset.
     pub fn read_u32(&self, address: u64) -> Result<u32, Error> {
-        self.instance()?.memory(0)?.u32_at(address)
+        self.instance()?.read_u32(address)
     }
 
     /// The little-endian u64 at `address` of memory 0.
@@ -167,7 +161,7 @@ impl<'a> Session<'a> {
     /// [`ErrorKind::InvalidArguments`] if the 8 bytes are not all inside the
     /// memory; [`ErrorKind::Unrecoverable`] after a failed reset.
     pub fn read_u64(&self, address: u64) -> Result<u64, Error> {
-        self.instance()?.memory(0)?.u64_at(address)
+        self.instance()?.read_u64(address)
     }
 
     /// Copy `bytes` to `address` of memory 0, e.g. a guest function's input
@@ -221,10 +215,7 @@ impl<'a> Session<'a> {
         address: u64,
         bytes: &[u8],
     ) -> Result<(), Error> {
-        self.guard
-            .live()?
-            .memory_mut(memory)?
-            .write_at(address, bytes)
+        self.guard.live()?.write_memory_of(memory, address, bytes)
     }
 
     /// Write `value` little-endian at `address` of memory 0.
