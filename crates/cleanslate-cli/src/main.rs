@@ -12,6 +12,7 @@ mod record;
 mod run;
 mod serve;
 mod stub;
+mod units;
 
 use std::process::ExitCode;
 

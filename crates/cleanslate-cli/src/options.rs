@@ -1,5 +1,6 @@
 //! Sandbox options shared by the verbs that build sandboxes.
 
+use crate::units::{parse_duration, parse_size};
 use std::time::Duration;
 
 use clap::Args;
@@ -95,14 +96,6 @@ fn parse_dir(text: &str) -> Result<DirSpec, String> {
 
 fn parse_strategy(text: &str) -> Result<ResetStrategy, String> {
     text.parse::<ResetStrategy>().map_err(|e| e.to_string())
-}
-
-fn parse_size(text: &str) -> Result<u64, String> {
-    cleanslate::parse_size(text).map_err(|e| e.to_string())
-}
-
-fn parse_duration(text: &str) -> Result<Duration, String> {
-    cleanslate::parse_duration(text).map_err(|e| e.to_string())
 }
 
 fn parse_verify(text: &str) -> Result<Verify, String> {

@@ -2,7 +2,9 @@
 //! request starts from the clean slate.
 
 mod connections;
+mod prometheus;
 
+use crate::units::{parse_duration, parse_size};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -79,14 +81,6 @@ pub struct ServeArgs {
     pub max_concurrency: Option<std::num::NonZeroUsize>,
     #[command(flatten)]
     pub sandbox: SandboxOptions,
-}
-
-fn parse_duration(text: &str) -> Result<Duration, String> {
-    cleanslate::parse_duration(text).map_err(|e| e.to_string())
-}
-
-fn parse_size(text: &str) -> Result<u64, String> {
-    cleanslate::parse_size(text).map_err(|e| e.to_string())
 }
 
 /// What every handler shares.
@@ -348,7 +342,7 @@ async fn healthz(State(server): State<Arc<Server>>) -> Response {
 }
 
 async fn metrics(State(server): State<Arc<Server>>) -> Response {
-    let mut body = server.pool.metrics().to_prometheus();
+    let mut body = prometheus::render(&server.pool.metrics());
     body.push_str("# HELP cleanslate_http_responses_total HTTP responses by status.\n# TYPE cleanslate_http_responses_total counter\n");
     for (status, n) in server.responses.counts() {
         body.push_str(&format!(

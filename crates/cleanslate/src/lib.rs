@@ -25,6 +25,8 @@
 //! [`Sandbox::call`] is followed by a reset reported as a [`ResetReport`].
 //! Failures are [`Error`]s with an [`ErrorKind`].
 
+#![deny(missing_docs)]
+
 // The layers, lowest first; each module imports only from those above it
 // in this list (ARCHITECTURE.md).
 mod abi;
@@ -47,7 +49,7 @@ mod sandbox;
 mod pool;
 
 pub use abi::DEFAULT_OUTPUT_LIMIT;
-pub use engine::limits::{DEFAULT_MEMORY_LIMIT, MAX_STACK_LIMIT, parse_duration, parse_size};
+pub use engine::limits::{DEFAULT_MEMORY_LIMIT, MAX_STACK_LIMIT};
 pub use engine::runtime::{Runtime, RuntimeConfig};
 pub use error::{Error, ErrorKind, Result, TrapCode};
 pub use instance::host::{HostContext, HostFnError};
@@ -56,7 +58,12 @@ pub use instance::{CancelToken, InterruptHandle};
 pub use module::{
     CacheStatus, FunctionInfo, GlobalInfo, ImportInfo, MemoryInfo, Module, TableInfo,
 };
-pub use pool::{Histogram, MAX_POOL_SIZE, PoolConfig, PoolMetrics, SandboxPool};
+pub use pool::{MAX_POOL_SIZE, PoolConfig, PoolMetrics, SandboxPool};
+
+/// The pieces of [`PoolMetrics`].
+pub mod metrics {
+    pub use crate::pool::Histogram;
+}
 #[cfg(feature = "fault-injection")]
 pub use reset::Fault;
 pub use reset::{FallbackReason, ResetCoverage, ResetPath, ResetReport, ResetStrategy, Verify};

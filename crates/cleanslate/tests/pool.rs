@@ -121,24 +121,6 @@ fn an_unrecoverable_sandbox_is_replaced_in_the_background() {
 }
 
 #[test]
-fn metrics_render_as_prometheus_text() {
-    let pool = pool(1, Duration::from_secs(1));
-    pool.call("canary", &[Val::I32(1)]).unwrap();
-    let _ = pool.call("no_such_function", &[]);
-    let text = pool.metrics().to_prometheus();
-    for needle in [
-        "cleanslate_pool_calls_total{function=\"canary\",outcome=\"ok\"} 1",
-        "cleanslate_pool_calls_total{function=\"(unknown)\",outcome=\"function_not_found\"} 1",
-        "cleanslate_pool_reset_duration_microseconds_bucket{le=\"+Inf\"} 1",
-        "cleanslate_pool_reset_dirty_pages_count 1",
-        "cleanslate_pool_size 1",
-        "cleanslate_pool_in_use 0",
-    ] {
-        assert!(text.contains(needle), "missing {needle}:\n{text}");
-    }
-}
-
-#[test]
 fn a_pool_of_zero_or_of_absurd_size_is_refused() {
     let module = Runtime::new().unwrap().load_bytes(CANARY_WAT).unwrap();
     for size in [0, cleanslate::MAX_POOL_SIZE + 1, 100_000_000, usize::MAX] {

@@ -1,9 +1,8 @@
 //! What a pool has done: calls by function and outcome, reset durations and
-//! dirty pages, waits for a sandbox, sandboxes in use. Plain Rust values, and
-//! the Prometheus text format.
+//! dirty pages, waits for a sandbox, sandboxes in use, as plain Rust values
+//! (the command line's server renders them as Prometheus text).
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::fmt::Write;
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -99,7 +98,7 @@ impl Histogram {
 /// pool.call("f", &[])?;
 /// let metrics = pool.metrics();
 /// assert_eq!(metrics.calls("f", "ok"), 1);
-/// assert!(metrics.to_prometheus().contains("cleanslate_pool_calls_total{function=\"f\",outcome=\"ok\"} 1"));
+/// assert_eq!(metrics.reset_micros().count(), 1);
 /// # Ok::<(), cleanslate::Error>(())
 /// ```
 #[derive(Clone, Debug, PartialEq)]
@@ -161,70 +160,31 @@ impl PoolMetrics {
         self.exhausted
     }
 
-    /// The metrics in the Prometheus text exposition format.
-    pub fn to_prometheus(&self) -> String {
-        let mut out = String::new();
-        out.push_str("# HELP cleanslate_pool_calls_total Calls by function and outcome (ok or error kind).\n# TYPE cleanslate_pool_calls_total counter\n");
-        for (function, outcomes) in &self.calls {
-            for (outcome, n) in outcomes {
-                let _ = writeln!(
-                    out,
-                    "cleanslate_pool_calls_total{{function=\"{}\",outcome=\"{outcome}\"}} {n}",
-                    escape(function)
-                );
-            }
-        }
-        histogram(
-            &mut out,
-            "cleanslate_pool_reset_duration_microseconds",
-            "Duration of the reset after each call.",
-            &self.reset_micros,
-        );
-        histogram(
-            &mut out,
-            "cleanslate_pool_reset_dirty_pages",
-            "Pages each reset restored.",
-            &self.dirty_pages,
-        );
-        histogram(
-            &mut out,
-            "cleanslate_pool_wait_microseconds",
-            "Time callers waited for a free sandbox.",
-            &self.wait_micros,
-        );
-        let gauges = [
-            (
-                "cleanslate_pool_in_use",
-                "Sandboxes running a call.",
-                "gauge",
-                self.in_use,
-            ),
-            (
-                "cleanslate_pool_size",
-                "Sandboxes in the pool.",
-                "gauge",
-                self.size,
-            ),
-            (
-                "cleanslate_pool_replacements_total",
-                "Sandboxes replaced after a failed reset.",
-                "counter",
-                self.replacements,
-            ),
-            (
-                "cleanslate_pool_exhausted_total",
-                "Calls refused because every sandbox stayed busy.",
-                "counter",
-                self.exhausted,
-            ),
-        ];
-        for (name, help, kind, value) in gauges {
-            let _ = writeln!(
-                out,
-                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
-            );
-        }
-        out
+    /// Sandboxes in the pool.
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
+    /// Every `(function, outcome, calls)` counted so far, by function then
+    /// outcome. Calls of functions the module does not export share the
+    /// function name `(unknown)`, so the list stays as long as the exports.
+    ///
+    /// ```
+    /// # use cleanslate::{PoolConfig, Runtime, Sandbox, SandboxPool};
+    /// # let module = Runtime::new()?.load_bytes(r#"(module (func (export "f")))"#)?;
+    /// let pool = SandboxPool::new(Sandbox::builder(&module), PoolConfig::new(1))?;
+    /// pool.call("f", &[])?;
+    /// let _ = pool.call("g", &[]);
+    /// let calls: Vec<_> = pool.metrics().call_counts().collect();
+    /// assert_eq!(calls, [("(unknown)", "function_not_found", 1), ("f", "ok", 1)]);
+    /// # Ok::<(), cleanslate::Error>(())
+    /// ```
+    pub fn call_counts(&self) -> impl Iterator<Item = (&str, &str, u64)> {
+        self.calls.iter().flat_map(|(function, outcomes)| {
+            outcomes
+                .iter()
+                .map(move |(outcome, n)| (function.as_str(), *outcome, *n))
+        })
     }
 }
 
@@ -237,27 +197,6 @@ impl PoolMetrics {
         };
         *outcomes.entry(outcome).or_default() += 1;
     }
-}
-
-fn histogram(out: &mut String, name: &str, help: &str, h: &Histogram) {
-    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
-    for (bound, n) in h.buckets() {
-        let le = if bound.is_infinite() {
-            "+Inf".to_string()
-        } else {
-            bound.to_string()
-        };
-        let _ = writeln!(out, "{name}_bucket{{le=\"{le}\"}} {n}");
-    }
-    let _ = writeln!(out, "{name}_sum {}\n{name}_count {}", h.sum, h.count);
-}
-
-/// A label value as the text format wants it.
-fn escape(label: &str) -> String {
-    label
-        .replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
 }
 
 /// The pool's live metrics.
@@ -372,7 +311,5 @@ mod tests {
         assert_eq!(m.calls("f", "ok"), 1);
         assert_eq!(m.calls("(unknown)", "function_not_found"), 3);
         assert_eq!(m.calls.len(), 2, "one label per export, one for the rest");
-        let text = m.to_prometheus();
-        assert!(text.contains("cleanslate_pool_calls_total{function=\"(unknown)\",outcome=\"function_not_found\"} 3"), "{text}");
     }
 }
