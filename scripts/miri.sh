@@ -9,4 +9,4 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo +nightly miri test -p cleanslate-guest --lib
-cargo +nightly miri test -p cleanslate --lib -- --skip reset::dirty::tests --skip reset::dirty::fault_window::tests
+cargo +nightly miri test -p cleanslate --lib -- --skip tracking::tests --skip tracking::tracked_memories::tests

@@ -198,13 +198,13 @@ mod tests {
     use super::*;
 
     /// An anonymous private mapping, unmapped on drop.
-    struct Mapping {
-        base: usize,
-        len: usize,
+    pub(super) struct Mapping {
+        pub(super) base: usize,
+        pub(super) len: usize,
     }
 
     impl Mapping {
-        fn new(pages: usize) -> Mapping {
+        pub(super) fn new(pages: usize) -> Mapping {
             let len = pages * PAGE;
             // SAFETY: a fresh anonymous private mapping at an address the
             // kernel chooses; it aliases nothing, and we check for failure.
@@ -225,7 +225,7 @@ mod tests {
             }
         }
 
-        fn write(&self, page: usize, value: u8) {
+        pub(super) fn write(&self, page: usize, value: u8) {
             assert!(page * PAGE < self.len);
             // SAFETY: the address is inside our live read-write mapping.
             unsafe { *((self.base + page * PAGE) as *mut u8) = value };

@@ -252,4 +252,45 @@ mod tests {
         assert!(!window.only_hot_pages_written(thread_faults()));
         assert!(!FaultWindow::open(0).only_hot_pages_written(None));
     }
+
+    #[test]
+    fn a_reset_skips_the_scan_only_after_a_fault_free_window_on_one_thread() {
+        use crate::tracking::tests::Mapping;
+        if let Err(reason) = DirtyTracker::get() {
+            // Only machines that must track (CI sets the variable) fail.
+            assert!(
+                std::env::var_os("CLEANSLATE_EXPECT_TRACKING").is_none(),
+                "{reason}"
+            );
+            return;
+        }
+        let memory = Mapping::new(16);
+        memory.write(0, 1);
+        let mut tracked = TrackedMemories::start([(memory.base, memory.len)].into_iter()).unwrap();
+
+        let scan = tracked.decide();
+        assert!(scan.scans(), "no window before the first reset");
+        tracked.finish_reset(scan);
+
+        tracked.begin_call();
+        let scan = tracked.decide();
+        assert!(!scan.scans(), "one thread, no fault: only hot pages");
+        tracked.finish_reset(scan);
+
+        tracked.begin_call();
+        memory.write(9, 1); // never touched: the write faults
+        let scan = tracked.decide();
+        assert!(scan.scans(), "a fault means a scan");
+        tracked.finish_reset(scan);
+
+        std::thread::scope(|s| {
+            s.spawn(|| tracked.begin_call());
+        });
+        let scan = tracked.decide();
+        assert!(scan.scans(), "a call on another thread means a scan");
+        tracked.finish_reset(scan);
+
+        tracked.host_wrote();
+        assert!(tracked.decide().scans(), "a host write means a scan");
+    }
 }
