@@ -176,6 +176,10 @@ fn acceptable(kind: ErrorKind) -> bool {
 }
 
 /// Run the calls `data` describes against one hostile-guest sandbox.
+///
+/// # Errors
+///
+/// A [`Finding`] when the property does not hold for `data`.
 pub fn check(data: &[u8], tally: &mut Tally) -> Result<(), Finding> {
     tally.inputs += 1;
     let panic_requested = Arc::new(AtomicBool::new(false));

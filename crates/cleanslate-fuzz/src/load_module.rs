@@ -63,6 +63,10 @@ fn acceptable_build_error(kind: ErrorKind) -> bool {
 }
 
 /// Load and build what `data` describes.
+///
+/// # Errors
+///
+/// A [`Finding`] when the property does not hold for `data`.
 pub fn check(data: &[u8], tally: &mut Tally) -> Result<(), Finding> {
     tally.inputs += 1;
     let Some((&mode, rest)) = data.split_first() else {

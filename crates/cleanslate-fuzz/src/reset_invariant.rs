@@ -190,6 +190,10 @@ fn random_val(ty: ValType, u: &mut Unstructured<'_>) -> Option<Val> {
 /// all it is given), the rest the limits and calls. An input that yields no
 /// sandbox (a start function that traps, a segment that does not fit) is
 /// counted as skipped, after checking its refusal was a typed error.
+///
+/// # Errors
+///
+/// A [`Finding`] when the property does not hold for `data`.
 pub fn check(data: &[u8], tally: &mut Tally) -> Result<(), Finding> {
     tally.inputs += 1;
     let (module_bytes, call_bytes) = data.split_at(data.len() * 3 / 4);

@@ -59,6 +59,12 @@ pub fn call(name: &str, input: &[u8]) -> Vec<u8> {
 /// struct Price { cents: u64 }
 /// let price: Price = cleanslate_guest::host::call_json("shop.price", &"apple")?;
 /// ```
+///
+/// # Errors
+///
+/// A [`serde_json::Error`] when `input` cannot be encoded as JSON, or the
+/// host's answer is not JSON of type `Out`. A host function that fails does not
+/// come back here: it fails the whole call, which the host sees as `HostError`.
 #[cfg(feature = "json")]
 pub fn call_json<In, Out>(name: &str, input: &In) -> Result<Out, serde_json::Error>
 where

@@ -26,6 +26,7 @@
 //! Failures are [`Error`]s with an [`ErrorKind`].
 
 #![deny(missing_docs)]
+#![warn(clippy::missing_errors_doc)]
 
 // The layers, lowest first; each module imports only from those above it
 // in this list (ARCHITECTURE.md).

@@ -46,6 +46,11 @@ impl Val {
     /// assert!(Val::parse(ValType::I32, "abc").is_err());
     /// # Ok::<(), cleanslate::Error>(())
     /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::InvalidArguments`] when `text` is not a number of type
+    /// `ty`, or is out of its range.
     pub fn parse(ty: ValType, text: &str) -> Result<Val, Error> {
         let text = text.trim();
         let bad = || {
@@ -254,6 +259,12 @@ impl Signature {
     /// assert!(sig.parse_args("f", &["1"]).is_err());
     /// # Ok::<(), cleanslate::Error>(())
     /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::InvalidArguments`] when the number of texts differs from
+    /// the number of parameters, or a text is not a value of its parameter's
+    /// type (as for [`Val::parse`]).
     pub fn parse_args<S: AsRef<str>>(
         &self,
         function: &str,

@@ -130,11 +130,21 @@ impl Drop for RuntimeInner {
 
 impl Runtime {
     /// A runtime with the default configuration.
+    ///
+    /// # Errors
+    ///
+    /// Those of [`with_config`](Runtime::with_config).
     pub fn new() -> Result<Runtime, Error> {
         Runtime::with_config(RuntimeConfig::default())
     }
 
     /// A runtime with `config`.
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::Instantiation`] when the thread that enforces timeouts
+    /// cannot be started (the system refuses a new thread). Nothing in `config`
+    /// can cause an error.
     pub fn with_config(config: RuntimeConfig) -> Result<Runtime, Error> {
         let timer = DeadlineTimer::start(config.epoch_tick)?;
         Ok(Runtime {

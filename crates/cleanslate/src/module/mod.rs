@@ -67,6 +67,13 @@ impl Runtime {
     /// let module = runtime.load_file("guest.wasm")?;
     /// # Ok::<(), cleanslate::Error>(())
     /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::InvalidModule`] when the file cannot be read, and for
+    /// everything [`load_bytes`](Runtime::load_bytes) rejects; the message
+    /// starts with the path.
+    /// [`ErrorKind::Instantiation`] as for [`load_bytes`](Runtime::load_bytes).
     pub fn load_file(&self, path: impl AsRef<Path>) -> Result<Module, Error> {
         let path = path.as_ref();
         let bytes = std::fs::read(path).map_err(|e| {
@@ -86,6 +93,14 @@ impl Runtime {
     /// assert!(module.function("f").is_some());
     /// # Ok::<(), cleanslate::Error>(())
     /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::InvalidModule`] when the bytes are neither a valid binary
+    /// module nor valid WAT text, use a WebAssembly feature the runtime does
+    /// not support, or do not compile; [`Error::offset`] has the byte offset of
+    /// the problem when it is known. [`ErrorKind::Instantiation`] when the
+    /// engine cannot be set up on this machine.
     pub fn load_bytes(&self, bytes: impl AsRef<[u8]>) -> Result<Module, Error> {
         Module::load(self.clone(), bytes.as_ref())
     }

@@ -175,7 +175,8 @@ impl PoolMetrics {
     /// let pool = SandboxPool::new(Sandbox::builder(&module), PoolConfig::new(1))?;
     /// pool.call("f", &[])?;
     /// let _ = pool.call("g", &[]);
-    /// let calls: Vec<_> = pool.metrics().call_counts().collect();
+    /// let metrics = pool.metrics();
+    /// let calls: Vec<_> = metrics.call_counts().collect();
     /// assert_eq!(calls, [("(unknown)", "function_not_found", 1), ("f", "ok", 1)]);
     /// # Ok::<(), cleanslate::Error>(())
     /// ```

@@ -104,6 +104,13 @@ struct Shared {
 impl SandboxPool {
     /// Build `config.size()` sandboxes from `builder` (all before returning,
     /// so a bad configuration fails here, not at the first call).
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::InvalidArguments`] when `config.size()` is 0 or more than
+    /// [`MAX_POOL_SIZE`]. Otherwise the first error of
+    /// [`SandboxBuilder::build`] for any of the sandboxes (those built before
+    /// it are dropped).
     pub fn new(builder: SandboxBuilder, config: PoolConfig) -> Result<Self, Error> {
         if config.size == 0 {
             return Err(Error::invalid_arguments(
@@ -137,18 +144,38 @@ impl SandboxPool {
     }
 
     /// [`Sandbox::call`] on a free sandbox.
+    ///
+    /// # Errors
+    ///
+    /// Those of [`Sandbox::call`], and the pool's own:
+    /// [`ErrorKind::PoolExhausted`] when no sandbox became free within the
+    /// pool's [`max_wait`](PoolConfig::max_wait): the call never ran; retry
+    /// later, or grow the pool. [`ErrorKind::ResetFailed`] asks nothing of the
+    /// caller: the pool drops the unrecoverable sandbox and builds a
+    /// replacement in the background, so its calls never fail with
+    /// [`ErrorKind::Unrecoverable`].
     pub fn call(&self, name: &str, args: &[Val]) -> Result<Vec<Val>, Error> {
         self.checkout(name, None)?
             .run(name, |sandbox| sandbox.call(name, args))
     }
 
     /// [`Sandbox::call_bytes`] on a free sandbox.
+    ///
+    /// # Errors
+    ///
+    /// Those of [`Sandbox::call_bytes`], and the pool's own listed under
+    /// [`call`](SandboxPool::call) ([`ErrorKind::PoolExhausted`]).
     pub fn call_bytes(&self, name: &str, input: &[u8]) -> Result<Vec<u8>, Error> {
         self.checkout(name, None)?
             .run(name, |sandbox| sandbox.call_bytes(name, input))
     }
 
     /// [`Sandbox::call_json`] on a free sandbox.
+    ///
+    /// # Errors
+    ///
+    /// Those of [`Sandbox::call_json`], and the pool's own listed under
+    /// [`call`](SandboxPool::call) ([`ErrorKind::PoolExhausted`]).
     pub fn call_json<In, Out>(&self, name: &str, input: &In) -> Result<Out, Error>
     where
         In: serde::Serialize + ?Sized,
@@ -159,6 +186,13 @@ impl SandboxPool {
     }
 
     /// [`Sandbox::call_with`] on a free sandbox.
+    ///
+    /// # Errors
+    ///
+    /// Those of [`Sandbox::call_with`], and the pool's own listed under
+    /// [`call`](SandboxPool::call) ([`ErrorKind::PoolExhausted`]).
+    /// [`ErrorKind::Cancelled`] also when the call's [`CancelToken`] is
+    /// cancelled while it waits for a sandbox (it never ran).
     pub fn call_with(&self, call: &Call) -> Result<CallResult, Error> {
         let name = call.function();
         self.checkout(name, call.cancel.as_ref())?
@@ -183,6 +217,13 @@ impl SandboxPool {
     /// assert_eq!(result.values(), [Val::I32(1)]);
     /// # Ok::<(), cleanslate::Error>(())
     /// ```
+    ///
+    /// # Errors
+    ///
+    /// Those of [`call_with`](SandboxPool::call_with), and
+    /// [`ErrorKind::HostPanic`] when the blocking task that runs the call did
+    /// not complete (e.g. the tokio runtime is shutting down). The sandbox goes
+    /// back to the pool either way.
     pub async fn call_async(&self, call: Call) -> Result<CallResult, Error> {
         let checkout = self
             .checkout_async(call.function(), call.cancel.as_ref())
@@ -225,6 +266,10 @@ impl SandboxPool {
     /// assert_eq!(result.values(), [Val::I32(1)]);
     /// # Ok::<(), cleanslate::Error>(())
     /// ```
+    ///
+    /// # Errors
+    ///
+    /// Those of [`call_with`](SandboxPool::call_with).
     pub async fn call_async_inline(&self, call: &Call) -> Result<CallResult, Error> {
         let name = call.function();
         let checkout = self.checkout_async(name, call.cancel.as_ref()).await?;
@@ -257,6 +302,13 @@ impl SandboxPool {
     /// assert_eq!(err.kind(), ErrorKind::Cancelled);
     /// # Ok::<(), cleanslate::Error>(())
     /// ```
+    ///
+    /// # Errors
+    ///
+    /// Those of [`call_async_inline`](SandboxPool::call_async_inline), and
+    /// [`ErrorKind::Cancelled`] when `deadline` passes first, as described
+    /// above. [`ErrorKind::PoolExhausted`] still comes at the pool's wait limit
+    /// when that is earlier than `deadline`.
     pub async fn call_async_inline_until(
         &self,
         call: &Call,

@@ -30,6 +30,14 @@ pub struct ResetCoverage {
 impl ResetCoverage {
     /// `Ok` when calls reset in place by default on this machine; otherwise
     /// why every reset takes the fresh-instance path.
+    ///
+    /// # Errors
+    ///
+    /// `Err` with a sentence saying why, when resets of this module cannot
+    /// run in place on this machine: write tracking is unavailable (e.g.
+    /// the kernel lacks userfaultfd write-protect), or a memory is not a
+    /// whole number of host pages. Every call then resets through a fresh
+    /// instance.
     pub fn in_place(&self) -> Result<(), &str> {
         self.in_place.as_ref().map(|_| ()).map_err(|e| e.as_str())
     }

@@ -292,6 +292,29 @@ impl SandboxBuilder {
     /// Instantiate, initialise and snapshot. The builder can be cloned to
     /// build several identical sandboxes (a [`SandboxPool`](crate::SandboxPool)
     /// does).
+    ///
+    /// # Errors
+    ///
+    /// - [`ErrorKind::InvalidArguments`] for a configuration that cannot work:
+    ///   a stack limit out of range, a fuel limit or timeout of zero, an output
+    ///   limit of 0 bytes, a preopened directory (see [`WasiConfig`]) that does
+    ///   not exist, or an init function that takes parameters.
+    /// - [`ErrorKind::FunctionNotFound`] when the
+    ///   [`init`](SandboxBuilder::init) function is not exported.
+    /// - [`ErrorKind::MissingImport`] when the module imports a function that
+    ///   no host function (and not WASI) provides, or one whose signature the
+    ///   host function cannot serve; the message lists every unresolved import.
+    /// - [`ErrorKind::OutOfMemory`] when the module's initial memory is larger
+    ///   than the [`memory_limit`](SandboxBuilder::memory_limit).
+    /// - [`ErrorKind::Instantiation`] when the module cannot be instantiated
+    ///   otherwise (e.g. a data or element segment does not fit), or a
+    ///   preopened directory cannot be opened.
+    /// - Whatever kind a guest call can end with (see [`ErrorKind`]), when the
+    ///   start function, `_initialize` or the init function fails under the
+    ///   sandbox's limits; the message says which.
+    ///
+    /// Nothing is left behind: fix the configuration or the module and build
+    /// again.
     pub fn build(self) -> Result<Sandbox, Error> {
         self.limits.validate()?;
         let flavor = EngineFlavor {

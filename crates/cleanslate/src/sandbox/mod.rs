@@ -112,6 +112,36 @@ impl Sandbox {
     /// If the reset itself fails, the error is [`ErrorKind::ResetFailed`]
     /// with the call's own error in [`Error::original_error`], and the
     /// sandbox becomes [`Status::Unrecoverable`].
+    ///
+    /// # Errors
+    ///
+    /// Refused before any guest code runs (nothing needs resetting):
+    /// - [`ErrorKind::FunctionNotFound`] when the module exports no function
+    ///   `name`; the message lists what it does export.
+    /// - [`ErrorKind::InvalidArguments`] when `args` do not match the
+    ///   function's parameter types, or its signature has types other than i32,
+    ///   i64, f32 and f64.
+    /// - [`ErrorKind::Unrecoverable`] when an earlier reset failed: build a new
+    ///   sandbox.
+    ///
+    /// When guest code ran and failed, the error has whatever kind the call
+    /// ended with: a trap, a limit ([`ErrorKind::OutOfFuel`],
+    /// [`ErrorKind::Timeout`], [`ErrorKind::StackOverflow`],
+    /// [`ErrorKind::OutOfMemory`]), a host function's failure or panic, a
+    /// cancellation, ... ([`ErrorKind::is_guest_failure`] is true for all of
+    /// these; see [`ErrorKind`] for the list). Also
+    /// [`ErrorKind::UncaughtException`] when a WebAssembly exception escaped
+    /// the function, and [`ErrorKind::Exited`] when a WASI guest called
+    /// `proc_exit` with a non-zero code, or from a function that has results
+    /// (use [`call_with`](Sandbox::call_with) to get exits as results). In
+    /// every one of these cases the sandbox has been reset and is ready for the
+    /// next call.
+    ///
+    /// [`ErrorKind::ResetFailed`] when the reset after the call failed:
+    /// [`Error::original_error`] has the call's own error, if it failed too,
+    /// and the sandbox is now [`Status::Unrecoverable`] and refuses further
+    /// calls. Drop it and build a new one (a
+    /// [`SandboxPool`](crate::SandboxPool) does that by itself).
     pub fn call(&mut self, name: &str, args: &[Val]) -> Result<Vec<Val>, Error> {
         self.core.ensure_status_allows_calls()?;
         let target = self.core.resolve(name, args)?;
@@ -157,6 +187,28 @@ impl Sandbox {
     /// assert_eq!(sandbox.call_bytes("echo", b"hello")?, b"hello");
     /// # Ok::<(), cleanslate::Error>(())
     /// ```
+    ///
+    /// # Errors
+    ///
+    /// Those of [`call`](Sandbox::call) (refusals, guest failures,
+    /// [`ErrorKind::ResetFailed`]), and those of the data ABI:
+    /// - [`ErrorKind::InvalidArguments`] when `name` does not have the data-ABI
+    ///   signature `(i32, i32) -> i32`, the module has no 32-bit memory 0, or
+    ///   `input` is too large for a 32-bit guest; nothing runs.
+    /// - [`ErrorKind::FunctionNotFound`] also when `input` is not empty and the
+    ///   module does not export `cleanslate_alloc`; nothing runs.
+    /// - [`ErrorKind::GuestError`] when the guest reports an error
+    ///   ([`Error::guest_message`] has its message), and
+    ///   [`ErrorKind::GuestPanic`] when a guest built with the SDK panics.
+    /// - [`ErrorKind::InvalidGuestOutput`] when the result record is malformed
+    ///   or points outside guest memory.
+    /// - [`ErrorKind::OutputTooLarge`] when the output is larger than the
+    ///   sandbox's [`output_limit`](SandboxBuilder::output_limit).
+    /// - [`ErrorKind::OutOfMemory`] also when the guest's allocator cannot give
+    ///   room for `input`.
+    ///
+    /// After every error but [`ErrorKind::ResetFailed`] the sandbox is ready
+    /// for the next call.
     pub fn call_bytes(&mut self, name: &str, input: &[u8]) -> Result<Vec<u8>, Error> {
         self.core.ensure_status_allows_calls()?;
         let func = self.core.resolve_data(name, input)?;
@@ -181,6 +233,13 @@ impl Sandbox {
     /// let total: Total = sandbox.call_json("total", &Order { items: vec![1, 2, 3] })?;
     /// # Ok::<(), cleanslate::Error>(())
     /// ```
+    ///
+    /// # Errors
+    ///
+    /// Those of [`call_bytes`](Sandbox::call_bytes), and
+    /// [`ErrorKind::InvalidArguments`] when `input` cannot be serialised as
+    /// JSON (nothing runs); [`ErrorKind::InvalidGuestOutput`] also when the
+    /// output is not JSON of type `Out` (the sandbox has been reset by then).
     pub fn call_json<In, Out>(&mut self, name: &str, input: &In) -> Result<Out, Error>
     where
         In: serde::Serialize + ?Sized,
@@ -213,6 +272,22 @@ impl Sandbox {
     /// assert_eq!(result.exit_code(), None);
     /// # Ok::<(), cleanslate::Error>(())
     /// ```
+    ///
+    /// # Errors
+    ///
+    /// Those of [`call`](Sandbox::call) for a [`Call::values`] call and of
+    /// [`call_bytes`](Sandbox::call_bytes) for a [`Call::bytes`] or
+    /// [`Call::json`] call, with these differences:
+    /// - `proc_exit` is never an error: its code is in
+    ///   [`CallResult::exit_code`], so there is no [`ErrorKind::Exited`].
+    /// - [`ErrorKind::Cancelled`] also when the call's
+    ///   [`CancelToken`](crate::CancelToken) is cancelled, before the call
+    ///   starts or while it runs.
+    /// - [`ErrorKind::OutputTooLarge`] also when a WASI guest writes more than
+    ///   the output limit to stdout or stderr.
+    ///
+    /// The error of a call that ran carries what a WASI guest wrote before it
+    /// failed, in [`Error::stdout`] and [`Error::stderr`].
     pub fn call_with(&mut self, call: &Call) -> Result<CallResult, Error> {
         let prepared = self.core.prepare(call)?;
         let mut guard = ResetGuard::arm(&mut self.core);
@@ -233,6 +308,12 @@ impl Sandbox {
     /// assert_eq!(sum, 5);
     /// # Ok::<(), cleanslate::Error>(())
     /// ```
+    ///
+    /// # Errors
+    ///
+    /// Those of [`call`](Sandbox::call), and [`ErrorKind::InvalidArguments`]
+    /// when the function's results do not convert to `R` (found after the call:
+    /// the sandbox has been reset by then).
     pub fn call_typed<P: WasmValues, R: WasmValues>(
         &mut self,
         name: &str,
@@ -258,6 +339,13 @@ impl Sandbox {
 
     /// Capture the sandbox's current state (outside a session this is its
     /// clean slate).
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::Unrecoverable`] when the sandbox is unrecoverable (it has
+    /// no instance since a reset failed: build a new sandbox), or when its
+    /// state holds a reference a snapshot cannot capture. The sandbox is
+    /// unchanged either way.
     pub fn snapshot(&mut self) -> Result<Snapshot, Error> {
         self.core.capture()
     }
@@ -265,6 +353,18 @@ impl Sandbox {
     /// Make `snapshot` the sandbox's clean slate and reset to it. Recovers a
     /// [`Status::Poisoned`] sandbox. The snapshot must come from a sandbox
     /// of the same module.
+    ///
+    /// # Errors
+    ///
+    /// - [`ErrorKind::InvalidArguments`] when `snapshot` comes from a sandbox
+    ///   of another module; the sandbox is unchanged.
+    /// - [`ErrorKind::Unrecoverable`] when the sandbox is already
+    ///   [`Status::Unrecoverable`]: restoring does not revive it.
+    /// - Any other error means the reset to `snapshot` failed (mostly
+    ///   [`ErrorKind::ResetFailed`]; [`ErrorKind::Instantiation`] or
+    ///   [`ErrorKind::OutOfMemory`] when no fresh instance could be made). The
+    ///   sandbox is then [`Status::Unrecoverable`] and its clean slate is
+    ///   unchanged: build a new sandbox.
     pub fn restore(&mut self, snapshot: &Snapshot) -> Result<(), Error> {
         self.core.restore(snapshot)
     }

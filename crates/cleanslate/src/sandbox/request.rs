@@ -72,6 +72,11 @@ impl Call {
     }
 
     /// Call a data-ABI function with `input` serialised as JSON.
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::InvalidArguments`] when `input` cannot be serialised as
+    /// JSON (e.g. a map with non-string keys).
     pub fn json<T: Serialize + ?Sized>(
         function: impl Into<String>,
         input: &T,
@@ -138,6 +143,12 @@ impl CallResult {
     }
 
     /// Decode the output as JSON into `T`.
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::InvalidGuestOutput`] when the call produced no output (the
+    /// guest exited instead of returning), or the output is not JSON of type
+    /// `T`.
     pub fn output_json<T: DeserializeOwned>(&self) -> Result<T, Error> {
         let bytes = self.output.as_deref().ok_or_else(|| {
             Error::new(

@@ -259,6 +259,22 @@ impl<'a> Session<'a> {
     }
 
     /// Call `name` without resetting afterwards.
+    ///
+    /// # Errors
+    ///
+    /// Those of [`Sandbox::call`](crate::Sandbox::call), except that nothing is
+    /// reset after the call, so there is no [`ErrorKind::ResetFailed`], and:
+    /// - A failure of guest code (an error for which
+    ///   [`ErrorKind::is_guest_failure`] is true) leaves the session's state
+    ///   unknown and turns the sandbox [`Status::Poisoned`]. Refused calls
+    ///   ([`ErrorKind::FunctionNotFound`], [`ErrorKind::InvalidArguments`]) do
+    ///   not poison it.
+    /// - [`ErrorKind::Poisoned`] for every call after that, until the session
+    ///   is dropped or [`finish`](Session::finish)ed, which resets the sandbox.
+    ///   Memory can still be read to see what the failed call left.
+    /// - [`ErrorKind::Exited`] also for `proc_exit(0)`, which
+    ///   [`Sandbox::call`](crate::Sandbox::call) treats as a return for
+    ///   functions without results.
     pub fn call(&mut self, name: &str, args: &[Val]) -> Result<Vec<Val>, Error> {
         let core = &mut *self.guard;
         core.ensure_status_allows_calls()?;
@@ -269,6 +285,15 @@ impl<'a> Session<'a> {
 
     /// Like [`Sandbox::call_bytes`](crate::Sandbox::call_bytes), without
     /// resetting afterwards.
+    ///
+    /// # Errors
+    ///
+    /// Those of [`Sandbox::call_bytes`](crate::Sandbox::call_bytes), with the
+    /// differences of [`call`](Session::call): no reset, so no
+    /// [`ErrorKind::ResetFailed`]; a failure of guest code (which includes
+    /// [`ErrorKind::GuestError`], [`ErrorKind::InvalidGuestOutput`] and
+    /// [`ErrorKind::OutputTooLarge`]) poisons the session, and later calls fail
+    /// with [`ErrorKind::Poisoned`].
     pub fn call_bytes(&mut self, name: &str, input: &[u8]) -> Result<Vec<u8>, Error> {
         let core = &mut *self.guard;
         core.ensure_status_allows_calls()?;
@@ -279,6 +304,14 @@ impl<'a> Session<'a> {
 
     /// Like [`Sandbox::call_with`](crate::Sandbox::call_with), without
     /// resetting afterwards.
+    ///
+    /// # Errors
+    ///
+    /// Those of [`Sandbox::call_with`](crate::Sandbox::call_with), with the
+    /// differences of [`call`](Session::call): no reset, so no
+    /// [`ErrorKind::ResetFailed`]; a failure of guest code poisons the session,
+    /// and later calls fail with [`ErrorKind::Poisoned`]. An exit is a result
+    /// here too and does not poison.
     pub fn call_with(&mut self, call: &Call) -> Result<CallResult, Error> {
         let core = &mut *self.guard;
         let prepared = core.prepare(call)?;
@@ -294,6 +327,12 @@ impl<'a> Session<'a> {
     }
 
     /// Like [`call`](Session::call) with Rust types.
+    ///
+    /// # Errors
+    ///
+    /// Those of [`call`](Session::call), and [`ErrorKind::InvalidArguments`]
+    /// when the function's results do not convert to `R` (this does not poison
+    /// the session).
     pub fn call_typed<P: WasmValues, R: WasmValues>(
         &mut self,
         name: &str,
@@ -312,6 +351,12 @@ impl<'a> Session<'a> {
 
     /// Capture the session's current state, e.g. to
     /// [`restore`](crate::Sandbox::restore) it as the new clean slate later.
+    ///
+    /// # Errors
+    ///
+    /// Those of [`Sandbox::snapshot`](crate::Sandbox::snapshot). A poisoned
+    /// session can still be captured (the snapshot then holds what the failed
+    /// call left).
     pub fn snapshot(&mut self) -> Result<Snapshot, Error> {
         self.guard.capture()
     }
@@ -323,6 +368,13 @@ impl<'a> Session<'a> {
 
     /// End the session now and report how the reset went (dropping the
     /// session resets the same way, without the report).
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::ResetFailed`] when the reset fails, or the sandbox was
+    /// already unrecoverable; the sandbox is then [`Status::Unrecoverable`]:
+    /// build a new one. [`Error::original_error`] is `None`: `finish` reports
+    /// the reset alone.
     pub fn finish(self) -> Result<(), Error> {
         self.guard.finish(Ok(()))
     }
