@@ -140,8 +140,8 @@ mod tests {
 
     /// The engine the runtime compiles modules with (the one configured by
     /// [`configure_engine`] in `Runtime::engine`).
-    fn runtime_engine() -> (crate::Runtime, wasmtime::Engine) {
-        let runtime = crate::Runtime::new().unwrap();
+    fn runtime_engine() -> (crate::engine::runtime::Runtime, wasmtime::Engine) {
+        let runtime = crate::engine::runtime::Runtime::new().unwrap();
         let flavor = crate::engine::runtime::EngineFlavor {
             fuel: false,
             max_stack: crate::engine::limits::DEFAULT_STACK_LIMIT,
@@ -205,7 +205,7 @@ mod tests {
                 "{name}: the engine said `{engine:#}`, validation `{message}`"
             );
             let load = runtime.load_bytes(&wasm).expect_err(name);
-            assert_eq!(load.kind(), crate::ErrorKind::InvalidModule);
+            assert_eq!(load.kind(), crate::error::ErrorKind::InvalidModule);
             assert!(load.to_string().contains(message), "{name}: {load}");
         }
     }

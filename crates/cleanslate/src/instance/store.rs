@@ -21,7 +21,7 @@ pub(crate) struct StoreData {
     /// The call generation the interrupt state must match to cancel.
     pub generation: u64,
     /// The running call's cancel token, if it carries one.
-    pub cancel: Option<crate::CancelToken>,
+    pub cancel: Option<crate::instance::CancelToken>,
     /// The export the running call entered (for host functions' context).
     pub current_export: String,
     /// Cap on data the guest hands the host in one piece.

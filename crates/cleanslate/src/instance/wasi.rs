@@ -193,7 +193,7 @@ pub(crate) struct CallEnv<'a> {
     pub env: &'a [(String, String)],
     pub stdin: &'a [u8],
     /// Cancels the call when its token is cancelled.
-    pub cancel: Option<&'a crate::CancelToken>,
+    pub cancel: Option<&'a crate::instance::CancelToken>,
 }
 
 /// The pipes one call's stdout and stderr are captured in.

@@ -102,7 +102,7 @@ pub(crate) fn instrument(wasm: &[u8], layout: &ModuleLayout) -> Result<(Vec<u8>,
     let funcref_globals = layout
         .globals
         .iter()
-        .any(|g| g.mutable && g.ty == crate::ValType::FuncRef);
+        .any(|g| g.mutable && g.ty == crate::value::ValType::FuncRef);
     if !layout.tables.is_empty() || funcref_globals {
         for &func in &layout.referenceable_functions {
             let name = format!("{prefix}func:{func}");

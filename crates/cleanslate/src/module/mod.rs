@@ -306,11 +306,11 @@ impl<'a> FunctionInfo<'a> {
         self.signature
     }
     /// The parameter types.
-    pub fn params(&self) -> &'a [crate::ValType] {
+    pub fn params(&self) -> &'a [crate::value::ValType] {
         self.signature.params()
     }
     /// The result types.
-    pub fn results(&self) -> &'a [crate::ValType] {
+    pub fn results(&self) -> &'a [crate::value::ValType] {
         self.signature.results()
     }
     /// Whether this looks like a bytes/JSON function of the data ABI

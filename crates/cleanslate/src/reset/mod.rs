@@ -63,7 +63,7 @@ impl std::str::FromStr for ResetStrategy {
             "auto" => Ok(ResetStrategy::Auto),
             "fresh" | "fresh_instance" => Ok(ResetStrategy::FreshInstance),
             _ => Err(Error::new(
-                crate::ErrorKind::InvalidArguments,
+                crate::error::ErrorKind::InvalidArguments,
                 format!("cannot read {text:?} as a reset strategy: use auto or fresh_instance"),
             )),
         }

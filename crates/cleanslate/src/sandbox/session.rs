@@ -341,7 +341,7 @@ impl<'a> Session<'a> {
         let results = self.call(name, &params.into_vals())?;
         R::from_vals(&results).ok_or_else(|| {
             Error::new(
-                crate::ErrorKind::InvalidArguments,
+                crate::error::ErrorKind::InvalidArguments,
                 format!(
                     "`{name}` returned {results:?}, which does not fit the requested result type"
                 ),

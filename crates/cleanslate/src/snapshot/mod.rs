@@ -48,7 +48,7 @@ pub struct Snapshot {
 pub(crate) struct ModuleIdentity(std::sync::Weak<crate::module::ModuleInner>);
 
 impl ModuleIdentity {
-    pub(crate) fn of(module: &crate::Module) -> ModuleIdentity {
+    pub(crate) fn of(module: &crate::module::Module) -> ModuleIdentity {
         ModuleIdentity(Arc::downgrade(&module.inner))
     }
 }

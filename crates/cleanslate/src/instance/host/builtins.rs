@@ -16,8 +16,8 @@ impl HostFunctions {
         name: &str,
         signature: &Signature,
     ) -> Result<(), String> {
-        use crate::ValType::I32;
-        let expect = |params: Vec<crate::ValType>, results: Vec<crate::ValType>| {
+        use crate::value::ValType::I32;
+        let expect = |params: Vec<crate::value::ValType>, results: Vec<crate::value::ValType>| {
             let wanted = Signature::new(params, results);
             if *signature == wanted {
                 Ok(())
@@ -29,7 +29,7 @@ impl HostFunctions {
         };
         let defined = match name {
             "call_host" => {
-                expect(vec![I32; 4], vec![crate::ValType::I64])?;
+                expect(vec![I32; 4], vec![crate::value::ValType::I64])?;
                 let functions = self.clone();
                 linker.func_wrap(
                     IMPORT_MODULE,

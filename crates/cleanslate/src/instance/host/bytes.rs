@@ -15,7 +15,7 @@ use crate::value::Signature;
 
 /// The signature a guest imports a bytes host function with.
 pub(super) fn bytes_import_signature() -> Signature {
-    use crate::ValType::{I32, I64};
+    use crate::value::ValType::{I32, I64};
     Signature::new(vec![I32, I32], vec![I64])
 }
 

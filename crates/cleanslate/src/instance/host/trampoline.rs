@@ -16,12 +16,12 @@ pub(super) fn func_type(
     engine: &wasmtime::Engine,
     signature: &Signature,
 ) -> Option<wasmtime::FuncType> {
-    let convert = |t: &crate::ValType| -> Option<wasmtime::ValType> {
+    let convert = |t: &crate::value::ValType| -> Option<wasmtime::ValType> {
         Some(match t {
-            crate::ValType::I32 => wasmtime::ValType::I32,
-            crate::ValType::I64 => wasmtime::ValType::I64,
-            crate::ValType::F32 => wasmtime::ValType::F32,
-            crate::ValType::F64 => wasmtime::ValType::F64,
+            crate::value::ValType::I32 => wasmtime::ValType::I32,
+            crate::value::ValType::I64 => wasmtime::ValType::I64,
+            crate::value::ValType::F32 => wasmtime::ValType::F32,
+            crate::value::ValType::F64 => wasmtime::ValType::F64,
             _ => return None,
         })
     };

@@ -267,7 +267,7 @@ mod tests {
     fn invalid_code_is_reported_with_offset() {
         let wasm = wat::parse_str("(module (func (result i32)))").unwrap();
         let err = analyse(&wasm).unwrap_err();
-        assert_eq!(err.kind(), crate::ErrorKind::InvalidModule);
+        assert_eq!(err.kind(), crate::error::ErrorKind::InvalidModule);
         assert!(err.offset().is_some());
     }
 }
