@@ -186,22 +186,34 @@ impl ErrorKind {
     /// Whether guest code ran and failed (as opposed to a refused or
     /// malformed request, or a failure of the sandbox itself).
     pub fn is_guest_failure(self) -> bool {
-        matches!(
-            self,
+        // Every kind is placed on purpose (no wildcard): a kind added later
+        // does not compile until someone decides, since a guest failure
+        // poisons a session and a refusal does not.
+        match self {
             ErrorKind::Trap(_)
-                | ErrorKind::StackOverflow
-                | ErrorKind::OutOfMemory
-                | ErrorKind::OutOfFuel
-                | ErrorKind::Timeout
-                | ErrorKind::Cancelled
-                | ErrorKind::HostError
-                | ErrorKind::HostPanic
-                | ErrorKind::GuestError
-                | ErrorKind::GuestPanic
-                | ErrorKind::InvalidGuestOutput
-                | ErrorKind::OutputTooLarge
-                | ErrorKind::Exited
-        )
+            | ErrorKind::StackOverflow
+            | ErrorKind::OutOfMemory
+            | ErrorKind::OutOfFuel
+            | ErrorKind::Timeout
+            | ErrorKind::Cancelled
+            | ErrorKind::HostError
+            | ErrorKind::HostPanic
+            | ErrorKind::GuestError
+            | ErrorKind::GuestPanic
+            | ErrorKind::InvalidGuestOutput
+            | ErrorKind::OutputTooLarge
+            | ErrorKind::Exited
+            | ErrorKind::UncaughtException => true,
+            ErrorKind::FunctionNotFound
+            | ErrorKind::InvalidArguments
+            | ErrorKind::InvalidModule
+            | ErrorKind::MissingImport
+            | ErrorKind::Instantiation
+            | ErrorKind::ResetFailed
+            | ErrorKind::Unrecoverable
+            | ErrorKind::Poisoned
+            | ErrorKind::PoolExhausted => false,
+        }
     }
 }
 

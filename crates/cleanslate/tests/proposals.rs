@@ -3,7 +3,7 @@
 
 mod common;
 
-use cleanslate::{ErrorKind, ResetPath, Runtime, TrapCode, Val};
+use cleanslate::{ErrorKind, ResetPath, Runtime, Status, TrapCode, Val};
 use common::{assert_matches_twin, on_both_strategies, twin};
 
 /// Exception handling: a tag, `throw`, `try_table` with `catch` and
@@ -175,5 +175,27 @@ fn a_global_holding_an_otherwise_unnamed_function_snapshots_and_resets() {
         // The global holds the function again, not null.
         assert_eq!(twin.sandbox.call("call_it", &[]).unwrap(), [Val::I32(42)]);
         assert_matches_twin(&mut twin);
+    });
+}
+
+/// An exception that escapes a call inside a session stopped guest code
+/// part-way, as a trap does: the session is poisoned until it ends, and the
+/// reset at its end leaves no trace of it.
+#[test]
+fn an_uncaught_exception_poisons_the_session_until_it_ends() {
+    let module = Runtime::new().unwrap().load_bytes(EXCEPTIONS_WAT).unwrap();
+    on_both_strategies(|strategy| {
+        let mut t = twin(&module, |b| b.reset_strategy(strategy));
+        {
+            let mut session = t.sandbox.session();
+            let err = session.call("escape", &[Val::I32(5)]).unwrap_err();
+            assert_eq!(err.kind(), ErrorKind::UncaughtException, "{err}");
+            assert_eq!(session.status(), Status::Poisoned);
+            let err = session.call("peek", &[]).unwrap_err();
+            assert_eq!(err.kind(), ErrorKind::Poisoned, "{err}");
+            session.finish().unwrap();
+        }
+        assert_matches_twin(&mut t);
+        assert_eq!(t.sandbox.call("peek", &[]).unwrap(), [Val::I32(0)]);
     });
 }

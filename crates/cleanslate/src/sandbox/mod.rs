@@ -128,10 +128,10 @@ impl Sandbox {
     /// ended with: a trap, a limit ([`ErrorKind::OutOfFuel`],
     /// [`ErrorKind::Timeout`], [`ErrorKind::StackOverflow`],
     /// [`ErrorKind::OutOfMemory`]), a host function's failure or panic, a
-    /// cancellation, ... ([`ErrorKind::is_guest_failure`] is true for all of
-    /// these; see [`ErrorKind`] for the list). Also
-    /// [`ErrorKind::UncaughtException`] when a WebAssembly exception escaped
-    /// the function, and [`ErrorKind::Exited`] when a WASI guest called
+    /// cancellation, [`ErrorKind::UncaughtException`] when a WebAssembly
+    /// exception escaped the function, ... ([`ErrorKind::is_guest_failure`]
+    /// is true for all of these; see [`ErrorKind`] for the list). Also
+    /// [`ErrorKind::Exited`] when a WASI guest called
     /// `proc_exit` with a non-zero code, or from a function that has results
     /// (use [`call_with`](Sandbox::call_with) to get exits as results). In
     /// every one of these cases the sandbox has been reset and is ready for the
