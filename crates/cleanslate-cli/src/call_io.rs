@@ -120,8 +120,15 @@ fn read_stdin(path: &Path) -> Result<Vec<u8>, String> {
     if is_dash(path) {
         return read_bounded(std::io::stdin(), "standard input");
     }
-    let file = std::fs::File::open(path)
-        .map_err(|e| format!("cannot read --stdin file {}: {e}", path.display()))?;
+    let file = std::fs::File::open(path).map_err(|e| {
+        // `--input` takes @FILE; `--stdin` takes the name itself.
+        let hint = if path.to_string_lossy().starts_with('@') {
+            " (--stdin takes FILE, without the `@` that --input uses)"
+        } else {
+            ""
+        };
+        format!("cannot read --stdin file {}: {e}{hint}", path.display())
+    })?;
     read_bounded(file, &format!("--stdin file {}", path.display()))
 }
 

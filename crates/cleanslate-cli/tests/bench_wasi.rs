@@ -193,12 +193,11 @@ fn bad_stdin_is_one_clear_usage_error() {
             assert!(out.stdout.is_empty(), "{args:?}");
         }
     }
+    // As in `run`, --stdin names a file without `@`; the error says so.
     let out = cleanslate(&["bench", &guest, "_start", "--stdin", "@missing"]);
-    assert!(
-        stderr(&out).contains("cannot read --stdin file @missing"),
-        "{}",
-        stderr(&out)
-    );
+    let err = stderr(&out);
+    assert!(err.contains("cannot read --stdin file @missing"), "{err}");
+    assert!(err.contains("without the `@`"), "{err}");
 }
 
 /// The C example guest (guests/c/wasi_tool.c) built with clang and
