@@ -12,9 +12,9 @@ use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
 
 use crate::EXIT_OK;
-use crate::call_spec::{CallRequest, CallSpec};
+use crate::call_io::CallIoArgs;
+use crate::call_spec::CallSpec;
 use crate::options::SandboxOptions;
-use crate::run::read_input;
 
 /// Measure a call: run it N times in one sandbox (each followed by its reset).
 #[derive(Args, Debug)]
@@ -23,9 +23,22 @@ use crate::run::read_input;
   cleanslate bench guest.wasm work:1000 --calls 100000 --init setup --json
   cleanslate bench guests/example.wat leave_secret:5 --reset fresh_instance
   cleanslate bench json_transform.wasm shout --input @1KiB.txt
+  cleanslate bench tool.wasm _start --arg tool --arg -v --stdin input.txt --dir ./data::/data:ro
+  cleanslate bench jaq.wasm _start --arg jaq --arg .a --stdin in.json --deterministic 1 --calls 1000
+
+A WASI command takes --arg, --stdin, --env and --dir as `run` does: each
+measured call is the call `cleanslate run` makes with the same flags (its
+stdout and stderr are captured, then dropped). Ending with proc_exit(0), or
+`_start` returning, is a completed call. Other exit statuses are counted per
+status (the `exits` line; \"exit_codes\" and \"nonzero_exits\" in --json),
+as are failed calls (traps, limits; \"failed\"); the first call's non-zero
+exit or failure is also reported on stderr, with the end of its stderr.
 
 Times include the call and its reset. Quote medians, and compare runs made
-on the same machine at the same time.")]
+on the same machine at the same time.
+
+Exit status: 0 when the calls were measured (whatever they returned), 2 for
+bad usage, a module that does not load, or a call that cannot be made.")]
 pub struct BenchArgs {
     /// The module: a .wasm binary or .wat text file.
     pub module: PathBuf,
@@ -35,9 +48,8 @@ pub struct BenchArgs {
     /// How many measured calls (after a warm-up of 1%, at least 10).
     #[arg(long, default_value_t = 10_000, value_name = "N")]
     pub calls: u64,
-    /// Input bytes for a data-ABI (bytes/JSON) function: TEXT, @FILE or `-`.
-    #[arg(long, value_name = "TEXT|@FILE|-")]
-    pub input: Option<String>,
+    #[command(flatten)]
+    pub io: CallIoArgs,
     /// Print one JSON object instead of a table.
     #[arg(long)]
     pub json: bool,
@@ -52,6 +64,15 @@ struct BenchReport {
     p90_us: f64,
     p99_us: f64,
     reset: ResetSummary,
+    /// Measured calls that failed (trap, limit, host error, ...).
+    failed: u64,
+    /// A WASI command's measured calls by exit status (0 for `_start`
+    /// returning or `proc_exit(0)`); absent for other functions.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    exit_codes: BTreeMap<i32, u64>,
+    /// How many of `exit_codes` are not 0; absent with it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    nonzero_exits: Option<u64>,
 }
 
 #[derive(Serialize)]
@@ -65,29 +86,39 @@ pub fn bench(args: BenchArgs) -> Result<u8, crate::CliError> {
     if args.calls == 0 {
         return Err("--calls must be at least 1".into());
     }
-    let input = args.input.as_deref().map(read_input).transpose()?;
+    args.io.check_one_stdin_reader(&[])?;
+    let io = args.io.read()?;
     let (module, mut sandbox) = args.sandbox.load_and_build(&args.module)?;
     let spec = CallSpec::parse(&args.call);
     let request = spec
-        .request(&module, input.as_deref())
+        .request(&module, io.input.as_deref())
         .map_err(|e| e.to_string())?;
-    let function = spec.function.as_str();
-    let call = move |sandbox: &mut cleanslate::Sandbox| -> Result<(), cleanslate::Error> {
-        match &request {
-            CallRequest::Values(values) => sandbox.call(function, values).map(drop),
-            CallRequest::Bytes(input) => sandbox.call_bytes(function, input).map(drop),
-        }
-    };
+    // The call `run` would make, built once: every measured call is the same.
+    let call = io.call(&spec.function, request, None, None, &[]);
     // A call that cannot be made at all is a usage error, not a benchmark.
-    if let Err(e) = call(&mut sandbox)
-        && !e.kind().is_guest_failure()
-    {
-        return Err(format!("cannot benchmark `{}`: {e}", args.call).into());
+    match sandbox.call_with(&call) {
+        Err(e) if !e.kind().is_guest_failure() => {
+            return Err(format!("cannot benchmark `{}`: {e}", args.call).into());
+        }
+        Err(e) => eprintln!(
+            "warning: the first call of `{}` failed: {e}{}; failed calls are counted and timed",
+            args.call,
+            stderr_tail(e.stderr())
+        ),
+        Ok(result) => {
+            if let Some(code) = result.exit_code().filter(|&c| c != 0) {
+                eprintln!(
+                    "warning: the first call of `{}` exited with status {code}{}; non-zero exits are counted and timed",
+                    args.call,
+                    stderr_tail(result.stderr())
+                );
+            }
+        }
     }
 
     let warmup = (args.calls / 100).max(10);
     for _ in 0..warmup {
-        let _ = call(&mut sandbox);
+        let _ = sandbox.call_with(&call);
     }
     let progress = progress_bar(args.calls);
     let mut call_ns = Vec::with_capacity(args.calls as usize);
@@ -98,11 +129,16 @@ pub fn bench(args: BenchArgs) -> Result<u8, crate::CliError> {
         .map(|p| (p.as_str(), 0))
         .collect();
     let mut failures = 0u64;
+    let mut exit_codes: BTreeMap<i32, u64> = BTreeMap::new();
     for i in 0..args.calls {
         let started = Instant::now();
-        let outcome = call(&mut sandbox);
+        let outcome = sandbox.call_with(&call);
         call_ns.push(started.elapsed().as_nanos() as u64);
-        failures += outcome.is_err() as u64;
+        match outcome.map(|result| result.exit_code()) {
+            Ok(Some(code)) => *exit_codes.entry(code).or_default() += 1,
+            Ok(None) => {}
+            Err(_) => failures += 1,
+        }
         if let Some(report) = sandbox.last_reset() {
             reset_ns.push(report.duration().as_nanos() as u64);
             dirty.push(report.dirty_pages());
@@ -127,6 +163,15 @@ pub fn bench(args: BenchArgs) -> Result<u8, crate::CliError> {
             median_dirty_pages: percentile(&dirty, 50.0),
             paths,
         },
+        failed: failures,
+        nonzero_exits: (!exit_codes.is_empty()).then(|| {
+            exit_codes
+                .iter()
+                .filter(|&(&code, _)| code != 0)
+                .map(|(_, n)| n)
+                .sum()
+        }),
+        exit_codes,
     };
     if args.json {
         println!(
@@ -153,6 +198,19 @@ pub fn bench(args: BenchArgs) -> Result<u8, crate::CliError> {
             .map(|(p, n)| format!("{p} {n}"))
             .collect();
         println!("  paths      {}", paths.join(", "));
+        if !report.exit_codes.is_empty() {
+            let exits: Vec<String> = report
+                .exit_codes
+                .iter()
+                .map(|(code, n)| format!("status {code} ×{n}"))
+                .collect();
+            println!("  exits      {}", exits.join(", "));
+        }
+        if let Some(nonzero) = report.nonzero_exits.filter(|&n| n > 0) {
+            println!(
+                "  note       {nonzero} of the calls exited with a non-zero status (their time is that of the program's failure path)"
+            );
+        }
         if failures > 0 {
             println!(
                 "  note       {failures} of the calls failed (their time includes the failure and its reset)"
@@ -160,6 +218,20 @@ pub fn bench(args: BenchArgs) -> Result<u8, crate::CliError> {
         }
     }
     Ok(EXIT_OK)
+}
+
+/// ` (its stderr ends: "…")` for a guest that wrote to stderr, else nothing.
+fn stderr_tail(stderr: &[u8]) -> String {
+    let text = String::from_utf8_lossy(stderr);
+    let Some(last) = text.lines().map(str::trim).rfind(|l| !l.is_empty()) else {
+        return String::new();
+    };
+    let mut last = last.to_string();
+    if let Some((cut, _)) = last.char_indices().nth(200) {
+        last.truncate(cut);
+        last.push('…');
+    }
+    format!(" (its stderr ends: {last:?})")
 }
 
 fn progress_bar(total: u64) -> ProgressBar {

@@ -2,6 +2,7 @@
 //! library and prints. Every decision about sandboxes lives in the library.
 
 mod bench;
+mod call_io;
 mod call_spec;
 mod demo;
 mod demo_host;

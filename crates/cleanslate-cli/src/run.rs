@@ -4,9 +4,10 @@ use std::io::{BufRead, Read, Write};
 use std::path::PathBuf;
 
 use clap::Args;
-use cleanslate::{Call, Sandbox};
+use cleanslate::Sandbox;
 use serde_json::Value;
 
+use crate::call_io::{CallIo, CallIoArgs};
 use crate::call_spec::{CallRequest, CallSpec};
 use crate::options::SandboxOptions;
 use crate::record::{CallRecord, ErrorRecord, ResetRecord, encode_field, json_value};
@@ -36,16 +37,8 @@ pub struct RunArgs {
     /// optional; they apply to that call only).
     #[arg(long = "calls", value_name = "FILE")]
     pub calls_file: Option<PathBuf>,
-    /// Input bytes for data-ABI (bytes/JSON) functions: TEXT, @FILE, or `-`
-    /// for standard input. Every call gets the same input.
-    #[arg(long, value_name = "TEXT|@FILE|-")]
-    pub input: Option<String>,
-    /// WASI: standard input for every call, from FILE or `-`.
-    #[arg(long, value_name = "FILE|-")]
-    pub stdin: Option<PathBuf>,
-    /// WASI: an argument for every call (repeatable; the first is argv[0]).
-    #[arg(long = "arg", value_name = "ARG", allow_hyphen_values = true)]
-    pub args: Vec<String>,
+    #[command(flatten)]
+    pub io: CallIoArgs,
     /// Print one JSON object per call per line.
     #[arg(long)]
     pub json: bool,
@@ -54,18 +47,12 @@ pub struct RunArgs {
 }
 
 pub fn run(args: RunArgs) -> Result<u8, crate::CliError> {
-    let stdin_readers = [
-        args.calls_file
-            .as_deref()
-            .is_some_and(|p| p.as_os_str() == "-"),
-        args.input.as_deref() == Some("-"),
-        args.stdin.as_deref().is_some_and(|p| p.as_os_str() == "-"),
-    ];
-    if stdin_readers.iter().filter(|&&r| r).count() > 1 {
-        return Err(
-            "only one of --calls, --input and --stdin can read standard input (`-`)".into(),
-        );
-    }
+    let calls_from_stdin = args
+        .calls_file
+        .as_deref()
+        .is_some_and(|p| p.as_os_str() == "-");
+    args.io
+        .check_one_stdin_reader(&[("--calls", calls_from_stdin)])?;
     // Calls from the command line, then from --calls read one line at a
     // time as they run: a file of any length (or an endless pipe) costs
     // one line of memory.
@@ -90,11 +77,7 @@ pub fn run(args: RunArgs) -> Result<u8, crate::CliError> {
         Some(Err(e)) => return Err(e.clone().into()),
         Some(Ok(_)) => {}
     }
-    let io = CallIo {
-        input: args.input.as_deref().map(read_input).transpose()?,
-        stdin: args.stdin.as_deref().map(read_stdin).transpose()?,
-        args: args.args.clone(),
-    };
+    let io = args.io.read()?;
     let (module, mut sandbox) = args.sandbox.load_and_build(&args.module)?;
 
     let stdout = std::io::stdout();
@@ -120,15 +103,6 @@ pub fn run(args: RunArgs) -> Result<u8, crate::CliError> {
         }
     }
     Ok(if all_ok { EXIT_OK } else { EXIT_CALL_FAILED })
-}
-
-/// What every call of one `run` gets besides its own arguments.
-#[derive(Default)]
-pub struct CallIo {
-    /// `--input`: makes calls data-ABI calls.
-    pub input: Option<Vec<u8>>,
-    pub stdin: Option<Vec<u8>>,
-    pub args: Vec<String>,
 }
 
 /// One call as written: a `FUNC:ARGS` line, or a JSON call record.
@@ -242,21 +216,14 @@ pub fn call_once(
     };
     let resets_before = sandbox.resets();
     let outcome = request.and_then(|request| {
-        let mut call = match request {
-            CallRequest::Values(values) => Call::values(&spec.function, &values),
-            CallRequest::Bytes(input) => Call::bytes(&spec.function, input),
-        };
         let planned = planned.as_ref();
-        if let Some(stdin) = planned.and_then(|p| p.stdin.as_ref()).or(io.stdin.as_ref()) {
-            call = call.stdin(stdin.clone());
-        }
-        let argv = planned.and_then(|p| p.argv.as_ref()).unwrap_or(&io.args);
-        for arg in argv {
-            call = call.arg(arg);
-        }
-        for (key, value) in planned.map(|p| p.env.as_slice()).unwrap_or_default() {
-            call = call.env(key, value);
-        }
+        let call = io.call(
+            &spec.function,
+            request,
+            planned.and_then(|p| p.stdin.as_deref()),
+            planned.and_then(|p| p.argv.as_deref()),
+            planned.map(|p| p.env.as_slice()).unwrap_or_default(),
+        );
         sandbox.call_with(&call)
     });
     let reset = ResetRecord::from_report(
@@ -304,55 +271,10 @@ fn present(bytes: &[u8]) -> Option<&[u8]> {
     (!bytes.is_empty()).then_some(bytes)
 }
 
-/// `--input`: TEXT, @FILE or `-`.
-pub fn read_input(spec: &str) -> Result<Vec<u8>, String> {
-    if spec == "-" {
-        return read_bounded(std::io::stdin(), "--input from standard input");
-    }
-    match spec.strip_prefix('@') {
-        Some(path) => {
-            let file = std::fs::File::open(path)
-                .map_err(|e| format!("cannot read --input file {path}: {e}"))?;
-            read_bounded(file, &format!("--input file {path}"))
-        }
-        None => Ok(spec.as_bytes().to_vec()),
-    }
-}
-
-/// `--stdin`: FILE or `-`.
-fn read_stdin(path: &std::path::Path) -> Result<Vec<u8>, String> {
-    if path.as_os_str() == "-" {
-        return read_bounded(std::io::stdin(), "standard input");
-    }
-    let file = std::fs::File::open(path)
-        .map_err(|e| format!("cannot read --stdin file {}: {e}", path.display()))?;
-    read_bounded(file, &format!("--stdin file {}", path.display()))
-}
-
 /// The longest line `--calls` accepts. A call line names a function and
 /// its arguments; anything longer is a mistake (or `/dev/zero`), refused
 /// before it is held in memory.
 pub const MAX_CALL_LINE: usize = 1 << 20;
-
-/// The most `--input` and `--stdin` read: more than any 32-bit guest's
-/// default memory could take, far less than would endanger the host.
-pub const MAX_INPUT_BYTES: u64 = 256 << 20;
-
-/// Read at most [`MAX_INPUT_BYTES`] from `reader`; more is a usage error.
-fn read_bounded(reader: impl Read, what: &str) -> Result<Vec<u8>, String> {
-    let mut bytes = Vec::new();
-    reader
-        .take(MAX_INPUT_BYTES + 1)
-        .read_to_end(&mut bytes)
-        .map_err(|e| format!("cannot read {what}: {e}"))?;
-    if bytes.len() as u64 > MAX_INPUT_BYTES {
-        return Err(format!(
-            "{what} is longer than {} MiB, the most a run reads",
-            MAX_INPUT_BYTES >> 20
-        ));
-    }
-    Ok(bytes)
-}
 
 /// The calls of a `--calls` file, one per non-empty line that is not a
 /// `#` comment, each at most [`MAX_CALL_LINE`] bytes.
