@@ -51,6 +51,7 @@ fn describe(
     stubs: &[crate::stub::StubSpec],
 ) -> Value {
     let coverage = module.reset_coverage();
+    let machine = module.runtime().in_place_resets();
     json!({
         "module": path.display().to_string(),
         "imports": module.imports().map(|i| json!({
@@ -86,6 +87,12 @@ fn describe(
         "reset": {
             "default_path": if coverage.in_place().is_ok() { "in_place" } else { "fresh_instance" },
             "in_place_unavailable": coverage.in_place().err(),
+            // This machine's answer for every module: whether resets can
+            // run in place here at all, and why (or why not).
+            "machine": {
+                "in_place_available": machine.available(),
+                "reason": machine.reason(),
+            },
             "fallbacks": coverage.fallbacks().iter().map(|(reason, when)| json!({
                 "reason": reason.as_str(),
                 "when": when,
@@ -172,10 +179,20 @@ fn to_text(report: &Value) -> String {
         "reset: {} by default",
         reset["default_path"].as_str().unwrap_or("?")
     ));
-    if let Some(why) = reset["in_place_unavailable"].as_str() {
+    let machine_reason = reset["machine"]["reason"].as_str().unwrap_or("?");
+    // The module's own reason, when it is not the machine's (shown next).
+    if let Some(why) = reset["in_place_unavailable"].as_str()
+        && why != machine_reason
+    {
         out.push_str(&format!(" ({why})"));
     }
     out.push('\n');
+    let verdict = if reset["machine"]["in_place_available"] == true {
+        "in-place resets available"
+    } else {
+        "in-place resets UNAVAILABLE"
+    };
+    out.push_str(&format!("  this machine: {verdict}: {machine_reason}\n"));
     for f in reset["fallbacks"].as_array().cloned().unwrap_or_default() {
         out.push_str(&format!(
             "  fresh_instance because {} {}\n",

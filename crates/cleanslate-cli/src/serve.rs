@@ -94,6 +94,8 @@ struct Server {
     /// Whether the module imports WASI: its responses then carry what the
     /// guest wrote to stdout and stderr, and its exit code.
     wasi: bool,
+    /// Whether this machine lets resets run in place, and why.
+    in_place: cleanslate::InPlaceResets,
     concurrency: Semaphore,
     next_request: AtomicU64,
     responses: ResponseCounters,
@@ -194,6 +196,7 @@ pub fn serve(args: ServeArgs) -> Result<u8, String> {
         request_timeout: args.request_timeout,
         body_timeout: args.body_timeout,
         wasi,
+        in_place: module.runtime().in_place_resets(),
         concurrency: Semaphore::new(concurrency),
         next_request: AtomicU64::new(1),
         responses: ResponseCounters::default(),
@@ -250,6 +253,15 @@ async fn run(
     // Tools (and the tests) read the chosen port from this line.
     println!("listening on http://{address}");
     tracing::info!(%address, module = %server.module_name, sandboxes = server.pool.config().size(), "serving");
+    let reason = server.in_place.reason();
+    if server.in_place.available() {
+        tracing::info!(reason, "reset path: in place");
+    } else {
+        tracing::warn!(
+            reason,
+            "reset path: fresh instance for every call (in-place resets unavailable on this machine)"
+        );
+    }
     let shutdown_timeout = limits.shutdown_timeout;
     if connections::serve(listener, app, limits, shutdown_signal()).await {
         tracing::info!("stopped: in-flight requests finished");
@@ -325,6 +337,15 @@ async fn index(State(server): State<Arc<Server>>) -> Response {
             f.signature()
         ));
     }
+    page.push_str(&format!(
+        "\nreset path on this machine: {}\n  {}\n",
+        if server.in_place.available() {
+            "in place"
+        } else {
+            "fresh instance for every call"
+        },
+        server.in_place.reason()
+    ));
     page.push_str("\nGET /healthz  liveness and readiness\nGET /metrics  Prometheus metrics\n");
     text(StatusCode::OK, page)
 }
@@ -343,6 +364,7 @@ async fn healthz(State(server): State<Arc<Server>>) -> Response {
 
 async fn metrics(State(server): State<Arc<Server>>) -> Response {
     let mut body = prometheus::render(&server.pool.metrics());
+    body.push_str(&prometheus::in_place_resets(&server.in_place));
     body.push_str("# HELP cleanslate_http_responses_total HTTP responses by status.\n# TYPE cleanslate_http_responses_total counter\n");
     for (status, n) in server.responses.counts() {
         body.push_str(&format!(

@@ -528,6 +528,27 @@ fn inspect_lists_the_example_guests_state_and_reset_paths() {
     if std::env::var_os("CLEANSLATE_EXPECT_TRACKING").is_some() {
         assert_eq!(report["reset"]["default_path"], "in_place");
     }
+    // This machine's answer, as the library gives it, in JSON and text.
+    let resets = cleanslate::Runtime::new().unwrap().in_place_resets();
+    let machine = &report["reset"]["machine"];
+    assert_eq!(machine["in_place_available"], resets.available());
+    assert_eq!(machine["reason"], resets.reason());
+    assert_eq!(
+        report["reset"]["default_path"] == "in_place",
+        resets.available(),
+        "the example guest's default path is the machine's"
+    );
+    let out = cleanslate(&["inspect", EXAMPLE]);
+    let text = String::from_utf8(out.stdout).unwrap();
+    let verdict = if resets.available() {
+        "in-place resets available"
+    } else {
+        "in-place resets UNAVAILABLE"
+    };
+    assert!(
+        text.contains(&format!("  this machine: {verdict}: {}\n", resets.reason())),
+        "{text}"
+    );
 
     // The data guest: its bytes functions are marked, WASI is noted.
     let guest = data_guest();

@@ -36,11 +36,16 @@ struct Server {
 
 impl Server {
     fn start(module: &str, extra: &[&str]) -> Server {
+        Server::start_logging_to(module, extra, Stdio::null())
+    }
+
+    /// As `start`, with the server's log (its stderr) going to `log`.
+    fn start_logging_to(module: &str, extra: &[&str], log: Stdio) -> Server {
         let mut child = Command::new(env!("CARGO_BIN_EXE_cleanslate"))
             .args(["serve", module, "--listen", "127.0.0.1:0"])
             .args(extra)
             .stdout(Stdio::piped())
-            .stderr(Stdio::null())
+            .stderr(log)
             .spawn()
             .unwrap();
         let mut line = String::new();
@@ -299,6 +304,61 @@ fn shutdown_lets_the_request_in_flight_finish() {
         TcpStream::connect(("127.0.0.1", port)).is_err(),
         "new connections are refused after shutdown"
     );
+}
+
+#[test]
+fn startup_log_metrics_and_index_say_which_reset_path_this_machine_allows() {
+    // The library's answer on this machine is what the server must report.
+    let resets = cleanslate::Runtime::new().unwrap().in_place_resets();
+    if std::env::var_os("CLEANSLATE_EXPECT_TRACKING").is_some() {
+        assert!(resets.available(), "{}", resets.reason());
+    }
+    let log_path = std::env::temp_dir().join(format!(
+        "cleanslate-serve-{}-reset-path.log",
+        std::process::id()
+    ));
+    let log = std::fs::File::create(&log_path).unwrap();
+    let mut server = Server::start_logging_to(&guest_file(), &["--pool", "1"], log.into());
+
+    let metrics = server.request("GET", "/metrics", b"").text();
+    assert!(
+        metrics.contains("# TYPE cleanslate_in_place_reset_available gauge\n"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("# HELP cleanslate_in_place_reset_available "),
+        "{metrics}"
+    );
+    let expected = format!(
+        "\ncleanslate_in_place_reset_available {}\n",
+        u8::from(resets.available())
+    );
+    assert!(metrics.contains(&expected), "{metrics}");
+
+    let index = server.request("GET", "/", b"").text();
+    assert!(index.contains("reset path on this machine: "), "{index}");
+    assert!(index.contains(resets.reason()), "{index}");
+
+    server.terminate();
+    assert!(server.child.wait().unwrap().success());
+    let log = std::fs::read_to_string(&log_path).unwrap();
+    let _ = std::fs::remove_file(&log_path);
+    let line = log
+        .lines()
+        .find(|l| l.contains("reset path: "))
+        .unwrap_or_else(|| panic!("no reset path in the startup log:\n{log}"));
+    assert!(line.contains(resets.reason()), "{line}");
+    if resets.available() {
+        assert!(
+            line.contains("INFO") && line.contains("reset path: in place"),
+            "{line}"
+        );
+    } else {
+        assert!(
+            line.contains("WARN") && line.contains("fresh instance"),
+            "{line}"
+        );
+    }
 }
 
 /// A WASI guest writing to stdout and stderr (see the file's head).

@@ -67,7 +67,9 @@ pub mod metrics {
 }
 #[cfg(feature = "fault-injection")]
 pub use reset::Fault;
-pub use reset::{FallbackReason, ResetCoverage, ResetPath, ResetReport, ResetStrategy, Verify};
+pub use reset::{
+    FallbackReason, InPlaceResets, ResetCoverage, ResetPath, ResetReport, ResetStrategy, Verify,
+};
 pub use sandbox::{Call, CallResult, Sandbox, SandboxBuilder, Session, Status};
 pub use snapshot::Snapshot;
 pub use value::{Signature, Val, ValType, WasmScalar, WasmValues};

@@ -72,6 +72,17 @@ pub fn render(metrics: &PoolMetrics) -> String {
     out
 }
 
+/// Whether this machine lets resets run in place, as a gauge (1 or 0): a
+/// dashboard or alert finds the servers whose every reset replaces the
+/// instance (a container's seccomp profile refusing `userfaultfd`, an old
+/// kernel); the server's startup log says why.
+pub fn in_place_resets(resets: &cleanslate::InPlaceResets) -> String {
+    format!(
+        "# HELP cleanslate_in_place_reset_available 1 if this machine lets resets run in place (userfaultfd write-protect and PAGEMAP_SCAN usable), 0 if every reset replaces the instance (the startup log says why).\n# TYPE cleanslate_in_place_reset_available gauge\ncleanslate_in_place_reset_available {}\n",
+        u8::from(resets.available())
+    )
+}
+
 fn histogram(out: &mut String, name: &str, help: &str, h: &Histogram) {
     let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
     for (bound, n) in h.buckets() {

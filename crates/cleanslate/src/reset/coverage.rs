@@ -3,6 +3,7 @@
 //! the fresh-instance path. For tools (`cleanslate inspect`) and embedders
 //! deciding how to run a module.
 
+use crate::engine::runtime::Runtime;
 use crate::module::Module;
 use crate::reset::FallbackReason;
 use crate::tracking::{DirtyTracker, PAGE};
@@ -34,8 +35,9 @@ impl ResetCoverage {
     /// # Errors
     ///
     /// `Err` with a sentence saying why, when resets of this module cannot
-    /// run in place on this machine: write tracking is unavailable (e.g.
-    /// the kernel lacks userfaultfd write-protect), or a memory is not a
+    /// run in place on this machine: write tracking is unavailable (the
+    /// same sentence as [`InPlaceResets::reason`]: a seccomp filter refuses
+    /// `userfaultfd`, the kernel is too old, ...), or a memory is not a
     /// whole number of host pages. Every call then resets through a fresh
     /// instance.
     pub fn in_place(&self) -> Result<(), &str> {
@@ -51,6 +53,70 @@ impl ResetCoverage {
     /// Other facts about what the reset covers.
     pub fn notes(&self) -> &[&'static str] {
         &self.notes
+    }
+}
+
+/// Whether this machine lets resets run in place, and why: the machine's
+/// half of [`ResetCoverage`], the same for every module. In place needs
+/// Linux 6.7+ with user-mode `userfaultfd` (asynchronous write-protect) and
+/// `PAGEMAP_SCAN` permitted, and 4 KiB pages; where any is missing every
+/// reset replaces the instance instead, and [`reason`](Self::reason) says
+/// which (for example a container's default seccomp profile refusing
+/// `userfaultfd`, or a kernel too old) and what to do about it.
+///
+/// ```
+/// use cleanslate::Runtime;
+/// let resets = Runtime::new()?.in_place_resets();
+/// if resets.available() {
+///     println!("resets run in place: {}", resets.reason());
+/// } else {
+///     eprintln!("every reset replaces the instance: {}", resets.reason());
+/// }
+/// assert!(!resets.reason().is_empty());
+/// # Ok::<(), cleanslate::Error>(())
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct InPlaceResets {
+    available: bool,
+    reason: &'static str,
+}
+
+impl InPlaceResets {
+    /// Whether calls reset in place on this machine (unless something a
+    /// call did, or its module, sends a reset to the fresh-instance path;
+    /// see [`Module::reset_coverage`]).
+    pub fn available(&self) -> bool {
+        self.available
+    }
+
+    /// One sentence saying why: what works here when resets run in place,
+    /// otherwise what this machine refuses (seccomp filter, kernel release,
+    /// permission, page size), what it costs and how to fix it.
+    pub fn reason(&self) -> &'static str {
+        self.reason
+    }
+}
+
+impl Runtime {
+    /// Whether this machine lets resets run in place, and why. Probed once
+    /// per process; every runtime gives the same answer.
+    ///
+    /// ```
+    /// let runtime = cleanslate::Runtime::new()?;
+    /// assert_eq!(runtime.in_place_resets(), runtime.in_place_resets());
+    /// # Ok::<(), cleanslate::Error>(())
+    /// ```
+    pub fn in_place_resets(&self) -> InPlaceResets {
+        match DirtyTracker::availability() {
+            Ok(reason) => InPlaceResets {
+                available: true,
+                reason,
+            },
+            Err(reason) => InPlaceResets {
+                available: false,
+                reason,
+            },
+        }
     }
 }
 
@@ -97,7 +163,7 @@ impl Module {
             .memories
             .iter()
             .find(|m| m.initial_bytes % PAGE as u64 != 0);
-        let in_place = match (DirtyTracker::get(), partial_page) {
+        let in_place = match (DirtyTracker::availability(), partial_page) {
             (Err(why), _) => Err(why.to_string()),
             (Ok(_), Some(m)) => Err(format!(
                 "memory {} is {} bytes, not a whole number of 4 KiB host pages (a custom page size): writes to it cannot be tracked, so every reset replaces the instance",

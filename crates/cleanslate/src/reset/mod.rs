@@ -15,7 +15,7 @@ mod verify;
 
 use std::time::Instant;
 
-pub use coverage::ResetCoverage;
+pub use coverage::{InPlaceResets, ResetCoverage};
 pub use fault::Fault;
 pub use report::{FallbackReason, ResetPath, ResetReport};
 pub use verify::Verify;

@@ -38,6 +38,8 @@ pub(crate) const PAGE: usize = 4096;
 pub(crate) struct DirtyTracker {
     userfault: Userfault,
     pagemap: Pagemap,
+    /// Why in-place resets work here, for tools that report it.
+    available: String,
 }
 
 /// Byte ranges (relative to a memory's base) written since the last reset.
@@ -71,26 +73,39 @@ impl DirtyTracker {
             .map_err(|reason| reason.as_str())
     }
 
+    /// Why resets run in place on this machine, or why they cannot: one
+    /// sentence for logs and tools, the same for every caller.
+    pub(crate) fn availability() -> Result<&'static str, &'static str> {
+        DirtyTracker::get().map(|tracker| tracker.available.as_str())
+    }
+
     fn probe() -> Result<DirtyTracker, String> {
         // Tracking, hot pages and resets all count in 4 KiB pages.
         let page_size = rustix::param::page_size();
         if page_size != PAGE {
             return Err(format!(
-                "the system page size is {page_size} bytes; tracking written pages needs 4 KiB pages"
+                "the system page size is {page_size} bytes; tracking written pages needs 4 KiB pages, so every reset replaces the instance"
             ));
         }
-        let userfault = Userfault::open().map_err(|e| {
-            format!("userfaultfd with asynchronous write-protect is unavailable ({e}); needs Linux 6.7+ and permission for user-mode userfaultfd")
+        let kernel = kernel_release();
+        let userfault = Userfault::open()
+            .map_err(|e| unavailable_reason(ProbeStep::Userfaultfd, &e, seccomp_mode(), &kernel))?;
+        let pagemap = Pagemap::open().map_err(|e| {
+            format!("cannot open /proc/self/pagemap ({e}), which finding written pages needs (is /proc mounted?), so every reset replaces the instance")
         })?;
-        let pagemap =
-            Pagemap::open().map_err(|e| format!("cannot open /proc/self/pagemap ({e})"))?;
-        let tracker = DirtyTracker { userfault, pagemap };
+        let tracker = DirtyTracker {
+            userfault,
+            pagemap,
+            available: format!(
+                "userfaultfd with asynchronous write-protect and PAGEMAP_SCAN work here (Linux {kernel}): calls reset in place, copying back only the pages they wrote"
+            ),
+        };
         // A scan over an empty range proves the ioctl exists.
         let mut out = [PageRegion::default(); 1];
         tracker
             .pagemap
             .scan(0, 0, &written_query(), &mut out)
-            .map_err(|e| format!("PAGEMAP_SCAN is unavailable ({e}); needs Linux 6.7+"))?;
+            .map_err(|e| unavailable_reason(ProbeStep::PagemapScan, &e, seccomp_mode(), &kernel))?;
         Ok(tracker)
     }
 
@@ -193,9 +208,205 @@ fn written_query() -> ScanQuery {
     }
 }
 
+/// The probe step that failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum ProbeStep {
+    /// The `userfaultfd` system call, or its handshake asking for
+    /// asynchronous write-protect (`UFFDIO_API` with `UFFD_FEATURE_WP_ASYNC`).
+    Userfaultfd,
+    /// The `PAGEMAP_SCAN` ioctl on `/proc/self/pagemap`.
+    PagemapScan,
+}
+
+/// What every reason ends with: what it costs.
+const CONSEQUENCE: &str = "so every reset replaces the instance (the slower fresh-instance path) instead of copying back only the pages a call wrote";
+
+/// Why in-place resets are unavailable, from the probe step that failed, its
+/// error, this process's seccomp mode (`Seccomp:` in `/proc/self/status`:
+/// 0 none, 1 strict, 2 filter; `None` if unknown) and the running kernel's
+/// release. Pure, so every case is tested without the condition being real.
+pub(crate) fn unavailable_reason(
+    step: ProbeStep,
+    error: &io::Error,
+    seccomp: Option<u32>,
+    kernel: &str,
+) -> String {
+    let errno = error.raw_os_error();
+    let filtered = seccomp == Some(2);
+    match (step, errno) {
+        (ProbeStep::Userfaultfd, Some(libc::EPERM | libc::ENOSYS | libc::EACCES)) if filtered => {
+            format!(
+                "the userfaultfd system call is refused by this process's seccomp filter ({error}; /proc/self/status shows Seccomp: 2). \
+                 Container runtimes' default seccomp profiles (Docker's, and containerd's RuntimeDefault that Kubernetes uses) do not allow userfaultfd, \
+                 {CONSEQUENCE}. To reset in place, run under a seccomp profile that also allows userfaultfd \
+                 (the runtime's default plus userfaultfd; see docs/SERVER.md)"
+            )
+        }
+        (ProbeStep::Userfaultfd, Some(libc::ENOSYS)) => format!(
+            "this kernel (Linux {kernel}) has no userfaultfd system call (built without CONFIG_USERFAULTFD), {CONSEQUENCE}; \
+             in-place resets need Linux 6.7+ with userfaultfd"
+        ),
+        (ProbeStep::Userfaultfd, Some(libc::EINVAL)) => format!(
+            "this kernel (Linux {kernel}) lacks userfaultfd with asynchronous write-protect (UFFD_FEATURE_WP_ASYNC; {error}), {CONSEQUENCE}; \
+             in-place resets need Linux 6.7+"
+        ),
+        (ProbeStep::Userfaultfd, Some(libc::EPERM | libc::EACCES)) => {
+            let sandbox = match seccomp {
+                Some(1) => "this process runs in strict seccomp mode",
+                _ => {
+                    "no seccomp filter is active, so a security module (SELinux, AppArmor) or a system setting refused it"
+                }
+            };
+            format!(
+                "the userfaultfd system call is not permitted ({error}; {sandbox}), {CONSEQUENCE}; \
+                 allow user-mode userfaultfd for this process to reset in place"
+            )
+        }
+        (ProbeStep::Userfaultfd, _) => format!(
+            "userfaultfd with asynchronous write-protect is unavailable ({error}; Linux {kernel}), {CONSEQUENCE}; \
+             in-place resets need Linux 6.7+ and permission for user-mode userfaultfd"
+        ),
+        (ProbeStep::PagemapScan, Some(libc::ENOTTY | libc::EINVAL | libc::ENOSYS)) => format!(
+            "this kernel (Linux {kernel}) lacks the PAGEMAP_SCAN ioctl ({error}), {CONSEQUENCE}; in-place resets need Linux 6.7+"
+        ),
+        (ProbeStep::PagemapScan, _) => format!(
+            "the PAGEMAP_SCAN ioctl failed ({error}; Linux {kernel}), {CONSEQUENCE}; in-place resets need Linux 6.7+ and a readable /proc/self/pagemap"
+        ),
+    }
+}
+
+/// This process's seccomp mode from `/proc/self/status` (0 none, 1 strict,
+/// 2 filter), or `None` where the kernel does not say.
+fn seccomp_mode() -> Option<u32> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    parse_seccomp_mode(&status)
+}
+
+fn parse_seccomp_mode(status: &str) -> Option<u32> {
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("Seccomp:"))
+        .and_then(|mode| mode.trim().parse().ok())
+}
+
+/// The running kernel's release (as `uname -r` prints it).
+fn kernel_release() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/osrelease")
+        .map(|r| r.trim().to_string())
+        .unwrap_or_else(|_| "release unknown".to_string())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn errno(code: i32) -> io::Error {
+        io::Error::from_raw_os_error(code)
+    }
+
+    #[test]
+    fn seccomp_mode_is_read_from_proc_status() {
+        let status = "Name:\tx\nNoNewPrivs:\t1\nSeccomp:\t2\nSeccomp_filters:\t1\n";
+        assert_eq!(parse_seccomp_mode(status), Some(2));
+        assert_eq!(parse_seccomp_mode("Seccomp:\t0\n"), Some(0));
+        assert_eq!(parse_seccomp_mode("Name:\tx\n"), None);
+        assert!(seccomp_mode().is_some(), "Linux reports a seccomp mode");
+    }
+
+    #[test]
+    fn a_seccomp_filter_refusing_userfaultfd_is_named_with_the_fix() {
+        for code in [libc::EPERM, libc::ENOSYS, libc::EACCES] {
+            let why = unavailable_reason(ProbeStep::Userfaultfd, &errno(code), Some(2), "6.8.0");
+            assert!(why.contains("seccomp filter"), "{why}");
+            assert!(why.contains("Docker"), "{why}");
+            assert!(why.contains("RuntimeDefault"), "{why}");
+            assert!(why.contains("replaces the instance"), "{why}");
+            assert!(why.contains("allows userfaultfd"), "{why}");
+            assert!(why.contains("docs/SERVER.md"), "{why}");
+        }
+    }
+
+    #[test]
+    fn a_kernel_without_userfaultfd_is_named_with_its_release() {
+        let why = unavailable_reason(
+            ProbeStep::Userfaultfd,
+            &errno(libc::ENOSYS),
+            Some(0),
+            "5.4.0-150",
+        );
+        assert!(why.contains("no userfaultfd system call"), "{why}");
+        assert!(why.contains("Linux 5.4.0-150"), "{why}");
+        assert!(why.contains("6.7+"), "{why}");
+        assert!(!why.contains("seccomp"), "{why}");
+        // Unknown seccomp mode: the kernel is still the likeliest cause.
+        let why = unavailable_reason(ProbeStep::Userfaultfd, &errno(libc::ENOSYS), None, "4.19");
+        assert!(why.contains("no userfaultfd system call"), "{why}");
+    }
+
+    #[test]
+    fn a_kernel_without_async_write_protect_or_pagemap_scan_is_too_old() {
+        let why = unavailable_reason(
+            ProbeStep::Userfaultfd,
+            &errno(libc::EINVAL),
+            Some(2),
+            "6.1.0",
+        );
+        assert!(why.contains("asynchronous write-protect"), "{why}");
+        assert!(why.contains("Linux 6.1.0"), "{why}");
+        assert!(why.contains("6.7+"), "{why}");
+        for code in [libc::ENOTTY, libc::EINVAL] {
+            let why = unavailable_reason(ProbeStep::PagemapScan, &errno(code), Some(0), "6.6.30");
+            assert!(why.contains("lacks the PAGEMAP_SCAN ioctl"), "{why}");
+            assert!(why.contains("Linux 6.6.30"), "{why}");
+            assert!(why.contains("6.7+"), "{why}");
+        }
+    }
+
+    #[test]
+    fn permission_refused_without_seccomp_points_elsewhere() {
+        for code in [libc::EPERM, libc::EACCES] {
+            let why = unavailable_reason(ProbeStep::Userfaultfd, &errno(code), Some(0), "6.8.0");
+            assert!(why.contains("not permitted"), "{why}");
+            assert!(why.contains("no seccomp filter is active"), "{why}");
+            assert!(why.contains("SELinux"), "{why}");
+            assert!(!why.contains("Docker"), "{why}");
+        }
+        let why = unavailable_reason(
+            ProbeStep::Userfaultfd,
+            &errno(libc::EPERM),
+            Some(1),
+            "6.8.0",
+        );
+        assert!(why.contains("strict seccomp mode"), "{why}");
+    }
+
+    #[test]
+    fn other_failures_keep_the_error_and_the_requirements() {
+        let why = unavailable_reason(
+            ProbeStep::Userfaultfd,
+            &errno(libc::EMFILE),
+            Some(0),
+            "6.8.0",
+        );
+        assert!(why.contains("unavailable"), "{why}");
+        assert!(why.contains("Linux 6.8.0"), "{why}");
+        assert!(why.contains(&errno(libc::EMFILE).to_string()), "{why}");
+        let why = unavailable_reason(
+            ProbeStep::PagemapScan,
+            &errno(libc::EFAULT),
+            Some(0),
+            "6.8.0",
+        );
+        assert!(why.contains("PAGEMAP_SCAN ioctl failed"), "{why}");
+    }
+
+    #[test]
+    fn this_machine_reports_one_sentence_either_way() {
+        match DirtyTracker::availability() {
+            Ok(why) => assert!(why.contains("reset in place"), "{why}"),
+            Err(why) => assert!(why.contains("replaces the instance"), "{why}"),
+        }
+    }
 
     /// An anonymous private mapping, unmapped on drop.
     pub(super) struct Mapping {
