@@ -53,12 +53,11 @@ impl LiveInstance {
     /// Where the machine cannot, the instance stays untracked and resets
     /// take the fresh-instance path.
     pub(crate) fn start_tracking(&mut self) {
-        let regions: Vec<(usize, usize)> = self
+        let regions = self
             .memories
             .iter()
-            .map(|m| (m.data_ptr(&self.store) as usize, m.data_size(&self.store)))
-            .collect();
-        match TrackedMemories::start(regions.into_iter()) {
+            .map(|m| (m.data_ptr(&self.store) as usize, m.data_size(&self.store)));
+        match TrackedMemories::start(regions) {
             Ok(tracking) => self.tracking = Some(tracking),
             Err(e) => {
                 tracing::warn!(error = %e, "cannot track memory writes; resets will replace the instance")

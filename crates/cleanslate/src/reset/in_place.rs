@@ -17,7 +17,8 @@ use crate::tracking::{DirtyPages, PAGE, Restore};
 
 /// Why the in-place path did not finish.
 pub(super) enum Declined {
-    /// It cannot cover this call's changes; nothing was modified.
+    /// It cannot cover this call's changes; nothing was restored, and the
+    /// caller replaces the instance.
     NotApplicable(FallbackReason),
     /// It failed part-way; the instance must be discarded.
     Failed(String),
@@ -41,22 +42,18 @@ pub(super) fn restore_in_place(
     live: &mut LiveInstance,
     faults: &mut PendingFaults,
 ) -> Result<InPlaceDone, Declined> {
-    if live.tracking.is_none() {
+    // Held out of the instance while the reset runs and put back only when
+    // it finishes: on every early return the instance is discarded anyway.
+    let Some(mut tracking) = live.tracking.take() else {
         return Err(Declined::NotApplicable(FallbackReason::TrackingUnavailable));
-    }
+    };
     // The probes run guest code (helper exports) on this thread: the scan
     // is decided after them, before any copy (TrackedMemories::decide).
     check_applicable(module, image, live, faults).map_err(Declined::NotApplicable)?;
-    let Some(tracking) = live.tracking.as_mut() else {
-        return Err(Declined::NotApplicable(FallbackReason::TrackingUnavailable));
-    };
     let scan = tracking.decide();
 
     let mut pages = 0;
     for (i, expected) in image.memories.iter().enumerate() {
-        let Some(tracking) = live.tracking.as_mut() else {
-            unreachable!("checked above")
-        };
         let memory = live.memories[i];
         let base = memory.data_ptr(&live.store) as usize;
         let len = memory.data_size(&live.store);
@@ -124,9 +121,8 @@ pub(super) fn restore_in_place(
     };
     live.tables_touched = Some(Default::default());
     let scanned = scan.scans();
-    if let Some(tracking) = live.tracking.as_mut() {
-        tracking.finish_reset(scan);
-    }
+    tracking.finish_reset(scan);
+    live.tracking = Some(tracking);
     Ok(InPlaceDone {
         pages,
         scanned,

@@ -23,7 +23,7 @@ pub use verify::Verify;
 pub(crate) use fault::PendingFaults;
 pub(crate) use verify::VerifySchedule;
 
-use crate::error::Error;
+use crate::error::{Error, ErrorKind};
 use crate::instance::{InstanceFactory, LiveInstance};
 use crate::snapshot::SnapshotImage;
 
@@ -63,7 +63,7 @@ impl std::str::FromStr for ResetStrategy {
             "auto" => Ok(ResetStrategy::Auto),
             "fresh" | "fresh_instance" => Ok(ResetStrategy::FreshInstance),
             _ => Err(Error::new(
-                crate::error::ErrorKind::InvalidArguments,
+                ErrorKind::InvalidArguments,
                 format!("cannot read {text:?} as a reset strategy: use auto or fresh_instance"),
             )),
         }

@@ -493,12 +493,7 @@ impl SandboxCore {
     }
 
     pub(crate) fn live(&mut self) -> Result<&mut LiveInstance, Error> {
-        self.live.as_mut().ok_or_else(|| {
-            Error::new(
-                ErrorKind::Unrecoverable,
-                "the sandbox is unrecoverable and has no instance: build a new sandbox",
-            )
-        })
+        self.live.as_mut().ok_or_else(no_instance)
     }
 
     pub(crate) fn capture(&mut self) -> Result<Snapshot, Error> {
@@ -534,4 +529,12 @@ impl SandboxCore {
 /// Identity of a loaded module, to match snapshots to sandboxes.
 pub(crate) fn module_id(module: &Module) -> crate::snapshot::ModuleIdentity {
     crate::snapshot::ModuleIdentity::of(module)
+}
+
+/// What every use of an instance lost to a failed reset says.
+pub(crate) fn no_instance() -> Error {
+    Error::new(
+        ErrorKind::Unrecoverable,
+        "the sandbox is unrecoverable and has no instance: build a new sandbox",
+    )
 }

@@ -6,7 +6,7 @@ use crate::abi::{GuestMemories, GuestMemory, GuestMemoryMut, no_such_memory};
 use crate::error::{Error, ErrorKind};
 use crate::instance::LiveInstance;
 use crate::sandbox::guard::ResetGuard;
-use crate::sandbox::{Call, CallResult, SandboxCore, Status};
+use crate::sandbox::{Call, CallResult, SandboxCore, Status, no_instance};
 use crate::snapshot::Snapshot;
 use crate::value::{Val, WasmValues};
 
@@ -56,12 +56,7 @@ impl<'a> Session<'a> {
 
     /// The live instance, for memory access (none after a failed reset).
     fn instance(&self) -> Result<&LiveInstance, Error> {
-        self.guard.live.as_ref().ok_or_else(|| {
-            Error::new(
-                ErrorKind::Unrecoverable,
-                "the sandbox is unrecoverable and has no instance: build a new sandbox",
-            )
-        })
+        self.guard.live.as_ref().ok_or_else(no_instance)
     }
 
     /// A copy of the `len` bytes at `address` of memory 0.
@@ -341,7 +336,7 @@ impl<'a> Session<'a> {
         let results = self.call(name, &params.into_vals())?;
         R::from_vals(&results).ok_or_else(|| {
             Error::new(
-                crate::error::ErrorKind::InvalidArguments,
+                ErrorKind::InvalidArguments,
                 format!(
                     "`{name}` returned {results:?}, which does not fit the requested result type"
                 ),

@@ -17,8 +17,8 @@ use crate::engine::limits::Limits;
 use crate::error::{Captured, Error, ErrorKind};
 use crate::instance::LiveInstance;
 use crate::instance::wasi::CallEnv;
-use crate::sandbox::SandboxCore;
 use crate::sandbox::request::{Call, CallResult};
+use crate::sandbox::{SandboxCore, no_instance};
 use crate::value::Val;
 
 use data_abi::exchange_bytes;
@@ -115,11 +115,4 @@ impl SandboxCore {
         };
         enter_with(self.module.runtime(), &self.factory, live, name, env, body)
     }
-}
-
-fn no_instance() -> Error {
-    Error::new(
-        ErrorKind::Unrecoverable,
-        "the sandbox has no instance: build a new sandbox",
-    )
 }
