@@ -69,7 +69,16 @@
         (if (i32.ge_s (local.get $page) (i32.const 0))
           (then (i32.store (i32.mul (local.get $page) (i32.const 65536)) (local.get $secret))))
         (data.drop $passive)
-        (elem.drop $declared))))
+        (elem.drop $declared)))
+    ;; With bit 29, also in a memory grown by two pages (the second one):
+    ;; growth alone, which the reset undoes in place.
+    (if (i32.and (local.get $secret) (i32.const 0x20000000))
+      (then
+        (local.set $page (memory.grow (i32.const 2)))
+        (if (i32.ge_s (local.get $page) (i32.const 0))
+          (then (i32.store
+            (i32.mul (i32.add (local.get $page) (i32.const 1)) (i32.const 65536))
+            (local.get $secret)))))))
 
   ;; ---- traps ------------------------------------------------------------
   (func (export "trap_unreachable") (param i32)

@@ -34,6 +34,7 @@ mod abi;
 mod error;
 mod value;
 
+mod memory;
 mod tracking;
 
 mod engine;

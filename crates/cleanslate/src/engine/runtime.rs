@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::engine::timer::{DeadlineTicket, DeadlineTimer};
+use crate::memory::GuestMemoryCreator;
 use crate::error::{Error, ErrorKind};
 
 /// Settings shared by every module and sandbox of a [`Runtime`].
@@ -164,10 +165,13 @@ impl Runtime {
         let mut config = wasmtime::Config::new();
         config
             .epoch_interruption(true)
-            // Copy-on-write images keep fresh instances cheap (no eager copy
-            // of data segments); write tracking works on them as well as on
-            // anonymous memory (tested by the in-place verification tests).
-            .memory_init_cow(true)
+            // Every linear memory is ours (memory/): a reset can lower a
+            // grown memory in place and map a snapshot into a new instance
+            // copy-on-write. The engine's own copy-on-write images work
+            // only on its own memories, so they are off; ours replace them
+            // (the load-time rewrite moves data segments into an image).
+            .with_host_memory(Arc::new(GuestMemoryCreator))
+            .memory_init_cow(false)
             .consume_fuel(flavor.fuel)
             .max_wasm_stack(flavor.max_stack)
             // Only a bound here (no async calls are made); it must not be below

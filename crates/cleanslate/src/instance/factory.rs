@@ -13,6 +13,7 @@ use crate::engine::limits::{GrowthLimiter, Limits};
 use crate::error::{Error, ErrorKind};
 use crate::instance::interrupt::{InterruptState, Interruption};
 use crate::instance::wasi::WasiConfig;
+use crate::memory::{self, MemoryRegion};
 use crate::module::Module;
 
 /// Everything needed to stamp out identical fresh instances.
@@ -69,7 +70,8 @@ impl InstanceFactory {
                 .set_fuel(INTERNAL_FUEL)
                 .map_err(|e| Error::new(ErrorKind::Instantiation, format!("{e:#}")))?;
         }
-        let instance = self.pre.instantiate(&mut store).map_err(|e| {
+        let (instance, created) = memory::record_created(|| self.pre.instantiate(&mut store));
+        let instance = instance.map_err(|e| {
             if let Some(refused) = store.data().limiter.refused_memory {
                 return Error::new(
                     ErrorKind::OutOfMemory,
@@ -113,6 +115,18 @@ impl InstanceFactory {
                     .ok_or_else(|| missing(name))?,
             ));
         }
+        // Each memory's region: the one created at its base address (a GC
+        // heap's region matches no memory).
+        let regions: Vec<Option<Arc<MemoryRegion>>> = memories
+            .iter()
+            .map(|m| {
+                let base = m.data_ptr(&store);
+                created.iter().find(|r| r.base() == base).cloned()
+            })
+            .collect();
+        for (i, memory) in memories.iter().enumerate() {
+            self.place_initial_image(i, regions[i].as_deref(), memory.data_mut(&mut store))?;
+        }
         store.data_mut().memory = memories.first().copied();
         store.data_mut().memories = memories.clone();
         store.data_mut().alloc = instance
@@ -135,8 +149,47 @@ impl InstanceFactory {
             globals,
             functions,
             function_indices,
+            regions,
             tracking: None,
             tables_touched: Some(BTreeSet::new()),
         })
+    }
+
+    /// Give memory `index` its initial content when the load-time rewrite
+    /// moved its data segments into an image (else the engine applied
+    /// them): map the image copy-on-write into the memory's region, or,
+    /// for a memory that is not ours, copy it in.
+    fn place_initial_image(
+        &self,
+        index: usize,
+        region: Option<&MemoryRegion>,
+        data: &mut [u8],
+    ) -> Result<(), Error> {
+        let module = &self.module.inner;
+        if !module.hooks.memory_images.get(index).copied().unwrap_or(false) {
+            return Ok(());
+        }
+        let failed = |why: String| {
+            Error::new(
+                ErrorKind::Instantiation,
+                format!("cannot place the initial contents of memory {index}: {why}"),
+            )
+        };
+        let Some(initial) = module.initial_memory.get(index).and_then(Option::as_ref) else {
+            return Err(failed("internal error: the module has no image of it".into()));
+        };
+        if initial.len() == 0 {
+            return Ok(());
+        }
+        match region {
+            Some(region) => {
+                let file = initial.file().map_err(failed)?;
+                region.map_image(file).map_err(|e| failed(e.to_string()))
+            }
+            None => {
+                initial.write_to(data);
+                Ok(())
+            }
+        }
     }
 }

@@ -2,12 +2,14 @@
 //! of its state (reached through the exports the load-time rewrite added).
 
 use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
 
 use wasmtime::{AsContextMut, Func, Global, Instance, Memory, Store, Table};
 
 use super::StoreData;
 use super::factory::INTERNAL_FUEL;
 use crate::error::{Error, ErrorKind};
+use crate::memory::MemoryRegion;
 use crate::module::Module;
 use crate::tracking::TrackedMemories;
 
@@ -25,6 +27,10 @@ pub(crate) struct LiveInstance {
     pub functions: HashMap<u32, Func>,
     /// Funcref identity -> function index, for recording funcrefs.
     pub(super) function_indices: HashMap<usize, u32>,
+    /// Per memory, in index order: its region, through which a reset
+    /// lowers a grown memory and maps a snapshot (`None`: a memory the
+    /// engine made itself, which only a fresh instance can undo growth of).
+    pub regions: Vec<Option<Arc<MemoryRegion>>>,
     /// Write tracking of every memory; `None`: untracked, so in-place
     /// resets are impossible.
     pub tracking: Option<TrackedMemories>,
@@ -53,10 +59,11 @@ impl LiveInstance {
     /// Where the machine cannot, the instance stays untracked and resets
     /// take the fresh-instance path.
     pub(crate) fn start_tracking(&mut self) {
-        let regions = self
-            .memories
-            .iter()
-            .map(|m| (m.data_ptr(&self.store) as usize, m.data_size(&self.store)));
+        let regions = self.memories.iter().zip(&self.regions).map(|(m, region)| {
+            let size = m.data_size(&self.store);
+            let reach = region.as_ref().map_or(size, |r| r.capacity());
+            (m.data_ptr(&self.store) as usize, size, reach)
+        });
         match TrackedMemories::start(regions) {
             Ok(tracking) => self.tracking = Some(tracking),
             Err(e) => {

@@ -3,6 +3,9 @@
 //! reset path and snapshot capture compare memories against it page by page.
 
 use std::ops::Range;
+use std::sync::OnceLock;
+
+use crate::memory::ImageFile;
 
 /// Granularity of memory comparison and copying: the host page size.
 pub(crate) const HOST_PAGE: usize = 4096;
@@ -12,12 +15,20 @@ pub(crate) const HOST_PAGE: usize = 4096;
 /// the runs of bytes segments actually write (the last segment wins where
 /// they overlap), so the host memory it costs follows the module's data,
 /// never the offsets that data sits at.
-#[derive(Debug, Default, PartialEq, Eq)]
+#[derive(Debug, Default)]
 pub(crate) struct InitialImage {
     /// Where the last segment ends: every byte from here on is zero.
     len: usize,
     /// Disjoint runs of bytes, sorted by offset; zero between them.
     runs: Vec<(usize, Box<[u8]>)>,
+    /// The same bytes as a file to map, made on first use.
+    file: OnceLock<Result<ImageFile, String>>,
+}
+
+impl PartialEq for InitialImage {
+    fn eq(&self, other: &Self) -> bool {
+        (self.len, &self.runs) == (other.len, &other.runs)
+    }
 }
 
 impl InitialImage {
@@ -65,12 +76,31 @@ impl InitialImage {
             covered.insert(merged.start, merged.end);
         }
         runs.sort_unstable_by_key(|(at, _)| *at);
-        Some(InitialImage { len, runs })
+        Some(InitialImage {
+            len,
+            runs,
+            file: OnceLock::new(),
+        })
     }
 
     /// The data extent: where the last segment ends.
     pub(crate) fn len(&self) -> usize {
         self.len
+    }
+
+    /// The image as a sealed file, for mapping copy-on-write into a new
+    /// instance's memory; made on first use.
+    ///
+    /// # Errors
+    /// Why the system refused the file (said again at every use).
+    pub(crate) fn file(&self) -> Result<&ImageFile, String> {
+        self.file
+            .get_or_init(|| {
+                let runs = self.runs.iter().map(|(at, bytes)| (*at, &bytes[..]));
+                ImageFile::new(self.len, runs).map_err(|e| e.to_string())
+            })
+            .as_ref()
+            .map_err(Clone::clone)
     }
 
     /// Write the image into `dst` (a memory's first bytes, all zero),

@@ -17,13 +17,20 @@
 //!   whether one is dropped (by a zero-length `memory.init`/`table.init` at
 //!   the segment's end, which traps only on a dropped segment).
 //!
-//! Everything is appended: existing sections are copied byte for byte and
-//! only vector sections gain entries at their end, so no index shifts.
+//! - moves the active data segments of each defined memory whose data all
+//!   sits at constant offsets inside its initial size out of the module:
+//!   each becomes an empty passive segment (which behaves exactly as the
+//!   dropped segment an active one is after instantiation), and its bytes
+//!   go into the memory's initial image, which instantiation maps
+//!   copy-on-write (instance/factory.rs) instead of the engine copying them.
+//!
+//! Everything else is appended: existing sections are copied byte for byte
+//! and only vector sections gain entries at their end, so no index shifts.
 
 use wasm_encoder::{Encode, Function, RawSection};
 use wasmparser::{Parser, Payload};
 
-use super::layout::{ModuleLayout, PassiveSegment, TableLayout};
+use super::layout::{MemoryLayout, ModuleLayout, PassiveSegment, TableLayout};
 use crate::error::Error;
 
 /// The reserved export names the rewrite added, by what they reach.
@@ -41,6 +48,10 @@ pub(crate) struct Hooks {
     pub start: Option<String>,
     pub data_segments: Vec<SegmentHooks>,
     pub element_segments: Vec<SegmentHooks>,
+    /// Per defined memory, in index order: whether its active data segments
+    /// were moved into its initial image, which instantiation must then
+    /// place itself.
+    pub memory_images: Vec<bool>,
     /// Every export name the rewrite added (never callable by users).
     pub reserved: std::collections::BTreeSet<String>,
 }
@@ -228,7 +239,47 @@ pub(crate) fn instrument(wasm: &[u8], layout: &ModuleLayout) -> Result<(Vec<u8>,
         .collect();
     additions.push(EXPORT, export_entries);
 
-    Ok((rewrite(wasm, additions)?, hooks))
+    hooks.memory_images = layout.memories.iter().map(takes_image).collect();
+    let moved: Vec<u32> = layout
+        .memories
+        .iter()
+        .filter(|m| takes_image(m))
+        .map(|m| m.index)
+        .collect();
+    Ok((rewrite(wasm, additions, &moved)?, hooks))
+}
+
+/// Whether a memory's active data segments can move into its initial
+/// image: all at constant offsets and inside the memory's initial size.
+/// (A segment out of bounds must keep failing instantiation, so such a
+/// memory keeps its segments and the engine applies them.)
+fn takes_image(memory: &MemoryLayout) -> bool {
+    memory
+        .data_extent
+        .is_some_and(|end| end <= memory.initial_bytes)
+}
+
+/// The data section with each active segment of a memory in `moved`
+/// replaced by an empty passive one; every other segment copied as is.
+fn data_section(
+    wasm: &[u8],
+    reader: wasmparser::DataSectionReader<'_>,
+    moved: &[u32],
+) -> Result<Vec<u8>, Error> {
+    let invalid = |e: wasmparser::BinaryReaderError| Error::invalid_module(e.message(), Some(e.offset()));
+    let mut data = Vec::new();
+    reader.count().encode(&mut data);
+    for segment in reader {
+        let segment = segment.map_err(invalid)?;
+        match segment.kind {
+            wasmparser::DataKind::Active { memory_index, .. } if moved.contains(&memory_index) => {
+                // Flag 1 (passive), then a vector of no bytes.
+                data.extend_from_slice(&[0x01, 0x00]);
+            }
+            _ => data.extend_from_slice(&wasm[segment.range.clone()]),
+        }
+    }
+    Ok(data)
 }
 
 /// A table a zero-length `table.init` of element `segment` validates
@@ -320,7 +371,7 @@ fn section_rank(id: u8) -> u8 {
     }
 }
 
-fn rewrite(wasm: &[u8], mut additions: Additions) -> Result<Vec<u8>, Error> {
+fn rewrite(wasm: &[u8], mut additions: Additions, moved: &[u32]) -> Result<Vec<u8>, Error> {
     let mut out = wasm_encoder::Module::new();
     let emit_new = |out: &mut wasm_encoder::Module, id: u8, entries: &[Vec<u8>]| {
         let mut data = Vec::new();
@@ -345,6 +396,13 @@ fn rewrite(wasm: &[u8], mut additions: Additions) -> Result<Vec<u8>, Error> {
             }
         }
         if id == START {
+            continue;
+        }
+        if let Payload::DataSection(reader) = payload
+            && !moved.is_empty()
+        {
+            let data = data_section(wasm, reader, moved)?;
+            out.section(&RawSection { id, data: &data });
             continue;
         }
         match additions.take(id) {

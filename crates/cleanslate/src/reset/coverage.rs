@@ -6,19 +6,19 @@
 use crate::engine::runtime::Runtime;
 use crate::module::Module;
 use crate::reset::FallbackReason;
-use crate::tracking::{DirtyTracker, PAGE};
+use crate::tracking::DirtyTracker;
 
 /// How resets of this module will run on this machine.
 ///
 /// ```
 /// use cleanslate::Runtime;
-/// let module = Runtime::new()?.load_bytes(r#"(module (memory 1)
-///     (func (export "grow") (drop (memory.grow (i32.const 1)))))"#)?;
+/// let module = Runtime::new()?.load_bytes(r#"(module (memory 1) (table 1 funcref)
+///     (func (export "grow") (drop (table.grow (ref.null func) (i32.const 1)))))"#)?;
 /// let coverage = module.reset_coverage();
 /// assert!(coverage
 ///     .fallbacks()
 ///     .iter()
-///     .any(|(reason, _)| *reason == cleanslate::FallbackReason::MemoryGrew));
+///     .any(|(reason, _)| *reason == cleanslate::FallbackReason::TableResized));
 /// # Ok::<(), cleanslate::Error>(())
 /// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -126,12 +126,6 @@ impl Module {
         let layout = &self.inner.layout;
         let mutations = &layout.mutations;
         let mut fallbacks = Vec::new();
-        if mutations.memory_grow {
-            fallbacks.push((
-                FallbackReason::MemoryGrew,
-                "after a call that grew a memory (the module has memory.grow)",
-            ));
-        }
         if mutations.table_write {
             fallbacks.push((
                 FallbackReason::TableResized,
@@ -145,6 +139,11 @@ impl Module {
             ));
         }
         let mut notes = vec!["memory: only the pages a call wrote are copied back"];
+        if mutations.memory_grow {
+            notes.push(
+                "a memory a call grew is lowered back in place: its grown pages are cleared and made inaccessible again",
+            );
+        }
         if layout.globals.iter().any(|g| g.mutable) {
             notes.push("mutable globals (exported or not) are restored after every call");
         }
@@ -156,21 +155,14 @@ impl Module {
                 "WASI: every call gets a fresh context (no fd, buffer or RNG state survives)",
             );
         }
-        // Tracking works in whole host pages: a memory that ends inside one
-        // (a custom page size) cannot be tracked, and the sandbox resets by
-        // replacing the instance (`tracking_unavailable`).
-        let partial_page = layout
-            .memories
-            .iter()
-            .find(|m| m.initial_bytes % PAGE as u64 != 0);
-        let in_place = match (DirtyTracker::availability(), partial_page) {
-            (Err(why), _) => Err(why.to_string()),
-            (Ok(_), Some(m)) => Err(format!(
-                "memory {} is {} bytes, not a whole number of 4 KiB host pages (a custom page size): writes to it cannot be tracked, so every reset replaces the instance",
-                m.index, m.initial_bytes
-            )),
-            (Ok(_), None) => Ok(()),
-        };
+        // Tracking works in whole host pages. A memory that ends inside one
+        // (a custom page size) is tracked all the same: its region is
+        // registered as far as it can grow, whole pages, and the bytes of
+        // its last host page past its end are compared and cleared with
+        // the rest (reset/in_place.rs).
+        let in_place = DirtyTracker::availability()
+            .map(|_| ())
+            .map_err(str::to_string);
         ResetCoverage {
             in_place,
             fallbacks,

@@ -1,5 +1,6 @@
 //! The in-place path: keep the instance, copy back only the pages this call
-//! wrote, restore globals and table slots. Its cost follows the pages a call
+//! wrote, clear the pages it grew a memory by and lower the memory again,
+//! restore globals and table slots. Its cost follows the pages a call
 //! dirtied, not the memory's size.
 //!
 //! It applies only when it can prove it covers every change; otherwise it
@@ -77,10 +78,12 @@ pub(super) fn restore_in_place(
         let mut copy = CopyRun::default();
         for run in &written.ranges {
             for offset in run.clone().step_by(PAGE) {
-                let page = offset..offset + PAGE;
+                // A memory's last host page may be partial (custom page
+                // sizes): only its bytes up to the memory's end count.
+                let page = offset..(offset + PAGE).min(len);
                 let restore = match heat.on_written(offset / PAGE) {
                     Restore::IfChanged => {
-                        let changed = data[page.clone()] != expected.bytes[page.clone()];
+                        let changed = !Padded(&expected.bytes).eq_at(&data[page.clone()], offset);
                         if heat.on_hot_compared(offset / PAGE, changed) {
                             protect.push_page(offset);
                         }
@@ -109,6 +112,9 @@ pub(super) fn restore_in_place(
         tracking
             .protect(base, &protect)
             .map_err(|e| Declined::Failed(format!("re-protecting memory {i} failed: {e}")))?;
+        if len > expected.bytes.len() {
+            lower_memory(live, i, expected.bytes.len()).map_err(Declined::Failed)?;
+        }
     }
     faults
         .check(Fault::FailGlobalRestore)
@@ -128,6 +134,53 @@ pub(super) fn restore_in_place(
         scanned,
         table_slots,
     })
+}
+
+/// Lower memory `i`, whose bytes from `snapshot_len` on were just cleared,
+/// back to the snapshot's size: the bytes past it become inaccessible again
+/// (the region's protection), then a growth by zero pages makes the engine
+/// read the memory's size afresh, so `memory.size` and every bounds check
+/// agree with the snapshot before guest code can run again.
+fn lower_memory(live: &mut LiveInstance, i: usize, snapshot_len: usize) -> Result<(), String> {
+    let Some(region) = live.regions[i].clone() else {
+        return Err(format!("memory {i} grew but cannot be lowered in place"));
+    };
+    region
+        .lower_to(snapshot_len)
+        .map_err(|e| format!("lowering memory {i} to {snapshot_len} bytes failed: {e}"))?;
+    let memory = live.memories[i];
+    memory
+        .grow(&mut live.store, 0)
+        .map_err(|e| format!("refreshing memory {i}'s size failed: {e:#}"))?;
+    let now = memory.data_size(&live.store);
+    if now != snapshot_len {
+        return Err(format!(
+            "memory {i} is {now} bytes after lowering it to {snapshot_len}"
+        ));
+    }
+    Ok(())
+}
+
+/// The snapshot's bytes of a memory, read as zero past their end (where a
+/// memory that grew since holds pages the reset clears).
+struct Padded<'a>(&'a [u8]);
+
+impl Padded<'_> {
+    /// Whether `data`, found at byte `offset`, equals these bytes there.
+    fn eq_at(&self, data: &[u8], offset: usize) -> bool {
+        let known = self.0.len().clamp(offset, offset + data.len());
+        let (head, tail) = data.split_at(known - offset);
+        head == self.0.get(offset..known).unwrap_or(&[]) && tail.iter().all(|b| *b == 0)
+    }
+
+    /// Write these bytes at `range` into `data` (zeros past their end).
+    fn copy_to(&self, data: &mut [u8], range: std::ops::Range<usize>) {
+        let known = self.0.len().clamp(range.start, range.end);
+        if known > range.start {
+            data[range.start..known].copy_from_slice(&self.0[range.start..known]);
+        }
+        data[known..range.end].fill(0);
+    }
 }
 
 /// A run of adjacent pages waiting to be copied back from the image.
@@ -150,7 +203,7 @@ impl CopyRun {
     fn flush(&mut self, data: &mut [u8], image: &[u8]) {
         let run = std::mem::take(&mut self.pending);
         if !run.is_empty() {
-            data[run.clone()].copy_from_slice(&image[run]);
+            Padded(image).copy_to(data, run);
         }
     }
 }
@@ -163,7 +216,10 @@ fn check_applicable(
     faults: &mut PendingFaults,
 ) -> Result<(), FallbackReason> {
     for (i, expected) in image.memories.iter().enumerate() {
-        if live.memories[i].data_size(&live.store) != expected.bytes.len() {
+        // A memory of our own is lowered back in place; one the engine
+        // made (none, as configured) only a new instance can shrink.
+        let grew = live.memories[i].data_size(&live.store) != expected.bytes.len();
+        if grew && live.regions[i].is_none() {
             return Err(FallbackReason::MemoryGrew);
         }
     }

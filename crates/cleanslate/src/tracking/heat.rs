@@ -55,6 +55,15 @@ impl PageHeat {
         }
     }
 
+    /// Cover pages up to `pages` (a memory grew): the new pages start cold,
+    /// which they are — never written, or protected when last restored.
+    pub(crate) fn cover(&mut self, pages: usize) {
+        if pages > self.hot.len() {
+            self.hot.resize(pages, 0);
+            self.last_written.resize(pages, u32::MAX);
+        }
+    }
+
     /// Start a reset.
     pub(crate) fn next_reset(&mut self) {
         self.generation = self.generation.wrapping_add(1);

@@ -85,19 +85,22 @@ impl ResetScan {
 }
 
 impl TrackedMemories {
-    /// Start tracking the memories at `regions` (base address, length),
-    /// from their current contents on. The first reset after scans.
+    /// Start tracking the memories at `regions` (base address, current
+    /// length, and the length they can grow to in place), from their
+    /// current contents on. The first reset after scans.
     ///
     /// # Errors
     /// Why tracking is unavailable (no userfaultfd, a region the kernel
     /// refuses); the instance then stays untracked.
     pub(crate) fn start(
-        regions: impl ExactSizeIterator<Item = (usize, usize)>,
+        regions: impl ExactSizeIterator<Item = (usize, usize, usize)>,
     ) -> Result<TrackedMemories, String> {
         let tracker = DirtyTracker::get().map_err(str::to_string)?;
         let mut heat = Vec::with_capacity(regions.len());
-        for (base, len) in regions {
-            tracker.track(base, len).map_err(|e| e.to_string())?;
+        for (base, len, reach) in regions {
+            // Registered as far as the memory can grow, so the pages a call
+            // grows into are tracked like the rest.
+            tracker.track(base, reach.max(len)).map_err(|e| e.to_string())?;
             heat.push(PageHeat::new(len / PAGE));
         }
         Ok(TrackedMemories {
@@ -145,9 +148,20 @@ impl TrackedMemories {
         len: usize,
     ) -> io::Result<DirtyPages> {
         let heat = &mut self.heat[index];
+        // A memory may end inside a host page (custom page sizes): that
+        // page is tracked whole.
+        let len = len.div_ceil(PAGE) * PAGE;
+        heat.cover(len / PAGE);
         heat.next_reset();
         if scan.only_hot {
-            return Ok(heat.hot_runs());
+            // Hot pages past the memory's end (left there when a reset
+            // lowered it) are inaccessible and were cleared: skip them.
+            let mut runs = heat.hot_runs();
+            runs.ranges.retain_mut(|run| {
+                run.end = run.end.min(len);
+                run.start < run.end
+            });
+            return Ok(runs);
         }
         self.tracker.written(base, len)
     }
@@ -266,7 +280,7 @@ mod tests {
         }
         let memory = Mapping::new(16);
         memory.write(0, 1);
-        let mut tracked = TrackedMemories::start([(memory.base, memory.len)].into_iter()).unwrap();
+        let mut tracked = TrackedMemories::start([(memory.base, memory.len, memory.len)].into_iter()).unwrap();
 
         let scan = tracked.decide();
         assert!(scan.scans(), "no window before the first reset");

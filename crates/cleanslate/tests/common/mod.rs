@@ -4,7 +4,7 @@
 
 pub mod build;
 
-use cleanslate::{Module, ResetStrategy, Runtime, Sandbox, SandboxBuilder, Snapshot, Status, Val};
+use cleanslate::{Module, ResetPath, ResetStrategy, Runtime, Sandbox, SandboxBuilder, Snapshot, Status, Val};
 
 pub const EXAMPLE_WAT: &str = include_str!("../../../../guests/example.wat");
 
@@ -24,13 +24,23 @@ pub struct Path {
     pub secret: i32,
 }
 
-/// In place (the common case), in place falling back to a fresh instance
-/// (growth and dropped segments), and fresh instances only.
-pub const PATHS: [Path; 3] = [
+/// The same, with the bit that makes the guest also grow memory by two
+/// pages and leave the secret in the second: undone in place.
+pub const SECRET_IN_GROWN_MEMORY: i32 = SECRET | 0x2000_0000;
+
+/// In place (the common case), in place after the call grew memory, in
+/// place falling back to a fresh instance (table growth and dropped
+/// segments), and fresh instances only.
+pub const PATHS: [Path; 4] = [
     Path {
         name: "in_place",
         strategy: ResetStrategy::Auto,
         secret: SECRET,
+    },
+    Path {
+        name: "in_place_after_growth",
+        strategy: ResetStrategy::Auto,
+        secret: SECRET_IN_GROWN_MEMORY,
     },
     Path {
         name: "auto_with_fallbacks",
@@ -47,7 +57,13 @@ pub const PATHS: [Path; 3] = [
 impl Path {
     pub fn fixture(&self, configure: impl Fn(SandboxBuilder) -> SandboxBuilder) -> Fixture {
         let strategy = self.strategy;
-        fixture(move |b| configure(b.reset_strategy(strategy)))
+        let mut fx = fixture(move |b| configure(b.reset_strategy(strategy)));
+        // Where the machine tracks writes, everything but table growth and
+        // dropped segments is undone in place.
+        fx.expect_in_place = strategy == ResetStrategy::Auto
+            && self.secret & SECRET_EVERYWHERE & !SECRET == 0
+            && expect_tracking();
+        fx
     }
 }
 
@@ -86,6 +102,8 @@ pub fn with_host(builder: SandboxBuilder) -> SandboxBuilder {
 pub struct Fixture {
     pub sandbox: Sandbox,
     pub fresh: Snapshot,
+    /// The last call's reset must have run in place.
+    pub expect_in_place: bool,
 }
 
 pub fn fixture(configure: impl Fn(SandboxBuilder) -> SandboxBuilder) -> Fixture {
@@ -97,7 +115,11 @@ pub fn fixture(configure: impl Fn(SandboxBuilder) -> SandboxBuilder) -> Fixture 
     };
     let sandbox = build();
     let fresh = build().snapshot().unwrap();
-    Fixture { sandbox, fresh }
+    Fixture {
+        sandbox,
+        fresh,
+        expect_in_place: false,
+    }
 }
 
 /// Check every kind of state against the fresh twin and through the guest's
@@ -105,6 +127,11 @@ pub fn fixture(configure: impl Fn(SandboxBuilder) -> SandboxBuilder) -> Fixture 
 pub fn assert_clean_slate(fx: &mut Fixture) {
     let sandbox = &mut fx.sandbox;
     assert_eq!(sandbox.status(), Status::Ready);
+    // (A refused call runs nothing and is not reset: the last report
+    // stays the previous call's.)
+    if let (true, Some(report)) = (fx.expect_in_place, sandbox.last_reset()) {
+        assert_eq!(report.path(), ResetPath::InPlace, "{report:?}");
+    }
     let now = sandbox.snapshot().unwrap();
     let diff = fx.fresh.differences(&now);
     assert!(

@@ -1,0 +1,86 @@
+//! The engine's memory hook: every linear memory (and the engine's own GC
+//! heap) is created as a [`MemoryRegion`], and the regions an instantiation
+//! creates are handed to the code that instantiated.
+
+use std::cell::RefCell;
+use std::sync::Arc;
+
+use super::MemoryRegion;
+
+/// Creates each memory the engine asks for as a [`MemoryRegion`].
+#[derive(Debug, Default)]
+pub(crate) struct GuestMemoryCreator;
+
+/// Room reserved when the engine names no reservation (it always does as
+/// configured here; this is the same 4 GiB it would name).
+const DEFAULT_CAPACITY: usize = 4 << 30;
+
+thread_local! {
+    /// The regions created on this thread while `record_created` runs.
+    static CREATED: RefCell<Option<Vec<Arc<MemoryRegion>>>> = const { RefCell::new(None) };
+}
+
+/// Run `instantiate` and return, with its result, the regions created on
+/// this thread meanwhile: the instance's memories (matched to them by base
+/// address), and possibly a GC heap, which matches none.
+pub(crate) fn record_created<R>(instantiate: impl FnOnce() -> R) -> (R, Vec<Arc<MemoryRegion>>) {
+    CREATED.with(|created| *created.borrow_mut() = Some(Vec::new()));
+    let result = instantiate();
+    let regions = CREATED.with(|created| created.borrow_mut().take());
+    (result, regions.unwrap_or_default())
+}
+
+// SAFETY: every memory is a fresh reservation of its own (`MemoryRegion::
+// reserve`): `reserved_size_in_bytes` plus `guard_size_in_bytes` of address
+// space, zero-filled, page-aligned, with everything past the accessible size
+// inaccessible, so the guard the compiled code relies on to elide bounds
+// checks is there. Growth never moves the base (the capacity is the whole
+// reservation the engine asked for).
+unsafe impl wasmtime::MemoryCreator for GuestMemoryCreator {
+    fn new_memory(
+        &self,
+        _ty: wasmtime::MemoryType,
+        minimum: usize,
+        _maximum: Option<usize>,
+        reserved_size_in_bytes: Option<usize>,
+        guard_size_in_bytes: usize,
+    ) -> Result<Box<dyn wasmtime::LinearMemory>, String> {
+        let capacity = reserved_size_in_bytes.unwrap_or(DEFAULT_CAPACITY);
+        let region = MemoryRegion::reserve(minimum, capacity, guard_size_in_bytes)
+            .map_err(|e| format!("cannot reserve a linear memory of {minimum} bytes: {e}"))?;
+        let region = Arc::new(region);
+        CREATED.with(|created| {
+            if let Some(list) = created.borrow_mut().as_mut() {
+                list.push(region.clone());
+            }
+        });
+        Ok(Box::new(GuestMemory(region)))
+    }
+}
+
+/// The engine's view of a region.
+struct GuestMemory(Arc<MemoryRegion>);
+
+// SAFETY: the region upholds what the engine needs of a linear memory:
+// `as_ptr` is page-aligned and never changes, `byte_size` bytes from it are
+// accessible, growth up to `byte_capacity` keeps the base, and the guard
+// after the capacity stays inaccessible (see `MemoryRegion`). The size may
+// also be lowered by the reset, which then refreshes the engine's view of
+// the memory before any guest code runs (reset/in_place.rs).
+unsafe impl wasmtime::LinearMemory for GuestMemory {
+    fn byte_size(&self) -> usize {
+        self.0.size()
+    }
+
+    fn byte_capacity(&self) -> usize {
+        self.0.capacity()
+    }
+
+    fn grow_to(&mut self, new_size: usize) -> wasmtime::Result<()> {
+        self.0.grow_to(new_size).map_err(wasmtime::Error::new)
+    }
+
+    fn as_ptr(&self) -> *mut u8 {
+        self.0.base()
+    }
+}

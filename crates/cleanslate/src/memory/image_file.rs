@@ -1,0 +1,132 @@
+//! A memory's contents as a sealed in-memory file, for copy-on-write
+//! mappings: every instance mapped from it shares its pages until it
+//! writes them, as the engine's own images do.
+
+use std::fs::File;
+use std::io;
+use std::os::fd::{AsFd, BorrowedFd};
+use std::os::unix::fs::FileExt;
+
+use rustix::fs::{MemfdFlags, SealFlags};
+
+use super::{HOST_PAGE, round_up_to_page};
+
+/// Memory contents in a `memfd`, sealed against every change once written.
+#[derive(Debug)]
+pub(crate) struct ImageFile {
+    file: File,
+    /// Bytes, a multiple of the host page size.
+    len: usize,
+}
+
+impl ImageFile {
+    /// An image `len` bytes long (rounded up to whole host pages), zero
+    /// except where `runs` (offset, bytes) put bytes. Pages of a run that
+    /// are all zero are left out, so the file holds only the memory's
+    /// non-zero pages.
+    ///
+    /// # Errors
+    /// The system refuses the file (no memfd support, memory exhausted), or
+    /// a run ends beyond `len`.
+    pub(crate) fn new<'a>(
+        len: usize,
+        runs: impl Iterator<Item = (usize, &'a [u8])>,
+    ) -> io::Result<ImageFile> {
+        let len = round_up_to_page(len)
+            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "image too large"))?;
+        let fd = rustix::fs::memfd_create(
+            "cleanslate-memory-image",
+            MemfdFlags::CLOEXEC | MemfdFlags::ALLOW_SEALING,
+        )?;
+        let file = File::from(fd);
+        file.set_len(len as u64)?;
+        for (offset, bytes) in runs {
+            if offset.checked_add(bytes.len()).is_none_or(|end| end > len) {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    format!(
+                        "{} bytes at offset {offset} do not fit an image of {len} bytes",
+                        bytes.len()
+                    ),
+                ));
+            }
+            write_non_zero(&file, offset, bytes)?;
+        }
+        // No one can change the image from now on, through this descriptor
+        // or any other: every instance mapped from it sees these bytes.
+        rustix::fs::fcntl_add_seals(
+            &file,
+            SealFlags::SHRINK | SealFlags::GROW | SealFlags::WRITE | SealFlags::SEAL,
+        )?;
+        Ok(ImageFile { file, len })
+    }
+
+    /// Bytes, a multiple of the host page size.
+    pub(crate) fn len(&self) -> usize {
+        self.len
+    }
+
+    pub(crate) fn fd(&self) -> BorrowedFd<'_> {
+        self.file.as_fd()
+    }
+}
+
+/// Write `bytes` at `offset`, skipping the host-page-aligned chunks that
+/// are all zero (the file reads zero there already).
+fn write_non_zero(file: &File, offset: usize, bytes: &[u8]) -> io::Result<()> {
+    let write = |run: std::ops::Range<usize>| file.write_all_at(&bytes[run.clone()], (offset + run.start) as u64);
+    let mut pending: Option<std::ops::Range<usize>> = None;
+    let mut at = 0;
+    while at < bytes.len() {
+        // Chunks end at the file's host page boundaries.
+        let page_end = ((offset + at) / HOST_PAGE + 1) * HOST_PAGE;
+        let end = (page_end - offset).min(bytes.len());
+        if bytes[at..end].iter().any(|b| *b != 0) {
+            pending = Some(pending.map_or(at, |run| run.start)..end);
+        } else if let Some(run) = pending.take() {
+            write(run)?;
+        }
+        at = end;
+    }
+    match pending {
+        Some(run) => write(run),
+        None => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn read_all(image: &ImageFile) -> Vec<u8> {
+        let mut out = vec![0xAA; image.len()];
+        image.file.read_exact_at(&mut out, 0).unwrap();
+        out
+    }
+
+    #[test]
+    fn an_image_holds_its_runs_on_zeros_and_is_sealed() {
+        let mut page = vec![0u8; 3 * HOST_PAGE];
+        page[10] = 1;
+        page[2 * HOST_PAGE + 5] = 2; // the middle page stays all zero
+        let image = ImageFile::new(
+            5 * HOST_PAGE + 1,
+            [(HOST_PAGE, &page[..]), (100, &b"xyz"[..])].into_iter(),
+        )
+        .unwrap();
+        assert_eq!(image.len(), 6 * HOST_PAGE, "rounded up to pages");
+        let bytes = read_all(&image);
+        let mut expected = vec![0u8; 6 * HOST_PAGE];
+        expected[HOST_PAGE..4 * HOST_PAGE].copy_from_slice(&page);
+        expected[100..103].copy_from_slice(b"xyz");
+        assert!(bytes == expected);
+        assert!(image.file.write_all_at(b"no", 0).is_err(), "sealed");
+        assert!(image.file.set_len(0).is_err(), "sealed");
+    }
+
+    #[test]
+    fn a_run_past_the_end_is_refused() {
+        let err = ImageFile::new(HOST_PAGE, [(HOST_PAGE - 1, &b"ab"[..])].into_iter()).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::InvalidInput);
+    }
+}

@@ -1,0 +1,232 @@
+//! One linear memory's reservation: address space for everything the
+//! memory may grow to plus the engine's guard, of which only the memory's
+//! current size is accessible.
+
+use std::io;
+use std::sync::Mutex;
+
+use rustix::mm::{MapFlags, MprotectFlags, ProtFlags};
+
+use super::{ImageFile, round_up_to_page};
+
+/// A reserved range of address space holding one linear memory.
+///
+/// Bytes `[0, size)` are readable and writable, everything after is
+/// inaccessible (up to `capacity` growth makes it accessible; the guard
+/// after it never is), so compiled code that elides bounds checks against
+/// the guard still traps on every access past `size`.
+///
+/// Changes (`grow_to`, `lower_to`, `map_image`) need exclusive use of the
+/// store that owns the memory: the engine grows it only while guest code
+/// runs in that store, and the reset only while it holds the store, so no
+/// guest code and no host view of the bytes can be in use at the time.
+#[derive(Debug)]
+pub(crate) struct MemoryRegion {
+    /// Start of the reservation (the memory's byte 0).
+    base: usize,
+    /// Bytes the memory may grow to without moving.
+    capacity: usize,
+    /// The whole reservation: capacity and guard; unmapped on drop.
+    reserved: usize,
+    /// Bytes accessible now: the memory's size as the guest sees it.
+    size: Mutex<usize>,
+}
+
+impl MemoryRegion {
+    /// Reserve `capacity` bytes plus `guard` bytes of address space (no
+    /// memory is committed) and make the first `minimum` accessible. The
+    /// bytes read as zero.
+    ///
+    /// # Errors
+    /// The system refuses the reservation or the protection change (address
+    /// space or map count exhausted).
+    pub(crate) fn reserve(minimum: usize, capacity: usize, guard: usize) -> io::Result<Self> {
+        let too_big = || io::Error::new(io::ErrorKind::OutOfMemory, "memory size overflows");
+        let capacity = round_up_to_page(capacity.max(minimum)).ok_or_else(too_big)?;
+        let reserved = round_up_to_page(guard)
+            .and_then(|g| capacity.checked_add(g))
+            .ok_or_else(too_big)?;
+        // SAFETY: a new private anonymous mapping at an address the kernel
+        // picks: it cannot overlap anything this process uses, and it is
+        // inaccessible until `grow_to` opens part of it.
+        let base = unsafe {
+            rustix::mm::mmap_anonymous(
+                std::ptr::null_mut(),
+                reserved,
+                ProtFlags::empty(),
+                MapFlags::PRIVATE | MapFlags::NORESERVE,
+            )
+        }?;
+        let region = MemoryRegion {
+            base: base as usize,
+            capacity,
+            reserved,
+            size: Mutex::new(0),
+        };
+        region.grow_to(minimum)?;
+        Ok(region)
+    }
+
+    /// The memory's first byte.
+    pub(crate) fn base(&self) -> *mut u8 {
+        self.base as *mut u8
+    }
+
+    /// Bytes accessible now.
+    pub(crate) fn size(&self) -> usize {
+        *self.size.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Bytes the memory may grow to without moving.
+    pub(crate) fn capacity(&self) -> usize {
+        self.capacity
+    }
+
+    /// Make the memory `new` bytes long, `new` at least its size. The new
+    /// bytes read as zero unless an earlier call left them otherwise and
+    /// the reset did not clear them (the reset always does).
+    ///
+    /// # Errors
+    /// `new` is smaller than the size or beyond the capacity, or the system
+    /// refuses the protection change.
+    pub(crate) fn grow_to(&self, new: usize) -> io::Result<()> {
+        let mut size = self.size.lock().unwrap_or_else(|e| e.into_inner());
+        if new < *size || new > self.capacity {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!(
+                    "cannot grow a memory of {} bytes to {new} bytes (room for {} bytes)",
+                    *size, self.capacity
+                ),
+            ));
+        }
+        self.protect(*size, new, MprotectFlags::READ | MprotectFlags::WRITE)?;
+        *size = new;
+        Ok(())
+    }
+
+    /// Make the memory `new` bytes long again, `new` at most its size: the
+    /// bytes from `new` on become inaccessible. The reset calls this after
+    /// clearing them, so a later growth finds them zero.
+    ///
+    /// # Errors
+    /// `new` is larger than the size, or the system refuses the protection
+    /// change (the size is then unchanged).
+    pub(crate) fn lower_to(&self, new: usize) -> io::Result<()> {
+        let mut size = self.size.lock().unwrap_or_else(|e| e.into_inner());
+        if new > *size {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("cannot lower a memory of {} bytes to {new} bytes", *size),
+            ));
+        }
+        self.protect(new, *size, MprotectFlags::empty())?;
+        *size = new;
+        Ok(())
+    }
+
+    /// Replace the memory's first `image.len()` bytes by a private
+    /// copy-on-write mapping of `image`: they read as the image until
+    /// written, and writes stay in this memory. The image must fit in the
+    /// accessible bytes.
+    ///
+    /// # Errors
+    /// The image is longer than the memory, or the system refuses the
+    /// mapping (the memory is then unchanged, or — if the kernel failed
+    /// half-way — the caller must not use it; the reset discards it).
+    pub(crate) fn map_image(&self, image: &ImageFile) -> io::Result<()> {
+        let size = self.size.lock().unwrap_or_else(|e| e.into_inner());
+        let accessible = round_up_to_page(*size).unwrap_or(usize::MAX);
+        if image.len() > accessible {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!(
+                    "an image of {} bytes does not fit a memory of {} bytes",
+                    image.len(),
+                    *size
+                ),
+            ));
+        }
+        if image.len() == 0 {
+            return Ok(());
+        }
+        // SAFETY: MAP_FIXED replaces exactly `[base, base + image.len())`,
+        // which lies inside this region's own reservation (checked above:
+        // within the accessible bytes), so no mapping of anyone else is
+        // touched. The bytes it replaces belong to this memory alone, and
+        // the caller holds the store exclusively, so no guest code and no
+        // host slice over them is alive while they change. The mapping is
+        // private: the sealed image file itself can never be written.
+        unsafe {
+            rustix::mm::mmap(
+                self.base().cast(),
+                image.len(),
+                ProtFlags::READ | ProtFlags::WRITE,
+                MapFlags::PRIVATE | MapFlags::FIXED,
+                image.fd(),
+                0,
+            )
+        }?;
+        Ok(())
+    }
+
+    /// Set the protection of the host pages covering bytes `[from, to)`.
+    fn protect(&self, from: usize, to: usize, flags: MprotectFlags) -> io::Result<()> {
+        let overflow = || io::Error::new(io::ErrorKind::InvalidInput, "size overflows");
+        let start = round_up_to_page(from).ok_or_else(overflow)?;
+        let end = round_up_to_page(to).ok_or_else(overflow)?;
+        if end <= start {
+            return Ok(());
+        }
+        // SAFETY: `[start, end)` lies inside this region's reservation
+        // (`to` never exceeds the capacity), so only this memory's pages
+        // change protection. Making bytes inaccessible is done only past
+        // the guest's size (`lower_to`), where no Rust reference can point:
+        // host views of the memory are bounded by its size.
+        unsafe { rustix::mm::mprotect(self.base().add(start).cast(), end - start, flags) }?;
+        Ok(())
+    }
+}
+
+impl Drop for MemoryRegion {
+    fn drop(&mut self) {
+        // SAFETY: the reservation was mapped by `reserve` and is unmapped
+        // only here, once; the region is dropped when the last holder (the
+        // engine's memory and any instance handle) lets go, so nothing can
+        // use the addresses afterwards.
+        let _ = unsafe { rustix::mm::munmap(self.base().cast(), self.reserved) };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_region_grows_lowers_and_maps_an_image() {
+        let region = MemoryRegion::reserve(65536, 1 << 20, 1 << 16).unwrap();
+        assert_eq!(region.size(), 65536);
+        // SAFETY (test): within the accessible first page.
+        unsafe { region.base().write(7) };
+        region.grow_to(2 * 65536).unwrap();
+        // SAFETY (test): the grown bytes are accessible and zero.
+        unsafe {
+            assert_eq!(region.base().add(65536).read(), 0);
+            region.base().add(65536).write(9);
+        }
+        assert!(region.grow_to(2 << 20).is_err(), "beyond the capacity");
+        assert!(region.lower_to(3 * 65536).is_err(), "lowering upwards");
+        region.lower_to(65536).unwrap();
+        assert_eq!(region.size(), 65536);
+
+        let image = ImageFile::new(8192, [(4096usize, &b"image"[..])].into_iter()).unwrap();
+        region.map_image(&image).unwrap();
+        // SAFETY (test): the first page is accessible.
+        unsafe {
+            assert_eq!(region.base().read(), 0, "the image replaced page 0");
+            assert_eq!(*region.base().add(4096), b'i');
+        }
+        let big = ImageFile::new(1 << 17, std::iter::empty()).unwrap();
+        assert!(region.map_image(&big).is_err(), "longer than the memory");
+    }
+}
