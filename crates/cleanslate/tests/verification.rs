@@ -168,13 +168,26 @@ fn the_in_place_path_runs_when_it_covers_the_call_and_says_why_when_not() {
     let _ = fx.sandbox.call("trap_unreachable", &[Val::I32(SECRET)]);
     assert_eq!(report(&fx).path(), ResetPath::InPlace);
 
-    // Growth needs a fresh instance, and the report says so.
+    // Memory growth is undone in place too: the page written in the
+    // second grown page counts (cleared), and the grown pages are gone.
+    fx.sandbox
+        .call("leave_secret", &[Val::I32(common::SECRET_IN_GROWN_MEMORY)])
+        .unwrap();
+    let r = report(&fx);
+    assert_eq!(
+        (r.path(), r.fallback_reason(), r.dirty_pages()),
+        (ResetPath::InPlace, None, 2),
+        "{r:?}"
+    );
+    assert_eq!(fx.sandbox.snapshot().unwrap().memory_sizes(), [65536]);
+
+    // A grown table needs a fresh instance, and the report says so.
     fx.sandbox
         .call("leave_secret", &[Val::I32(common::SECRET_EVERYWHERE)])
         .unwrap();
     let r = report(&fx);
     assert_eq!(r.path(), ResetPath::FreshInstance);
-    assert_eq!(r.fallback_reason(), Some(FallbackReason::MemoryGrew));
+    assert_eq!(r.fallback_reason(), Some(FallbackReason::TableResized));
 
     // The fresh instance is tracked again: the next reset is in place.
     fx.sandbox

@@ -7,8 +7,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::engine::timer::{DeadlineTicket, DeadlineTimer};
-use crate::memory::GuestMemoryCreator;
 use crate::error::{Error, ErrorKind};
+use crate::memory::GuestMemoryCreator;
 
 /// Settings shared by every module and sandbox of a [`Runtime`].
 ///

@@ -166,7 +166,13 @@ impl InstanceFactory {
         data: &mut [u8],
     ) -> Result<(), Error> {
         let module = &self.module.inner;
-        if !module.hooks.memory_images.get(index).copied().unwrap_or(false) {
+        if !module
+            .hooks
+            .memory_images
+            .get(index)
+            .copied()
+            .unwrap_or(false)
+        {
             return Ok(());
         }
         let failed = |why: String| {
@@ -176,7 +182,9 @@ impl InstanceFactory {
             )
         };
         let Some(initial) = module.initial_memory.get(index).and_then(Option::as_ref) else {
-            return Err(failed("internal error: the module has no image of it".into()));
+            return Err(failed(
+                "internal error: the module has no image of it".into(),
+            ));
         };
         if initial.len() == 0 {
             return Ok(());

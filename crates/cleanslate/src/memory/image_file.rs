@@ -74,7 +74,9 @@ impl ImageFile {
 /// Write `bytes` at `offset`, skipping the host-page-aligned chunks that
 /// are all zero (the file reads zero there already).
 fn write_non_zero(file: &File, offset: usize, bytes: &[u8]) -> io::Result<()> {
-    let write = |run: std::ops::Range<usize>| file.write_all_at(&bytes[run.clone()], (offset + run.start) as u64);
+    let write = |run: std::ops::Range<usize>| {
+        file.write_all_at(&bytes[run.clone()], (offset + run.start) as u64)
+    };
     let mut pending: Option<std::ops::Range<usize>> = None;
     let mut at = 0;
     while at < bytes.len() {

@@ -266,7 +266,8 @@ fn data_section(
     reader: wasmparser::DataSectionReader<'_>,
     moved: &[u32],
 ) -> Result<Vec<u8>, Error> {
-    let invalid = |e: wasmparser::BinaryReaderError| Error::invalid_module(e.message(), Some(e.offset()));
+    let invalid =
+        |e: wasmparser::BinaryReaderError| Error::invalid_module(e.message(), Some(e.offset()));
     let mut data = Vec::new();
     reader.count().encode(&mut data);
     for segment in reader {

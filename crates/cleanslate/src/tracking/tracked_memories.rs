@@ -100,7 +100,9 @@ impl TrackedMemories {
         for (base, len, reach) in regions {
             // Registered as far as the memory can grow, so the pages a call
             // grows into are tracked like the rest.
-            tracker.track(base, reach.max(len)).map_err(|e| e.to_string())?;
+            tracker
+                .track(base, reach.max(len))
+                .map_err(|e| e.to_string())?;
             heat.push(PageHeat::new(len / PAGE));
         }
         Ok(TrackedMemories {
@@ -280,7 +282,8 @@ mod tests {
         }
         let memory = Mapping::new(16);
         memory.write(0, 1);
-        let mut tracked = TrackedMemories::start([(memory.base, memory.len, memory.len)].into_iter()).unwrap();
+        let mut tracked =
+            TrackedMemories::start([(memory.base, memory.len, memory.len)].into_iter()).unwrap();
 
         let scan = tracked.decide();
         assert!(scan.scans(), "no window before the first reset");

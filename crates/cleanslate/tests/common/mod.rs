@@ -4,7 +4,9 @@
 
 pub mod build;
 
-use cleanslate::{Module, ResetPath, ResetStrategy, Runtime, Sandbox, SandboxBuilder, Snapshot, Status, Val};
+use cleanslate::{
+    Module, ResetPath, ResetStrategy, Runtime, Sandbox, SandboxBuilder, Snapshot, Status, Val,
+};
 
 pub const EXAMPLE_WAT: &str = include_str!("../../../../guests/example.wat");
 
