@@ -383,7 +383,10 @@ mod tests {
         }
     }
 
-    fn read(entry: &CacheEntry) -> Result<Option<(Vec<u8>, Vec<u8>)>, String> {
+    /// The record and the code, as read.
+    type Read = Option<(Vec<u8>, Vec<u8>)>;
+
+    fn read(entry: &CacheEntry) -> Result<Read, String> {
         entry.read().map(|found| {
             found.map(|mut f| {
                 let mut code = Vec::new();

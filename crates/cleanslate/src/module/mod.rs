@@ -325,7 +325,7 @@ enum Cached {
     Off,
     /// A trustworthy entry: the analysis it records and its code, loaded.
     Hit {
-        analysis: Analysis,
+        analysis: Box<Analysis>,
         module: wasmtime::Module,
     },
     /// No usable entry; `rejected` says why an entry that is there was not
@@ -385,8 +385,8 @@ fn lookup(
     Cached::Absent { entry, rejected }
 }
 
-fn decode_analysis(record: &[u8], binary: Option<&[u8]>) -> Result<Analysis, String> {
-    let analysis: Analysis =
+fn decode_analysis(record: &[u8], binary: Option<&[u8]>) -> Result<Box<Analysis>, String> {
+    let analysis: Box<Analysis> =
         postcard::from_bytes(record).map_err(|e| format!("cannot decode its record: {e}"))?;
     if let Some(binary) = binary
         && analysis
