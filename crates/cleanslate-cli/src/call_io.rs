@@ -22,7 +22,7 @@ pub struct CallIoArgs {
     /// WASI: standard input for every call, from FILE or `-`.
     #[arg(long, value_name = "FILE|-")]
     pub stdin: Option<PathBuf>,
-    /// WASI: an argument for every call (repeatable; the first is argv[0]).
+    /// WASI: an argument for every call (repeatable; the first is `argv[0]`).
     #[arg(long = "arg", value_name = "ARG", allow_hyphen_values = true)]
     pub args: Vec<String>,
 }

@@ -30,8 +30,8 @@ pub(crate) fn record_created<R>(instantiate: impl FnOnce() -> R) -> (R, Vec<Arc<
     (result, regions.unwrap_or_default())
 }
 
-// SAFETY: every memory is a fresh reservation of its own (`MemoryRegion::
-// reserve`): `reserved_size_in_bytes` plus `guard_size_in_bytes` of address
+// SAFETY: every memory is a fresh reservation of its own
+// (`MemoryRegion::reserve`): `reserved_size_in_bytes` plus `guard_size_in_bytes` of address
 // space, zero-filled, page-aligned, with everything past the accessible size
 // inaccessible, so the guard the compiled code relies on to elide bounds
 // checks is there. Growth never moves the base (the capacity is the whole

@@ -166,6 +166,9 @@ fn lower_memory(live: &mut LiveInstance, i: usize, snapshot_len: usize) -> Resul
     Ok(())
 }
 
+/// A page of zeros to compare pages past the snapshot's end with.
+static ZEROS: [u8; PAGE] = [0; PAGE];
+
 /// The snapshot's bytes of a memory, read as zero past their end (where a
 /// memory that grew since holds pages the reset clears).
 struct Padded<'a>(&'a [u8]);
@@ -175,7 +178,9 @@ impl Padded<'_> {
     fn eq_at(&self, data: &[u8], offset: usize) -> bool {
         let known = self.0.len().clamp(offset, offset + data.len());
         let (head, tail) = data.split_at(known - offset);
-        head == self.0.get(offset..known).unwrap_or(&[]) && tail.iter().all(|b| *b == 0)
+        // Slice equality is a `memcmp`: many times faster than testing
+        // byte by byte, which matters for the many pages past the end.
+        head == self.0.get(offset..known).unwrap_or(&[]) && tail == &ZEROS[..tail.len()]
     }
 
     /// Write these bytes at `range` into `data` (zeros past their end).

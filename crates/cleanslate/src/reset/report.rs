@@ -42,7 +42,11 @@ pub enum FallbackReason {
     /// This machine cannot track written pages (needs Linux 6.7+ with
     /// userfaultfd write-protect and `PAGEMAP_SCAN`).
     TrackingUnavailable,
-    /// A memory grew during the call; memories cannot shrink in place.
+    /// A memory grew during the call and is not one the reset can lower in
+    /// place. Every memory Cleanslate creates can be (the reset clears the
+    /// grown pages and lowers the memory, see
+    /// [`ResetReport::memory_lowered_bytes`]), so this no longer happens;
+    /// the name stays for programs that match on it.
     MemoryGrew,
     /// A table grew during the call.
     TableResized,
