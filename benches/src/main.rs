@@ -1,6 +1,7 @@
 //! `compare`: Cleanslate's resets against plain-wasmtime baselines, side by
 //! side in one process and run, on guests that dirty K scattered pages of a
-//! 16 MiB and a 1 GiB memory. Prints a markdown table and writes it, the
+//! 16 MiB and a 1 GiB memory, and on a guest whose call grows its memory by
+//! N wasm pages and writes every new host page. Prints a markdown table and writes it, the
 //! target checks and a plot into docs/BENCHMARKS.md and docs/benchmarks/.
 //!
 //! Run: `cargo run --release -p cleanslate-benches --bin compare`
@@ -26,6 +27,11 @@ const KS: [u64; 5] = [0, 1, 16, 256, 4096];
 /// Memory sizes measured.
 const SIZES: [(u64, &str); 2] = [(16 << 20, "16 MiB"), (1 << 30, "1 GiB")];
 
+/// Wasm pages a growing call adds.
+const GROW_NS: [u64; 2] = [1, 16];
+/// How far the growing guest's memory may grow: the largest N.
+const MAX_GROW: u64 = 16;
+
 /// One measured cell.
 #[derive(Clone, Debug)]
 pub struct Cell {
@@ -34,6 +40,18 @@ pub struct Cell {
     pub method: Method,
     pub median_us: f64,
     pub iterations: usize,
+}
+
+/// One measured cell of the growing guest.
+#[derive(Clone, Debug)]
+pub struct GrowthCell {
+    pub size: &'static str,
+    pub n: u64,
+    pub method: Method,
+    pub median_us: f64,
+    pub iterations: usize,
+    /// The reset paths taken (Cleanslate only).
+    pub paths: Option<methods::Paths>,
 }
 
 struct Budget {
@@ -104,6 +122,7 @@ fn main() {
             }
         }
     }
+    let growth = growing_calls(&budget);
     let mut real = Vec::new();
     match real_work::guest() {
         Ok(wasm) => {
@@ -129,12 +148,69 @@ fn main() {
     } else {
         Some(report::soak(1_000_000))
     };
-    let markdown = report::markdown(&cells, &real, &scaling, soak.as_ref());
+    let markdown = report::markdown(&cells, &growth, &real, &scaling, soak.as_ref());
     println!("{markdown}");
     if !quick {
         report::write(&markdown, &cells)
             .unwrap_or_else(|e| eprintln!("could not write the report: {e}"));
     }
+    // The harness's assertion: with `ResetStrategy::Auto`, a growing call is
+    // undone in place, every time. (Checked after writing, so that the
+    // report, which says so too, is not lost.)
+    let went_fresh: Vec<String> = growth
+        .iter()
+        .filter(|c| c.method == Method::CleanslateInPlace)
+        .filter_map(|c| {
+            let paths = c.paths.as_ref()?;
+            (!paths.all_in_place()).then(|| format!("{} N = {}: {}", c.size, c.n, paths.describe()))
+        })
+        .collect();
+    if !went_fresh.is_empty() {
+        eprintln!(
+            "assertion failed: a growing call's reset (Auto) was not in place: {}",
+            went_fresh.join("; ")
+        );
+        std::process::exit(1);
+    }
+}
+
+/// Calls that grow the memory by N wasm pages and write each new host page,
+/// per method, on each memory size.
+fn growing_calls(budget: &Budget) -> Vec<GrowthCell> {
+    let mut cells = Vec::new();
+    for (bytes, size) in SIZES {
+        let wasm = guest::growing_module(bytes, MAX_GROW);
+        for n in GROW_NS {
+            for method in methods::GROWTH {
+                match methods::prepare_growing(method, &wasm, bytes, MAX_GROW, n) {
+                    Ok((call, paths)) => {
+                        let (median_us, iterations) = sample(call, budget);
+                        let paths = paths.map(|p| p.borrow().clone());
+                        eprintln!(
+                            "{size:>6} grow N={n:<3} {:<58} {median_us:>10.2} µs ({iterations} calls){}",
+                            method.name(),
+                            paths
+                                .as_ref()
+                                .map(|p| format!(", reset {}", p.describe()))
+                                .unwrap_or_default()
+                        );
+                        cells.push(GrowthCell {
+                            size,
+                            n,
+                            method,
+                            median_us,
+                            iterations,
+                            paths,
+                        });
+                    }
+                    Err(e) => {
+                        eprintln!("{size:>6} grow N={n:<3} {:<58} failed: {e}", method.name())
+                    }
+                }
+            }
+        }
+    }
+    cells
 }
 
 /// The in-place reset on the small and the large memory at the same K,

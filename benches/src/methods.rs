@@ -3,13 +3,16 @@
 //! fresh-instance-per-call configurations, and two floors (the call alone
 //! with no reset; a plain copy of the dirty pages).
 
-use cleanslate::{ResetStrategy, Runtime, Sandbox, Val};
+use std::cell::RefCell;
+use std::rc::Rc;
+
+use cleanslate::{ResetPath, ResetStrategy, Runtime, Sandbox, Val};
 use wasmtime::{
     Config, Enabled, Engine, InstanceAllocationStrategy, InstancePre, Linker, Module,
     PoolingAllocationConfig, Store, TypedFunc,
 };
 
-use crate::guest::HOST_PAGE;
+use crate::guest::{HOST_PAGE, WASM_PAGE};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Method {
@@ -156,6 +159,120 @@ pub fn prepare(
                 }
                 std::hint::black_box(&live);
             }))
+        }
+    }
+}
+
+/// The methods measured on the growing guest: Cleanslate's two strategies
+/// and the wasmtime fresh-instance baselines (the floors do not apply: a
+/// call without a reset would grow the memory to its maximum).
+pub const GROWTH: [Method; 5] = [
+    Method::CleanslateInPlace,
+    Method::CleanslateFresh,
+    Method::WasmtimePooling,
+    Method::WasmtimePoolingKeepResident,
+    Method::WasmtimeOnDemand,
+];
+
+/// The reset paths a Cleanslate sandbox took while measured.
+#[derive(Clone, Debug, Default)]
+pub struct Paths {
+    pub in_place: u64,
+    pub fresh: u64,
+    /// The last reset's path and, if it went fresh, why.
+    pub last: Option<(ResetPath, Option<&'static str>)>,
+}
+
+impl Paths {
+    /// "in_place (3030 of 3030)" or with the fallback reason.
+    pub fn describe(&self) -> String {
+        let total = self.in_place + self.fresh;
+        match self.last {
+            None => "–".into(),
+            Some((path, reason)) => {
+                let count = match path {
+                    ResetPath::FreshInstance => self.fresh,
+                    _ => self.in_place,
+                };
+                let reason = reason.map(|r| format!(", {r}")).unwrap_or_default();
+                format!("{path}{reason} ({count} of {total})")
+            }
+        }
+    }
+
+    /// Every reset measured took the in-place path.
+    pub fn all_in_place(&self) -> bool {
+        self.fresh == 0 && self.in_place > 0
+    }
+}
+
+/// One call of `grow(n)` and its reset (Cleanslate) or a fresh instance
+/// that runs it and is dropped (wasmtime). The memory starts at
+/// `memory_bytes` and may grow by `max_grow` wasm pages. For Cleanslate,
+/// also the tally of reset paths, updated after every call.
+pub fn prepare_growing(
+    method: Method,
+    wasm: &[u8],
+    memory_bytes: u64,
+    max_grow: u64,
+    n: u64,
+) -> Result<(Call, Option<Rc<RefCell<Paths>>>), String> {
+    let limit = memory_bytes + max_grow * WASM_PAGE;
+    let n32 = n as i32;
+    match method {
+        Method::CleanslateInPlace | Method::CleanslateFresh => {
+            let strategy = if method == Method::CleanslateInPlace {
+                ResetStrategy::Auto
+            } else {
+                ResetStrategy::FreshInstance
+            };
+            let runtime = Runtime::new().map_err(|e| e.to_string())?;
+            let module = runtime.load_bytes(wasm).map_err(|e| e.to_string())?;
+            let mut sandbox = Sandbox::builder(&module)
+                .memory_limit(limit)
+                .reset_strategy(strategy)
+                .build()
+                .map_err(|e| e.to_string())?;
+            let paths = Rc::new(RefCell::new(Paths::default()));
+            let tally = paths.clone();
+            let args = [Val::I32(n32)];
+            Ok((
+                Box::new(move || {
+                    sandbox.call("grow", &args).expect("grow succeeds");
+                    let report = sandbox.last_reset().expect("a call resets");
+                    let mut tally = tally.borrow_mut();
+                    match report.path() {
+                        ResetPath::FreshInstance => tally.fresh += 1,
+                        _ => tally.in_place += 1,
+                    }
+                    tally.last =
+                        Some((report.path(), report.fallback_reason().map(|r| r.as_str())));
+                }),
+                Some(paths),
+            ))
+        }
+        Method::WasmtimePooling
+        | Method::WasmtimePoolingKeepResident
+        | Method::WasmtimeOnDemand => {
+            let engine = wasmtime_engine(method, limit)?;
+            let module = Module::new(&engine, wasm).map_err(|e| format!("{e:#}"))?;
+            let pre: InstancePre<()> = Linker::new(&engine)
+                .instantiate_pre(&module)
+                .map_err(|e| format!("{e:#}"))?;
+            Ok((
+                Box::new(move || {
+                    let mut store = Store::new(&engine, ());
+                    let instance = pre.instantiate(&mut store).expect("instantiate");
+                    let grow: TypedFunc<i32, ()> =
+                        instance.get_typed_func(&mut store, "grow").expect("grow");
+                    grow.call(&mut store, n32).expect("grow succeeds");
+                    drop(store);
+                }),
+                None,
+            ))
+        }
+        Method::CallOnly | Method::Memcpy => {
+            Err(format!("{} does not apply to growing calls", method.name()))
         }
     }
 }
