@@ -6,9 +6,11 @@
 //!
 //! Run: `cargo run --release -p cleanslate-benches --bin compare`
 //! (`-- --quick` for a short smoke run that writes nothing;
-//! `-- --write-guest DIR` writes the two guests, `dirty_16mib.wasm` and
-//! `dirty_1gib.wasm`, for `cleanslate bench DIR/dirty_16mib.wasm dirty:K,STRIDE`
-//! or a profiler, and exits).
+//! `-- --write-guest DIR` writes the guests, `dirty_16mib.wasm`,
+//! `dirty_1gib.wasm`, `grow_16mib.wasm` and `grow_1gib.wasm` (which may grow
+//! by 16 wasm pages), for `cleanslate bench DIR/dirty_16mib.wasm
+//! dirty:K,STRIDE` or `cleanslate bench DIR/grow_16mib.wasm grow:N
+//! --memory-limit 17MiB`, or a profiler, and exits).
 
 mod doc_section;
 mod guest;
@@ -68,12 +70,14 @@ fn main() {
             eprintln!("--write-guest needs a directory");
             std::process::exit(2);
         };
-        for (bytes, name) in [
-            (16u64 << 20, "dirty_16mib.wasm"),
-            (1 << 30, "dirty_1gib.wasm"),
+        for (wasm, name) in [
+            (guest::module(16 << 20), "dirty_16mib.wasm"),
+            (guest::module(1 << 30), "dirty_1gib.wasm"),
+            (guest::growing_module(16 << 20, MAX_GROW), "grow_16mib.wasm"),
+            (guest::growing_module(1 << 30, MAX_GROW), "grow_1gib.wasm"),
         ] {
             let path = std::path::Path::new(dir).join(name);
-            if let Err(e) = std::fs::write(&path, guest::module(bytes)) {
+            if let Err(e) = std::fs::write(&path, wasm) {
                 eprintln!("cannot write {}: {e}", path.display());
                 std::process::exit(1);
             }
@@ -191,7 +195,13 @@ fn growing_calls(budget: &Budget) -> Vec<GrowthCell> {
                             method.name(),
                             paths
                                 .as_ref()
-                                .map(|p| format!(", reset {}", p.describe()))
+                                .map(|p| format!(
+                                    ", reset {}, reset alone {:.2} µs, {} pages, {} scans",
+                                    p.describe(),
+                                    p.reset_median_us().unwrap_or(f64::NAN),
+                                    p.last_pages,
+                                    p.scanned
+                                ))
                                 .unwrap_or_default()
                         );
                         cells.push(GrowthCell {

@@ -181,6 +181,12 @@ pub struct Paths {
     pub fresh: u64,
     /// The last reset's path and, if it went fresh, why.
     pub last: Option<(ResetPath, Option<&'static str>)>,
+    /// Each reset's own duration, as it reported it (nanoseconds).
+    pub reset_ns: Vec<u64>,
+    /// Resets that walked the page tables (`PAGEMAP_SCAN`).
+    pub scanned: u64,
+    /// Host pages written back by the last reset.
+    pub last_pages: u64,
 }
 
 impl Paths {
@@ -198,6 +204,13 @@ impl Paths {
                 format!("{path}{reason} ({count} of {total})")
             }
         }
+    }
+
+    /// The median reset alone, in microseconds.
+    pub fn reset_median_us(&self) -> Option<f64> {
+        let mut ns = self.reset_ns.clone();
+        ns.sort_unstable();
+        ns.get(ns.len() / 2).map(|&n| n as f64 / 1000.0)
     }
 
     /// Every reset measured took the in-place path.
@@ -247,6 +260,9 @@ pub fn prepare_growing(
                     }
                     tally.last =
                         Some((report.path(), report.fallback_reason().map(|r| r.as_str())));
+                    tally.reset_ns.push(report.duration().as_nanos() as u64);
+                    tally.scanned += u64::from(report.scanned_page_tables());
+                    tally.last_pages = report.dirty_pages();
                 }),
                 Some(paths),
             ))
