@@ -219,6 +219,9 @@ impl Paths {
     }
 }
 
+/// The reset paths of a prepared Cleanslate call, shared with its closure.
+pub type PathTally = Rc<RefCell<Paths>>;
+
 /// One call of `grow(n)` and its reset (Cleanslate) or a fresh instance
 /// that runs it and is dropped (wasmtime). The memory starts at
 /// `memory_bytes` and may grow by `max_grow` wasm pages. For Cleanslate,
@@ -229,7 +232,7 @@ pub fn prepare_growing(
     memory_bytes: u64,
     max_grow: u64,
     n: u64,
-) -> Result<(Call, Option<Rc<RefCell<Paths>>>), String> {
+) -> Result<(Call, Option<PathTally>), String> {
     let limit = memory_bytes + max_grow * WASM_PAGE;
     let n32 = n as i32;
     match method {
