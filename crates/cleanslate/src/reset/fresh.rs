@@ -1,5 +1,7 @@
 //! The fresh-instance path: a new instance from the module, brought to the
-//! snapshot by applying only what differs from a fresh instance's state.
+//! snapshot: each memory maps the snapshot's bytes copy-on-write (or, where
+//! that is unavailable, gets the pages that differ from a fresh instance
+//! copied in), then globals, tables and dropped segments are applied.
 
 use std::ops::Range;
 
@@ -60,6 +62,15 @@ fn apply_memories(
                         "cannot grow memory {i} to the snapshot's size: {e:#}"
                     ))
                 })?;
+        }
+        // A memory of our own takes the snapshot's bytes as a copy-on-write
+        // mapping: nothing copied now, and pages no call writes are shared
+        // with every other instance made from this snapshot.
+        if let (Some(region), Ok(file)) = (&live.regions[i], target.file()) {
+            region
+                .map_image(file)
+                .map_err(|e| failed(format!("cannot map memory {i}'s snapshot: {e}")))?;
+            continue;
         }
         let data = memory.data_mut(&mut live.store);
         // What a fresh instance holds is known from the module when its data

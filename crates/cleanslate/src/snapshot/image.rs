@@ -8,6 +8,7 @@ use wasmtime::{Ref, Val as WasmVal};
 
 use crate::error::{Error, ErrorKind};
 use crate::instance::LiveInstance;
+use crate::memory::ImageFile;
 use crate::module::Module;
 pub(crate) use crate::module::{HOST_PAGE, differing_pages};
 use crate::tracking::DirtyTracker;
@@ -34,6 +35,29 @@ pub(crate) struct MemoryImage {
     /// The byte ranges (host-page aligned) where this image differs from a
     /// freshly instantiated memory; computed on first use.
     pub diff_from_fresh: OnceLock<Vec<Range<usize>>>,
+    /// The same bytes as a sealed file, which the fresh-instance path maps
+    /// copy-on-write; made on first use.
+    file: OnceLock<Result<ImageFile, String>>,
+}
+
+impl MemoryImage {
+    /// The image as a sealed file to map into a new instance's memory.
+    ///
+    /// # Errors
+    /// Why the system refused the file (said again at every use); the
+    /// fresh path then copies the differing pages instead.
+    pub(crate) fn file(&self) -> Result<&ImageFile, String> {
+        self.file
+            .get_or_init(|| {
+                let runs = self
+                    .populated
+                    .iter()
+                    .map(|range| (range.start, &self.bytes[range.clone()]));
+                ImageFile::new(self.bytes.len(), runs).map_err(|e| e.to_string())
+            })
+            .as_ref()
+            .map_err(Clone::clone)
+    }
 }
 
 /// A global's value, comparable across instances (floats by bits,
@@ -107,6 +131,7 @@ fn capture_memory(module: &Module, index: usize, live: &LiveInstance) -> MemoryI
             bytes,
             populated: std::iter::once(0..data.len()).collect(),
             diff_from_fresh: OnceLock::new(),
+            file: OnceLock::new(),
         };
     };
     let mut read_from = 0;
@@ -143,6 +168,7 @@ fn capture_memory(module: &Module, index: usize, live: &LiveInstance) -> MemoryI
         bytes,
         populated,
         diff_from_fresh: OnceLock::new(),
+        file: OnceLock::new(),
     }
 }
 
