@@ -23,6 +23,9 @@ pub enum Method {
     WasmtimeOnDemand,
     CallOnly,
     Memcpy,
+    /// Growing guest only: write one byte in each host page of the grown
+    /// size and zero it again, in an ordinary resident buffer.
+    ZeroGrown,
 }
 
 pub const ALL: [Method; 7] = [
@@ -47,6 +50,7 @@ impl Method {
             Method::WasmtimeOnDemand => "wasmtime fresh, on-demand + CoW",
             Method::CallOnly => "call alone, no reset (floor)",
             Method::Memcpy => "memcpy of the dirty pages (floor)",
+            Method::ZeroGrown => "write + zero the grown pages, no engine (floor)",
         }
     }
 
@@ -160,18 +164,22 @@ pub fn prepare(
                 std::hint::black_box(&live);
             }))
         }
+        Method::ZeroGrown => Err("only measured for the growing guest".into()),
     }
 }
 
-/// The methods measured on the growing guest: Cleanslate's two strategies
-/// and the wasmtime fresh-instance baselines (the floors do not apply: a
-/// call without a reset would grow the memory to its maximum).
-pub const GROWTH: [Method; 5] = [
+/// The methods measured on the growing guest: Cleanslate's two strategies,
+/// the wasmtime fresh-instance baselines, and a floor: the guest's writes and
+/// the zeroing any reset of the grown pages needs, in a plain buffer (no
+/// protection changes). The other floors do not apply: a call without a
+/// reset would grow the memory to its maximum.
+pub const GROWTH: [Method; 6] = [
     Method::CleanslateInPlace,
     Method::CleanslateFresh,
     Method::WasmtimePooling,
     Method::WasmtimePoolingKeepResident,
     Method::WasmtimeOnDemand,
+    Method::ZeroGrown,
 ];
 
 /// The reset paths a Cleanslate sandbox took while measured.
@@ -286,6 +294,20 @@ pub fn prepare_growing(
                         instance.get_typed_func(&mut store, "grow").expect("grow");
                     grow.call(&mut store, n32).expect("grow succeeds");
                     drop(store);
+                }),
+                None,
+            ))
+        }
+        Method::ZeroGrown => {
+            let mut grown = vec![0u8; (n * WASM_PAGE) as usize];
+            Ok((
+                Box::new(move || {
+                    for page in grown.chunks_mut(HOST_PAGE as usize) {
+                        page[0] = 0xcd;
+                    }
+                    std::hint::black_box(&mut grown);
+                    grown.fill(0);
+                    std::hint::black_box(&grown);
                 }),
                 None,
             ))

@@ -333,8 +333,17 @@ fn growth_targets(growth: &[GrowthCell]) -> Vec<String> {
                 .as_ref()
                 .map(|p| p.describe())
                 .unwrap_or_else(|| "unknown".into());
+            let floor = find_growth(growth, size, n, Method::ZeroGrown)
+                .map(|f| {
+                    format!(
+                        " (floor: writing and zeroing the grown pages alone, no engine, {:.1} µs = {:.2}×)",
+                        f.median_us,
+                        f.median_us / best
+                    )
+                })
+                .unwrap_or_default();
             lines.push(format!(
-                "{size}, growing call N = {n}: default (Auto) {:.1} µs, reset {path}, vs best fresh-instance baseline {best:.1} µs ({}): {r:.2}×, target in place and ≤ {limit}× — {}",
+                "{size}, growing call N = {n}: default (Auto) {:.1} µs, reset {path}, vs best fresh-instance baseline {best:.1} µs ({}): {r:.2}×, target in place and ≤ {limit}× — {}{floor}",
                 ours.median_us,
                 method.name(),
                 verdict(in_place && r <= limit)
