@@ -181,3 +181,44 @@ pub fn stride(memory_bytes: u64, k: u64) -> u64 {
         .unwrap_or(1)
         .max(1)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use wasmtime::{Engine, Instance, Store, TypedFunc};
+
+    fn instance(wasm: &[u8]) -> (Store<()>, Instance) {
+        let engine = Engine::default();
+        let module = wasmtime::Module::new(&engine, wasm).unwrap();
+        let mut store = Store::new(&engine, ());
+        let instance = Instance::new(&mut store, &module, &[]).unwrap();
+        (store, instance)
+    }
+
+    #[test]
+    fn grow_adds_n_pages_and_writes_each_new_host_page() {
+        let bytes = 1 << 20;
+        let (mut store, instance) = instance(&growing_module(bytes, 16));
+        let grow: TypedFunc<i32, ()> = instance.get_typed_func(&mut store, "grow").unwrap();
+        let memory = instance.get_memory(&mut store, "memory").unwrap();
+        grow.call(&mut store, 3).unwrap();
+        let data = memory.data(&store);
+        assert_eq!(data.len() as u64, bytes + 3 * WASM_PAGE);
+        let grown = &data[bytes as usize..];
+        for (i, page) in grown.chunks(HOST_PAGE as usize).enumerate() {
+            assert_eq!(page[0], 0xcd, "host page {i} of the grown region");
+            assert!(page[1..].iter().all(|&b| b == 0));
+        }
+        assert_eq!(grown.len() as u64 / HOST_PAGE, 3 * WASM_PAGE / HOST_PAGE);
+        // The data segment is still there, untouched.
+        assert_eq!(data[5], 5 | 1);
+    }
+
+    #[test]
+    fn grow_past_the_maximum_traps() {
+        let (mut store, instance) = instance(&growing_module(1 << 20, 16));
+        let grow: TypedFunc<i32, ()> = instance.get_typed_func(&mut store, "grow").unwrap();
+        grow.call(&mut store, 16).unwrap();
+        assert!(grow.call(&mut store, 1).is_err());
+    }
+}
