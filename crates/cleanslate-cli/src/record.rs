@@ -54,6 +54,8 @@ pub struct ResetRecord {
     pub dirty_pages: u64,
     /// Whether the in-place path walked the page tables for written pages.
     pub scanned_page_tables: bool,
+    /// Bytes by which the in-place path lowered grown memories again.
+    pub memory_lowered_bytes: u64,
     pub micros: f64,
     pub verified: bool,
 }
@@ -102,6 +104,7 @@ impl ResetRecord {
                 reason: r.fallback_reason().map(|f| f.as_str()),
                 dirty_pages: r.dirty_pages(),
                 scanned_page_tables: r.scanned_page_tables(),
+                memory_lowered_bytes: r.memory_lowered_bytes(),
                 micros: (r.duration().as_nanos() as f64 / 10.0).round() / 100.0,
                 verified: r.verified(),
             },
@@ -110,6 +113,7 @@ impl ResetRecord {
                 reason: None,
                 dirty_pages: 0,
                 scanned_page_tables: false,
+                memory_lowered_bytes: 0,
                 micros: 0.0,
                 verified: false,
             },

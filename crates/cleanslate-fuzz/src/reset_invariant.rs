@@ -315,6 +315,13 @@ pub fn check(data: &[u8], tally: &mut Tally) -> Result<(), Finding> {
         {
             tally.resets_without_scan += 1;
         }
+        if sandbox.resets() != resets_before
+            && sandbox
+                .last_reset()
+                .is_some_and(|r| r.memory_lowered_bytes() > 0)
+        {
+            tally.saw("growth_undone_in_place");
+        }
         let describe = || {
             format!(
                 "{strategy:?}, fuel {fuel:?}, timeout {timeout:?}: call {n} `{name}` {args:?} \

@@ -73,6 +73,11 @@ fn reset_invariant_holds_for_random_modules_and_calls() {
             tally.resets_without_scan > 0,
             "no reset skipped the scan: {tally}"
         );
+        // Calls that grew memory are undone in place, and checked.
+        assert!(
+            tally.count("growth_undone_in_place") > 0,
+            "no growth was undone in place: {tally}"
+        );
     }
 }
 

@@ -206,10 +206,10 @@ mod tests {
     fn a_region_grows_lowers_and_maps_an_image() {
         let region = MemoryRegion::reserve(65536, 1 << 20, 1 << 16).unwrap();
         assert_eq!(region.size(), 65536);
-        // SAFETY (test): within the accessible first page.
+        // SAFETY: (test) within the accessible first page.
         unsafe { region.base().write(7) };
         region.grow_to(2 * 65536).unwrap();
-        // SAFETY (test): the grown bytes are accessible and zero.
+        // SAFETY: (test) the grown bytes are accessible and zero.
         unsafe {
             assert_eq!(region.base().add(65536).read(), 0);
             region.base().add(65536).write(9);
@@ -221,7 +221,7 @@ mod tests {
 
         let image = ImageFile::new(8192, [(4096usize, &b"image"[..])].into_iter()).unwrap();
         region.map_image(&image).unwrap();
-        // SAFETY (test): the first page is accessible.
+        // SAFETY: (test) the first page is accessible.
         unsafe {
             assert_eq!(region.base().read(), 0, "the image replaced page 0");
             assert_eq!(*region.base().add(4096), b'i');

@@ -34,6 +34,8 @@ pub(super) struct InPlaceDone {
     pub scanned: bool,
     /// Table slots compared with the image.
     pub table_slots: u64,
+    /// Bytes by which grown memories were lowered.
+    pub lowered_bytes: u64,
 }
 
 /// Restore `live` to `image` in place.
@@ -54,6 +56,7 @@ pub(super) fn restore_in_place(
     let scan = tracking.decide();
 
     let mut pages = 0;
+    let mut lowered_bytes = 0;
     for (i, expected) in image.memories.iter().enumerate() {
         let memory = live.memories[i];
         let base = memory.data_ptr(&live.store) as usize;
@@ -114,6 +117,7 @@ pub(super) fn restore_in_place(
             .map_err(|e| Declined::Failed(format!("re-protecting memory {i} failed: {e}")))?;
         if len > expected.bytes.len() {
             lower_memory(live, i, expected.bytes.len()).map_err(Declined::Failed)?;
+            lowered_bytes += (len - expected.bytes.len()) as u64;
         }
     }
     faults
@@ -133,6 +137,7 @@ pub(super) fn restore_in_place(
         pages,
         scanned,
         table_slots,
+        lowered_bytes,
     })
 }
 

@@ -97,7 +97,7 @@ impl ResetPlan<'_> {
         let mut restored = None;
         if let (None, Some(mut live)) = (fallback, self.live) {
             match in_place::restore_in_place(module, self.image, &mut live, &mut self.faults) {
-                Ok(done) => restored = Some((live, done.pages, done.scanned, done.table_slots)),
+                Ok(done) => restored = Some((live, done)),
                 Err(in_place::Declined::NotApplicable(reason)) => fallback = Some(reason),
                 Err(in_place::Declined::Failed(problem)) => {
                     tracing::warn!(%problem, "in-place reset failed; replacing the instance");
@@ -106,12 +106,18 @@ impl ResetPlan<'_> {
             }
         }
         let fresh = restored.is_none();
-        let (mut live, pages, scanned_page_tables, table_slots) = match restored {
+        let (mut live, done) = match restored {
             Some(done) => done,
             None => {
                 let (live, pages, table_slots) =
                     fresh::restore_fresh(self.factory, self.image, &mut self.faults)?;
-                (live, pages, false, table_slots)
+                let done = in_place::InPlaceDone {
+                    pages,
+                    scanned: false,
+                    table_slots,
+                    lowered_bytes: 0,
+                };
+                (live, done)
             }
         };
         verify::inject(&mut live, &mut self.faults);
@@ -129,9 +135,10 @@ impl ResetPlan<'_> {
                 ResetPath::InPlace
             },
             fallback,
-            dirty_pages: pages,
-            scanned_page_tables,
-            table_slots,
+            dirty_pages: done.pages,
+            scanned_page_tables: done.scanned,
+            table_slots: done.table_slots,
+            memory_lowered_bytes: done.lowered_bytes,
             duration: started.elapsed(),
             verified: self.verify,
         };

@@ -97,6 +97,7 @@ pub struct ResetReport {
     pub(crate) dirty_pages: u64,
     pub(crate) scanned_page_tables: bool,
     pub(crate) table_slots: u64,
+    pub(crate) memory_lowered_bytes: u64,
     pub(crate) duration: Duration,
     pub(crate) verified: bool,
 }
@@ -138,6 +139,28 @@ impl ResetReport {
     /// counted.
     pub fn table_slots(&self) -> u64 {
         self.table_slots
+    }
+
+    /// Bytes by which the in-place path lowered memories that the calls
+    /// since the last reset grew, back to the snapshot's sizes (their
+    /// written pages cleared, counted in [`dirty_pages`](Self::dirty_pages)).
+    /// 0 when nothing grew, and on the fresh-instance path, whose new
+    /// instance has the snapshot's sizes to begin with.
+    ///
+    /// ```
+    /// use cleanslate::{Runtime, Sandbox, ResetPath};
+    /// let module = Runtime::new()?.load_bytes(r#"(module (memory 1)
+    ///     (func (export "grow") (drop (memory.grow (i32.const 2)))))"#)?;
+    /// let mut sandbox = Sandbox::builder(&module).build()?;
+    /// sandbox.call("grow", &[])?;
+    /// let report = sandbox.last_reset().unwrap();
+    /// if report.path() == ResetPath::InPlace {
+    ///     assert_eq!(report.memory_lowered_bytes(), 2 * 65536);
+    /// }
+    /// # Ok::<(), cleanslate::Error>(())
+    /// ```
+    pub fn memory_lowered_bytes(&self) -> u64 {
+        self.memory_lowered_bytes
     }
 
     /// Wall time the reset took, including verification.
