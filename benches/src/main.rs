@@ -161,7 +161,7 @@ fn main() {
     // The harness's assertion: with `ResetStrategy::Auto`, a growing call is
     // undone in place, every time. (Checked after writing, so that the
     // report, which says so too, is not lost.)
-    let went_fresh: Vec<String> = growth
+    let not_undone: Vec<String> = growth
         .iter()
         .filter(|c| c.method == Method::CleanslateInPlace)
         .filter_map(|c| {
@@ -169,10 +169,10 @@ fn main() {
             (!paths.all_in_place()).then(|| format!("{} N = {}: {}", c.size, c.n, paths.describe()))
         })
         .collect();
-    if !went_fresh.is_empty() {
+    if !not_undone.is_empty() {
         eprintln!(
-            "assertion failed: a growing call's reset (Auto) was not in place: {}",
-            went_fresh.join("; ")
+            "assertion failed: a growing call's reset (Auto) was not in place, or did not undo the growth: {}",
+            not_undone.join("; ")
         );
         std::process::exit(1);
     }

@@ -195,6 +195,10 @@ pub struct Paths {
     pub scanned: u64,
     /// Host pages written back by the last reset.
     pub last_pages: u64,
+    /// The growth each reset should undo, in bytes.
+    pub grown_bytes: u64,
+    /// In-place resets that did not lower the memory by `grown_bytes`.
+    pub lowered_wrong: u64,
 }
 
 impl Paths {
@@ -209,7 +213,21 @@ impl Paths {
                     _ => self.in_place,
                 };
                 let reason = reason.map(|r| format!(", {r}")).unwrap_or_default();
-                format!("{path}{reason} ({count} of {total})")
+                let lowered = if self.in_place == 0 {
+                    String::new()
+                } else if self.lowered_wrong == 0 {
+                    format!(
+                        ", each lowering the memory by {} KiB",
+                        self.grown_bytes >> 10
+                    )
+                } else {
+                    format!(
+                        ", {} of them not lowering the memory by {} KiB",
+                        self.lowered_wrong,
+                        self.grown_bytes >> 10
+                    )
+                };
+                format!("{path}{reason} ({count} of {total}{lowered})")
             }
         }
     }
@@ -221,9 +239,9 @@ impl Paths {
         ns.get(ns.len() / 2).map(|&n| n as f64 / 1000.0)
     }
 
-    /// Every reset measured took the in-place path.
+    /// Every reset measured took the in-place path and undid the growth.
     pub fn all_in_place(&self) -> bool {
-        self.fresh == 0 && self.in_place > 0
+        self.fresh == 0 && self.in_place > 0 && self.lowered_wrong == 0
     }
 }
 
@@ -257,7 +275,10 @@ pub fn prepare_growing(
                 .reset_strategy(strategy)
                 .build()
                 .map_err(|e| e.to_string())?;
-            let paths = Rc::new(RefCell::new(Paths::default()));
+            let paths = Rc::new(RefCell::new(Paths {
+                grown_bytes: n * WASM_PAGE,
+                ..Paths::default()
+            }));
             let tally = paths.clone();
             let args = [Val::I32(n32)];
             Ok((
@@ -267,7 +288,12 @@ pub fn prepare_growing(
                     let mut tally = tally.borrow_mut();
                     match report.path() {
                         ResetPath::FreshInstance => tally.fresh += 1,
-                        _ => tally.in_place += 1,
+                        _ => {
+                            tally.in_place += 1;
+                            if report.memory_lowered_bytes() != tally.grown_bytes {
+                                tally.lowered_wrong += 1;
+                            }
+                        }
                     }
                     tally.last =
                         Some((report.path(), report.fallback_reason().map(|r| r.as_str())));

@@ -133,7 +133,7 @@ pub fn markdown(
     }
     if !growth.is_empty() {
         out.push_str("\n#### Growing calls: `grow(N)` grows the memory by N wasm pages (64 KiB) and writes one byte in each 4 KiB page of the grown region; median µs per call, including its reset\n\n");
-        out.push_str("Each wasmtime baseline instantiates, calls the same export and drops the store; \"reset alone\" is the duration the in-place reset reports for itself (the rest of the call + reset column is the call, including its growth); \"reset path\" is what Cleanslate's default (`ResetStrategy::Auto`) did on every call measured, warm-up included (the harness fails the run if any was not in place).\n\n");
+        out.push_str("Each wasmtime baseline instantiates, calls the same export and drops the store; \"reset alone\" is the duration the in-place reset reports for itself (the rest of the call + reset column is the call, including its growth); \"reset path\" is what Cleanslate's default (`ResetStrategy::Auto`) did on every call measured, warm-up included, and how much it lowered the memory by (`ResetReport::memory_lowered_bytes`; the harness fails the run if any reset was not in place or did not undo the whole growth).\n\n");
         let mut header = String::from("| memory | N pages |");
         let mut rule = String::from("|---|---:|");
         for m in crate::methods::GROWTH {
