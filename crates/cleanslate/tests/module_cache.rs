@@ -1,5 +1,6 @@
 //! The compiled-module cache: miss then hit across runtimes, corrupt,
-//! foreign and untrusted files ignored and rebuilt, a different engine
+//! truncated, missing, foreign and untrusted files (of the entry or of
+//! its code) ignored and rebuilt, a different engine
 //! configuration kept apart, a large module through the cache.
 
 use std::os::unix::fs::PermissionsExt;
@@ -30,14 +31,24 @@ fn runtime(dir: &Path) -> Runtime {
     Runtime::with_config(RuntimeConfig::default().module_cache(dir)).unwrap()
 }
 
-fn cache_files(dir: &Path) -> Vec<PathBuf> {
+/// The files with `extension` in the cache: an entry is a `.entry` (our
+/// header, digests, the analysis) and a `.cwasm` (wasmtime's code).
+fn files(dir: &Path, extension: &str) -> Vec<PathBuf> {
     let mut files: Vec<_> = std::fs::read_dir(dir)
         .unwrap()
         .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == "cwasm"))
+        .filter(|p| p.extension().is_some_and(|e| e == extension))
         .collect();
     files.sort();
     files
+}
+
+fn cache_files(dir: &Path) -> Vec<PathBuf> {
+    files(dir, "cwasm")
+}
+
+fn entry_files(dir: &Path) -> Vec<PathBuf> {
+    files(dir, "entry")
 }
 
 /// The module works, and resets, whatever the cache did.
@@ -57,10 +68,12 @@ fn a_miss_stores_and_a_new_runtime_hits() {
     let dir = cache_dir("hit");
     let first = runtime(&dir).load_bytes(WAT).unwrap();
     assert_eq!(first.cache_status(), &CacheStatus::Miss);
-    let files = cache_files(&dir);
-    assert_eq!(files.len(), 1);
-    let mode = std::fs::metadata(&files[0]).unwrap().permissions().mode();
-    assert_eq!(mode & 0o777, 0o600, "cache files are private");
+    let files = [cache_files(&dir), entry_files(&dir)].concat();
+    assert_eq!(files.len(), 2);
+    for file in files {
+        let mode = std::fs::metadata(&file).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600, "cache files are private");
+    }
     let second = runtime(&dir);
     assert_eq!(
         second.load_bytes(WAT).unwrap().cache_status(),
@@ -74,6 +87,7 @@ fn a_miss_stores_and_a_new_runtime_hits() {
         &CacheStatus::Miss
     );
     assert_eq!(cache_files(&dir).len(), 2);
+    assert_eq!(entry_files(&dir).len(), 2);
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
@@ -86,13 +100,23 @@ fn without_a_cache_nothing_is_written() {
     );
 }
 
-/// Damage the one cache file with `damage`, then load: the file is
-/// ignored with `reason`, the module compiles and works, and the file is
-/// replaced by a good one.
-fn assert_rebuilt(name: &str, damage: impl Fn(&Path), reason: &str) {
+/// Which file of the one cache entry to damage.
+#[derive(Clone, Copy)]
+enum File {
+    Entry,
+    Code,
+}
+
+/// Damage one file of the one cache entry with `damage`, then load: the
+/// entry is ignored with `reason`, the module compiles and works, and the
+/// entry is replaced by a good one.
+fn assert_rebuilt(name: &str, which: File, damage: impl Fn(&Path), reason: &str) {
     let dir = cache_dir(name);
     runtime(&dir).load_bytes(WAT).unwrap();
-    let file = cache_files(&dir).remove(0);
+    let file = match which {
+        File::Entry => entry_files(&dir).remove(0),
+        File::Code => cache_files(&dir).remove(0),
+    };
     damage(&file);
     let runtime = runtime(&dir);
     let status = runtime.load_bytes(WAT).unwrap().cache_status().clone();
@@ -108,88 +132,82 @@ fn assert_rebuilt(name: &str, damage: impl Fn(&Path), reason: &str) {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
+fn flip_middle_byte(file: &Path) {
+    let mut bytes = std::fs::read(file).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0xff;
+    std::fs::write(file, bytes).unwrap();
+}
+
+fn truncate(file: &Path) {
+    let bytes = std::fs::read(file).unwrap();
+    std::fs::write(file, &bytes[..bytes.len() / 3]).unwrap();
+}
+
 #[test]
 fn a_corrupted_file_is_rebuilt() {
-    assert_rebuilt(
-        "corrupt",
-        |file| {
-            let mut bytes = std::fs::read(file).unwrap();
-            let middle = bytes.len() / 2;
-            bytes[middle] ^= 0xff;
-            std::fs::write(file, bytes).unwrap();
-        },
-        "checksum",
-    );
+    assert_rebuilt("corrupt", File::Entry, flip_middle_byte, "checksum");
+    assert_rebuilt("corrupt-code", File::Code, flip_middle_byte, "checksum");
 }
 
 #[test]
 fn a_truncated_file_is_rebuilt() {
-    assert_rebuilt(
-        "truncated",
-        |file| {
-            let bytes = std::fs::read(file).unwrap();
-            std::fs::write(file, &bytes[..bytes.len() / 3]).unwrap();
-        },
-        "checksum",
-    );
+    assert_rebuilt("truncated", File::Code, truncate, "checksum");
+    // "truncated" or a checksum mismatch, by where the cut falls.
+    assert_rebuilt("truncated-entry", File::Entry, truncate, "");
 }
 
 #[test]
 fn a_foreign_file_is_rebuilt() {
     assert_rebuilt(
         "foreign",
+        File::Entry,
         |file| std::fs::write(file, b"\x7fELF not ours at all").unwrap(),
         "bad header",
+    );
+    // wasmtime's code, but not the code the entry names.
+    assert_rebuilt(
+        "foreign-code",
+        File::Code,
+        |file| {
+            let other = cache_dir("foreign-code-other");
+            runtime(&other)
+                .load_bytes(WAT.replace("i32.add", "i32.sub"))
+                .unwrap();
+            std::fs::copy(cache_files(&other).remove(0), file).unwrap();
+            std::fs::remove_dir_all(&other).unwrap();
+        },
+        "checksum",
     );
 }
 
 #[test]
 fn a_file_others_can_write_is_not_trusted() {
+    let writable = |file: &Path| {
+        std::fs::set_permissions(file, std::fs::Permissions::from_mode(0o666)).unwrap()
+    };
+    assert_rebuilt("writable", File::Entry, writable, "writable by other users");
     assert_rebuilt(
-        "writable",
-        |file| std::fs::set_permissions(file, std::fs::Permissions::from_mode(0o666)).unwrap(),
+        "writable-code",
+        File::Code,
+        writable,
         "writable by other users",
     );
 }
 
 #[test]
-fn a_well_formed_file_wasmtime_refuses_is_rebuilt() {
-    // Our header and a correct checksum around bytes that are not a
-    // compiled module: wasmtime's own checks refuse it.
+fn a_missing_code_file_is_rebuilt() {
     assert_rebuilt(
-        "refused",
-        |file| {
-            use sha2_free_checksum::wrap;
-            std::fs::write(file, wrap(file, b"not a compiled module")).unwrap();
-        },
-        "wasmtime refused",
+        "missing-code",
+        File::Code,
+        |file| std::fs::remove_file(file).unwrap(),
+        "missing",
     );
 }
 
-/// Builds a cache file around `payload` the way the cache does, by reusing
-/// the header of the file being replaced and a checksum computed by the
-/// system's `sha256sum` (the test does not link a hash crate).
-mod sha2_free_checksum {
-    use std::path::Path;
-    use std::process::{Command, Stdio};
-
-    pub fn wrap(existing: &Path, payload: &[u8]) -> Vec<u8> {
-        let header = &std::fs::read(existing).unwrap()[..16];
-        let mut child = Command::new("sha256sum")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap();
-        use std::io::Write;
-        child.stdin.take().unwrap().write_all(payload).unwrap();
-        let out = child.wait_with_output().unwrap();
-        let hex = String::from_utf8(out.stdout).unwrap();
-        let digest: Vec<u8> = (0..32)
-            .map(|i| u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).unwrap())
-            .collect();
-        [header, &digest, payload].concat()
-    }
-}
+// A well-formed entry whose code wasmtime refuses (which needs the
+// entry's digests and record made as the cache makes them) is tested in
+// the crate: module::tests::a_well_formed_entry_wasmtime_refuses_is_rebuilt.
 
 #[test]
 fn a_different_engine_configuration_gets_its_own_file() {

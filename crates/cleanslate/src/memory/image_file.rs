@@ -17,6 +17,8 @@ pub(crate) struct ImageFile {
     file: File,
     /// Bytes, a multiple of the host page size.
     len: usize,
+    /// The byte ranges that hold data, in order; the file is zero outside.
+    populated: Vec<std::ops::Range<usize>>,
 }
 
 impl ImageFile {
@@ -40,6 +42,7 @@ impl ImageFile {
         )?;
         let file = File::from(fd);
         file.set_len(len as u64)?;
+        let mut populated = Vec::new();
         for (offset, bytes) in runs {
             if offset.checked_add(bytes.len()).is_none_or(|end| end > len) {
                 return Err(io::Error::new(
@@ -50,7 +53,7 @@ impl ImageFile {
                     ),
                 ));
             }
-            write_non_zero(&file, offset, bytes)?;
+            write_non_zero(&file, offset, bytes, &mut populated)?;
         }
         // No one can change the image from now on, through this descriptor
         // or any other: every instance mapped from it sees these bytes.
@@ -58,7 +61,29 @@ impl ImageFile {
             &file,
             SealFlags::SHRINK | SealFlags::GROW | SealFlags::WRITE | SealFlags::SEAL,
         )?;
-        Ok(ImageFile { file, len })
+        populated.sort_unstable_by_key(|r: &std::ops::Range<usize>| r.start);
+        Ok(ImageFile {
+            file,
+            len,
+            populated,
+        })
+    }
+
+    /// Read the image into `dst`, its first `dst.len()` bytes, where `dst`
+    /// is all zero: only the ranges holding data are read.
+    ///
+    /// # Errors
+    /// The read fails (it cannot, short of the system running out of
+    /// memory: the file is in memory).
+    pub(crate) fn read_into(&self, dst: &mut [u8]) -> io::Result<()> {
+        for range in &self.populated {
+            let end = range.end.min(dst.len());
+            if range.start < end {
+                self.file
+                    .read_exact_at(&mut dst[range.start..end], range.start as u64)?;
+            }
+        }
+        Ok(())
     }
 
     /// Bytes, a multiple of the host page size.
@@ -73,8 +98,14 @@ impl ImageFile {
 
 /// Write `bytes` at `offset`, skipping the host-page-aligned chunks that
 /// are all zero (the file reads zero there already).
-fn write_non_zero(file: &File, offset: usize, bytes: &[u8]) -> io::Result<()> {
-    let write = |run: std::ops::Range<usize>| {
+fn write_non_zero(
+    file: &File,
+    offset: usize,
+    bytes: &[u8],
+    populated: &mut Vec<std::ops::Range<usize>>,
+) -> io::Result<()> {
+    let mut write = |run: std::ops::Range<usize>| {
+        populated.push(offset + run.start..offset + run.end);
         file.write_all_at(&bytes[run.clone()], (offset + run.start) as u64)
     };
     let mut pending: Option<std::ops::Range<usize>> = None;
@@ -122,6 +153,12 @@ mod tests {
         expected[HOST_PAGE..4 * HOST_PAGE].copy_from_slice(&page);
         expected[100..103].copy_from_slice(b"xyz");
         assert!(bytes == expected);
+        let mut back = vec![0u8; 6 * HOST_PAGE];
+        image.read_into(&mut back).unwrap();
+        assert!(back == expected, "read back through its populated ranges");
+        let mut short = vec![0u8; HOST_PAGE + 11];
+        image.read_into(&mut short).unwrap();
+        assert!(short[..] == expected[..HOST_PAGE + 11]);
         assert!(image.file.write_all_at(b"no", 0).is_err(), "sealed");
         assert!(image.file.set_len(0).is_err(), "sealed");
     }

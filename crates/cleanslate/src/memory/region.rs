@@ -3,7 +3,7 @@
 //! current size is accessible.
 
 use std::io;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use rustix::mm::{MapFlags, MprotectFlags, ProtFlags};
 
@@ -30,6 +30,9 @@ pub(crate) struct MemoryRegion {
     reserved: usize,
     /// Bytes accessible now: the memory's size as the guest sees it.
     size: Mutex<usize>,
+    /// The image last mapped over the memory's start: every page of it not
+    /// written since (no page of its own) still holds the image's bytes.
+    backing: Mutex<Option<Arc<ImageFile>>>,
 }
 
 impl MemoryRegion {
@@ -62,6 +65,7 @@ impl MemoryRegion {
             capacity,
             reserved,
             size: Mutex::new(0),
+            backing: Mutex::new(None),
         };
         region.grow_to(minimum)?;
         Ok(region)
@@ -134,7 +138,7 @@ impl MemoryRegion {
     /// The image is longer than the memory, or the system refuses the
     /// mapping (the memory is then unchanged, or — if the kernel failed
     /// half-way — the caller must not use it; the reset discards it).
-    pub(crate) fn map_image(&self, image: &ImageFile) -> io::Result<()> {
+    pub(crate) fn map_image(&self, image: &Arc<ImageFile>) -> io::Result<()> {
         let size = self.size.lock().unwrap_or_else(|e| e.into_inner());
         let accessible = round_up_to_page(*size).unwrap_or(usize::MAX);
         if image.len() > accessible {
@@ -167,7 +171,17 @@ impl MemoryRegion {
                 0,
             )
         }?;
+        *self.backing.lock().unwrap_or_else(|e| e.into_inner()) = Some(image.clone());
         Ok(())
+    }
+
+    /// The image mapped over the memory's start, if any: what its pages
+    /// that were not written since hold.
+    pub(crate) fn backing(&self) -> Option<Arc<ImageFile>> {
+        self.backing
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// Set the protection of the host pages covering bytes `[from, to)`.
@@ -219,14 +233,16 @@ mod tests {
         region.lower_to(65536).unwrap();
         assert_eq!(region.size(), 65536);
 
-        let image = ImageFile::new(8192, [(4096usize, &b"image"[..])].into_iter()).unwrap();
+        let image =
+            Arc::new(ImageFile::new(8192, [(4096usize, &b"image"[..])].into_iter()).unwrap());
         region.map_image(&image).unwrap();
         // SAFETY: (test) the first page is accessible.
         unsafe {
             assert_eq!(region.base().read(), 0, "the image replaced page 0");
             assert_eq!(*region.base().add(4096), b'i');
         }
-        let big = ImageFile::new(1 << 17, std::iter::empty()).unwrap();
+        assert!(region.backing().is_some());
+        let big = Arc::new(ImageFile::new(1 << 17, std::iter::empty()).unwrap());
         assert!(region.map_image(&big).is_err(), "longer than the memory");
     }
 }

@@ -3,7 +3,7 @@
 //! reset path and snapshot capture compare memories against it page by page.
 
 use std::ops::Range;
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 
 use crate::memory::ImageFile;
 
@@ -22,7 +22,7 @@ pub(crate) struct InitialImage {
     /// Disjoint runs of bytes, sorted by offset; zero between them.
     runs: Vec<(usize, Box<[u8]>)>,
     /// The same bytes as a file to map, made on first use.
-    file: OnceLock<Result<ImageFile, String>>,
+    file: OnceLock<Result<Arc<ImageFile>, String>>,
 }
 
 impl PartialEq for InitialImage {
@@ -93,11 +93,13 @@ impl InitialImage {
     ///
     /// # Errors
     /// Why the system refused the file (said again at every use).
-    pub(crate) fn file(&self) -> Result<&ImageFile, String> {
+    pub(crate) fn file(&self) -> Result<&Arc<ImageFile>, String> {
         self.file
             .get_or_init(|| {
                 let runs = self.runs.iter().map(|(at, bytes)| (*at, &bytes[..]));
-                ImageFile::new(self.len, runs).map_err(|e| e.to_string())
+                ImageFile::new(self.len, runs)
+                    .map(Arc::new)
+                    .map_err(|e| e.to_string())
             })
             .as_ref()
             .map_err(Clone::clone)

@@ -103,7 +103,10 @@ impl Module {
     /// # Ok::<(), cleanslate::Error>(())
     /// ```
     pub fn proposals(&self) -> Vec<&'static str> {
-        crate::engine::features::proposals_used(&self.inner.instrumented)
+        match self.inner.instrumented() {
+            Ok(wasm) => crate::engine::features::proposals_used(wasm),
+            Err(_) => Vec::new(),
+        }
     }
 
     /// Whether the module imports WASI preview 1.

@@ -34,7 +34,7 @@ use super::layout::{MemoryLayout, ModuleLayout, PassiveSegment, TableLayout};
 use crate::error::Error;
 
 /// The reserved export names the rewrite added, by what they reach.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
 pub(crate) struct Hooks {
     /// Export name per defined memory, in index order.
     pub memories: Vec<String>,
@@ -57,7 +57,7 @@ pub(crate) struct Hooks {
 }
 
 /// Helpers for one passive segment.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub(crate) struct SegmentHooks {
     pub segment: u32,
     /// Drops the segment.

@@ -6,11 +6,13 @@ mod initial_image;
 mod inspect;
 mod instrument;
 mod layout;
+mod wire;
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::fmt;
 use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
 pub use cache::CacheStatus;
 pub(crate) use initial_image::{HOST_PAGE, InitialImage, differing_pages};
@@ -50,11 +52,40 @@ pub(crate) struct ModuleInner {
     /// (the active data segments applied to zeros), when that is known
     /// statically (every segment at a constant offset).
     pub initial_memory: Vec<Option<Arc<InitialImage>>>,
-    /// The rewritten binary, compiled per engine flavor on demand.
-    pub(crate) instrumented: Vec<u8>,
+    /// The rewritten binary, compiled per engine flavor on demand. Set at
+    /// load, unless the load was a cache hit: then made from `binary` when
+    /// first needed ([`ModuleInner::instrumented`]).
+    instrumented: OnceLock<Vec<u8>>,
+    /// The module as loaded (binary format), kept after a cache hit to make
+    /// `instrumented` from; empty otherwise. (Either way one copy of the
+    /// module is kept, as a compilation for another flavor may need it.)
+    binary: Vec<u8>,
+    /// The module's digest for the compiled-module cache, when there is one.
+    digest: Option<[u8; 32]>,
     compiled: Mutex<HashMap<EngineFlavor, wasmtime::Module>>,
     /// What the compiled-module cache did for the load-time compilation.
     cache_status: CacheStatus,
+}
+
+impl ModuleInner {
+    /// The rewritten binary; after a cache hit, the first call re-runs the
+    /// analysis and the rewrite on the module as loaded (and refuses a
+    /// result that differs from what the cache said they make).
+    pub(crate) fn instrumented(&self) -> Result<&[u8], Error> {
+        if let Some(wasm) = self.instrumented.get() {
+            return Ok(wasm);
+        }
+        let layout = analyse(&self.binary)?;
+        let (wasm, hooks) = instrument::instrument(&self.binary, &layout)?;
+        let now = encode_analysis(&layout, &hooks);
+        if now.is_err() || now != encode_analysis(&self.layout, &self.hooks) {
+            return Err(Error::invalid_module(
+                "the compiled-module cache's record of this module differs from its analysis now; clear the cache",
+                None,
+            ));
+        }
+        Ok(self.instrumented.get_or_init(|| wasm))
+    }
 }
 
 // The runtime's loading methods live with the loading they start: the engine
@@ -82,7 +113,7 @@ impl Runtime {
                 format!("cannot read module file {}: {e}", path.display()),
             )
         })?;
-        Module::load(self.clone(), &bytes).map_err(|e| e.context(path.display()))
+        Module::load(self.clone(), Cow::Owned(bytes)).map_err(|e| e.context(path.display()))
     }
 
     /// Load a module from bytes: the binary format or WAT text.
@@ -102,35 +133,73 @@ impl Runtime {
     /// the problem when it is known. [`ErrorKind::Instantiation`] when the
     /// engine cannot be set up on this machine.
     pub fn load_bytes(&self, bytes: impl AsRef<[u8]>) -> Result<Module, Error> {
-        Module::load(self.clone(), bytes.as_ref())
+        Module::load(self.clone(), Cow::Borrowed(bytes.as_ref()))
     }
 }
 
 impl Module {
-    pub(crate) fn load(runtime: Runtime, bytes: &[u8]) -> Result<Module, Error> {
+    pub(crate) fn load(runtime: Runtime, bytes: Cow<'_, [u8]>) -> Result<Module, Error> {
         let binary = to_binary(bytes)?;
-        let layout = layout::analyse(&binary)?;
-        let (instrumented, hooks) = instrument::instrument(&binary, &layout)?;
-        let initial_memory = initial_memory(&binary, &layout);
         // Compile once now so that problems surface at load time.
         let flavor = EngineFlavor {
             fuel: false,
             max_stack: DEFAULT_STACK_LIMIT,
         };
         let engine = runtime.engine(flavor)?;
-        let (compiled, cache_status) = compile(&runtime, &instrumented, &engine, flavor);
-        let compiled = compiled.map_err(compile_error)?;
-        Ok(Module {
-            inner: Arc::new(ModuleInner {
-                runtime,
-                layout,
-                hooks,
+        let digest = runtime
+            .inner
+            .config
+            .module_cache
+            .is_some()
+            .then(|| cache::module_digest(&binary));
+        let cached = lookup(&runtime, digest.as_ref(), &engine, flavor, Some(&binary));
+        let module =
+            |layout, hooks, initial_memory, instrumented, binary, compiled, cache_status| Module {
+                inner: Arc::new(ModuleInner {
+                    runtime: runtime.clone(),
+                    layout,
+                    hooks,
+                    initial_memory,
+                    instrumented,
+                    binary,
+                    digest,
+                    compiled: Mutex::new(HashMap::from([(flavor, compiled)])),
+                    cache_status,
+                }),
+            };
+        if let Cached::Hit {
+            analysis,
+            module: compiled,
+        } = cached
+        {
+            // The analysis and the rewrite are skipped: the cache holds
+            // their results for exactly these bytes.
+            let initial_memory = initial_memory(&binary, &analysis.layout);
+            return Ok(module(
+                analysis.layout,
+                analysis.hooks,
                 initial_memory,
-                instrumented,
-                compiled: Mutex::new(HashMap::from([(flavor, compiled)])),
-                cache_status,
-            }),
-        })
+                OnceLock::new(),
+                binary.into_owned(),
+                compiled,
+                CacheStatus::Hit,
+            ));
+        }
+        let layout = analyse(&binary)?;
+        let (instrumented, hooks) = instrument::instrument(&binary, &layout)?;
+        let initial_memory = initial_memory(&binary, &layout);
+        drop(binary);
+        let compiled = wasmtime::Module::new(&engine, &instrumented).map_err(compile_error)?;
+        let cache_status = store(cached, &compiled, &layout, &hooks);
+        Ok(module(
+            layout,
+            hooks,
+            initial_memory,
+            OnceLock::from(instrumented),
+            Vec::new(),
+            compiled,
+            cache_status,
+        ))
     }
 
     /// What the compiled-module cache did when this module was loaded
@@ -166,13 +235,17 @@ impl Module {
             // compatibility and rejects mismatches with an error.
             Some(bytes) => unsafe { wasmtime::Module::deserialize(&engine, &bytes) },
             None => {
-                compile(
-                    &self.inner.runtime,
-                    &self.inner.instrumented,
-                    &engine,
-                    flavor,
-                )
-                .0
+                let inner = &self.inner;
+                match lookup(&inner.runtime, inner.digest.as_ref(), &engine, flavor, None) {
+                    Cached::Hit { module, .. } => Ok(module),
+                    cached => {
+                        let module = wasmtime::Module::new(&engine, inner.instrumented()?);
+                        if let Ok(module) = &module {
+                            store(cached, module, &inner.layout, &inner.hooks);
+                        }
+                        module
+                    }
+                }
             }
         }
         .map_err(compile_error)?;
@@ -219,58 +292,139 @@ impl Module {
     }
 }
 
-/// Compile, or take the compiled code from the runtime's module cache
-/// when it holds a trustworthy copy (module/cache.rs says what that
-/// means).
-fn compile(
+/// Count the analyses, so tests can tell that a cache hit runs none.
+fn analyse(binary: &[u8]) -> Result<ModuleLayout, Error> {
+    #[cfg(test)]
+    tests::ANALYSES.with(|n| n.set(n.get() + 1));
+    layout::analyse(binary)
+}
+
+/// What a cache entry records next to the compiled code: everything the
+/// analysis and the rewrite produce that a [`Module`] keeps.
+#[derive(serde::Deserialize)]
+struct Analysis {
+    layout: ModuleLayout,
+    hooks: Hooks,
+}
+
+/// [`Analysis`], borrowed, for writing.
+#[derive(serde::Serialize)]
+struct AnalysisRef<'a> {
+    layout: &'a ModuleLayout,
+    hooks: &'a Hooks,
+}
+
+fn encode_analysis(layout: &ModuleLayout, hooks: &Hooks) -> Result<Vec<u8>, String> {
+    postcard::to_allocvec(&AnalysisRef { layout, hooks })
+        .map_err(|e| format!("cannot encode the analysis: {e}"))
+}
+
+/// What the runtime's module cache has for a module and an engine flavor.
+enum Cached {
+    /// The runtime has no cache.
+    Off,
+    /// A trustworthy entry: the analysis it records and its code, loaded.
+    Hit {
+        analysis: Box<Analysis>,
+        module: wasmtime::Module,
+    },
+    /// No usable entry; `rejected` says why an entry that is there was not
+    /// used.
+    Absent {
+        entry: cache::CacheEntry,
+        rejected: Option<String>,
+    },
+}
+
+/// Look the module (by its cache digest) up in the runtime's cache;
+/// `binary`, when given, is checked against the record's data ranges.
+fn lookup(
     runtime: &Runtime,
-    wasm: &[u8],
+    digest: Option<&[u8; 32]>,
     engine: &wasmtime::Engine,
     flavor: EngineFlavor,
-) -> (wasmtime::Result<wasmtime::Module>, CacheStatus) {
-    let Some(dir) = &runtime.inner.config.module_cache else {
-        return (wasmtime::Module::new(engine, wasm), CacheStatus::Off);
+    binary: Option<&[u8]>,
+) -> Cached {
+    let (Some(dir), Some(digest)) = (&runtime.inner.config.module_cache, digest) else {
+        return Cached::Off;
     };
-    let entry = cache::CacheEntry::new(dir, wasm, engine, flavor.fuel);
+    let entry = cache::CacheEntry::new(dir, digest, engine, flavor.fuel);
     let rejected = match entry.read() {
-        Ok(Some(bytes)) => {
-            // SAFETY: `bytes` passed the cache's checks: our header and
-            // a SHA-256 over the payload (so not truncated or damaged
-            // since we wrote it), in a regular file and directory owned
-            // by this user and writable by no one else (so written by
-            // this library, which writes only `serialize` output of a
-            // module compiled by an engine whose compatibility hash and
-            // wasmtime version are part of the file's name). wasmtime
-            // then re-checks its own header, version and engine
+        Ok(Some(found)) => match decode_analysis(&found.record, binary) {
+            Err(why) => Some(why),
+            // SAFETY: the code file passed the cache's checks
+            // (module/cache.rs): a regular file in a directory, both owned
+            // by this user and writable by no one else (so written by this
+            // library, which writes only `serialize` output of a module
+            // compiled by an engine whose compatibility hash and wasmtime
+            // version are part of the key), whose length and every byte,
+            // read through this same descriptor, match the digest of an
+            // entry that itself passed our header and digest check.
+            // wasmtime maps this descriptor's file, so what it maps is the
+            // file that was checked; it could differ from what was checked
+            // only if rewritten in place after the check, which this
+            // library never does (it writes a new file and renames it;
+            // the open descriptor and the mapping keep the old one) and
+            // which only this user (or root) has the permission to do:
+            // someone who can already change this process's own files.
+            // wasmtime then re-checks its own header, version and engine
             // configuration, and returns an error on any mismatch.
-            match unsafe { wasmtime::Module::deserialize(engine, &bytes) } {
-                Ok(module) => return (Ok(module), CacheStatus::Hit),
-                Err(e) => Some(format!("wasmtime refused it: {e}")),
+            Ok(analysis) => {
+                match unsafe { wasmtime::Module::deserialize_open_file(engine, found.code) } {
+                    Ok(module) => return Cached::Hit { analysis, module },
+                    Err(e) => Some(format!("wasmtime refused it: {e:#}")),
+                }
             }
-        }
+        },
         Ok(None) => None,
         Err(why) => Some(why),
     };
     if let Some(why) = &rejected {
-        tracing::warn!(file = %entry.path().display(), reason = %why, "ignoring a compiled-module cache file; recompiling");
+        tracing::warn!(file = %entry.path().display(), reason = %why, "ignoring a compiled-module cache entry; recompiling");
     }
-    let module = match wasmtime::Module::new(engine, wasm) {
-        Ok(module) => module,
-        Err(e) => return (Err(e), CacheStatus::Off),
+    Cached::Absent { entry, rejected }
+}
+
+fn decode_analysis(record: &[u8], binary: Option<&[u8]>) -> Result<Box<Analysis>, String> {
+    let analysis: Box<Analysis> =
+        postcard::from_bytes(record).map_err(|e| format!("cannot decode its record: {e}"))?;
+    if let Some(binary) = binary
+        && analysis
+            .layout
+            .active_data
+            .iter()
+            .any(|d| d.bytes.end > binary.len() || d.bytes.start > d.bytes.end)
+    {
+        return Err("its record does not fit the module".into());
+    }
+    Ok(analysis)
+}
+
+/// Store a fresh compilation in the cache when the lookup found no usable
+/// entry, and say what the cache did.
+fn store(
+    cached: Cached,
+    module: &wasmtime::Module,
+    layout: &ModuleLayout,
+    hooks: &Hooks,
+) -> CacheStatus {
+    let Cached::Absent { entry, rejected } = cached else {
+        return CacheStatus::Off;
     };
-    let stored = module
-        .serialize()
-        .map_err(|e| format!("cannot serialize: {e}"))
-        .and_then(|bytes| entry.write(&bytes));
-    let status = match (stored, rejected) {
+    let stored = encode_analysis(layout, hooks).and_then(|record| {
+        let code = module
+            .serialize()
+            .map_err(|e| format!("cannot serialize: {e}"))?;
+        entry.write(&record, &code)
+    });
+    match (stored, rejected) {
         (Err(why), _) => {
             tracing::warn!(reason = %why, "cannot store compiled code in the module cache");
             CacheStatus::NotStored(why)
         }
         (Ok(()), Some(why)) => CacheStatus::Rebuilt(why),
         (Ok(()), None) => CacheStatus::Miss,
-    };
-    (Ok(module), status)
+    }
 }
 
 fn compile_error(e: wasmtime::Error) -> Error {
@@ -384,17 +538,17 @@ fn initial_memory(binary: &[u8], layout: &ModuleLayout) -> Vec<Option<Arc<Initia
 }
 
 /// Accept the binary format as is and translate WAT text.
-fn to_binary(bytes: &[u8]) -> Result<Vec<u8>, Error> {
+fn to_binary(bytes: Cow<'_, [u8]>) -> Result<Cow<'_, [u8]>, Error> {
     if bytes.starts_with(b"\0asm") {
-        return Ok(bytes.to_vec());
+        return Ok(bytes);
     }
-    let text = std::str::from_utf8(bytes).map_err(|e| {
+    let text = std::str::from_utf8(&bytes).map_err(|e| {
         Error::invalid_module(
             "not a WebAssembly module: neither the binary format (which starts with \\0asm) nor UTF-8 WAT text",
             Some(e.valid_up_to()),
         )
     })?;
-    wat::parse_str(text).map_err(|e| {
+    wat::parse_str(text).map(Cow::Owned).map_err(|e| {
         Error::new(
             ErrorKind::InvalidModule,
             format!("invalid WAT text: {}", one_line_wat_error(&e.to_string())),
@@ -421,14 +575,150 @@ fn one_line_wat_error(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::{RuntimeConfig, Sandbox, Val};
+    use std::cell::Cell;
+
+    thread_local! {
+        /// Analyses run on this thread (loads run them on the caller's).
+        pub(super) static ANALYSES: Cell<usize> = const { Cell::new(0) };
+    }
+
+    fn analyses() -> usize {
+        ANALYSES.with(|n| n.get())
+    }
+
+    /// A module with some of everything the analysis records.
+    const WAT: &str = r#"(module
+      (memory 1)
+      (data (i32.const 16) "hello")
+      (data $p "passive")
+      (table 2 funcref)
+      (elem (i32.const 0) $get)
+      (elem $e funcref (ref.func $get))
+      (global $g (mut i32) (i32.const 5))
+      (func $get (export "get") (result i32) (global.get $g))
+      (func (export "bump") (result i32)
+        (global.set $g (i32.add (global.get $g) (i32.const 1)))
+        (i32.store8 (i32.const 16) (i32.const 72))
+        (data.drop $p) (elem.drop $e)
+        (global.get $g)))"#;
+
+    fn cache_dir(name: &str) -> std::path::PathBuf {
+        let dir = std::env::temp_dir().join(format!(
+            "cleanslate-module-cache-{name}-{}",
+            std::process::id()
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        dir
+    }
+
+    fn cached(dir: &Path) -> Runtime {
+        Runtime::with_config(RuntimeConfig::default().module_cache(dir)).unwrap()
+    }
+
+    fn assert_resets(module: &Module, fuel: Option<u64>) {
+        let mut builder = Sandbox::builder(module);
+        if let Some(fuel) = fuel {
+            builder = builder.fuel(fuel);
+        }
+        let mut sandbox = builder.build().unwrap();
+        for _ in 0..2 {
+            assert_eq!(sandbox.call("bump", &[]).unwrap(), [Val::I32(6)]);
+            assert_eq!(sandbox.call("get", &[]).unwrap(), [Val::I32(5)]);
+        }
+    }
+
+    #[test]
+    fn a_hit_runs_no_analysis_and_gives_the_same_module() {
+        let dir = cache_dir("same");
+        let first = cached(&dir).load_bytes(WAT).unwrap();
+        assert_eq!(first.cache_status(), &CacheStatus::Miss);
+        let before = analyses();
+        let second = cached(&dir).load_bytes(WAT).unwrap();
+        assert_eq!(second.cache_status(), &CacheStatus::Hit);
+        assert_eq!(analyses(), before, "a hit runs no analysis");
+        let (a, b) = (&first.inner, &second.inner);
+        assert_eq!(format!("{:?}", a.layout), format!("{:?}", b.layout));
+        assert_eq!(format!("{:?}", a.hooks), format!("{:?}", b.hooks));
+        assert_eq!(
+            encode_analysis(&a.layout, &a.hooks),
+            encode_analysis(&b.layout, &b.hooks)
+        );
+        assert_eq!(a.initial_memory, b.initial_memory);
+        assert_resets(&first, None);
+        assert_resets(&second, None);
+        // The rewritten bytes, made again on demand, are the same.
+        assert_eq!(first.proposals(), second.proposals());
+        assert_eq!(a.instrumented().unwrap(), b.instrumented().unwrap());
+        assert_eq!(analyses(), before + 1);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn fuel_works_after_a_hit_with_or_without_its_own_entry() {
+        let dir = cache_dir("fuel");
+        cached(&dir).load_bytes(WAT).unwrap();
+        // A hit, then a flavor the cache does not have: compiled from the
+        // module as loaded (one analysis, to rewrite it again), and stored.
+        let module = cached(&dir).load_bytes(WAT).unwrap();
+        assert_eq!(module.cache_status(), &CacheStatus::Hit);
+        let before = analyses();
+        assert_resets(&module, Some(100_000));
+        assert_eq!(analyses(), before + 1);
+        // Now both flavors hit.
+        let module = cached(&dir).load_bytes(WAT).unwrap();
+        assert_eq!(module.cache_status(), &CacheStatus::Hit);
+        let before = analyses();
+        assert_resets(&module, Some(100_000));
+        assert_eq!(analyses(), before);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_well_formed_entry_wasmtime_refuses_is_rebuilt() {
+        let dir = cache_dir("refused");
+        let runtime = cached(&dir);
+        let module = runtime.load_bytes(WAT).unwrap();
+        // Our framing and correct digests around bytes that are not a
+        // compiled module: wasmtime's own checks refuse them.
+        let engine = runtime
+            .engine(EngineFlavor {
+                fuel: false,
+                max_stack: DEFAULT_STACK_LIMIT,
+            })
+            .unwrap();
+        let binary = to_binary(Cow::Borrowed(WAT.as_bytes())).unwrap();
+        let entry = cache::CacheEntry::new(&dir, &cache::module_digest(&binary), &engine, false);
+        let record = encode_analysis(&module.inner.layout, &module.inner.hooks).unwrap();
+        entry.write(&record, b"not a compiled module").unwrap();
+        let module = cached(&dir).load_bytes(WAT).unwrap();
+        match module.cache_status() {
+            CacheStatus::Rebuilt(why) => assert!(why.contains("wasmtime refused"), "{why}"),
+            other => panic!("expected a rebuild, got {other:?}"),
+        }
+        assert_resets(&module, None);
+        // A record that is not ours is refused before wasmtime is asked.
+        entry
+            .write(b"\xff\xff\xff", b"not a compiled module")
+            .unwrap();
+        match cached(&dir).load_bytes(WAT).unwrap().cache_status() {
+            CacheStatus::Rebuilt(why) => assert!(why.contains("record"), "{why}"),
+            other => panic!("expected a rebuild, got {other:?}"),
+        }
+        assert_eq!(
+            cached(&dir).load_bytes(WAT).unwrap().cache_status(),
+            &CacheStatus::Hit
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 
     #[test]
     fn wat_errors_are_one_line_naming_the_place() {
-        let err = to_binary(b"(module\n  (func (result i32) nope))").unwrap_err();
+        let err = to_binary(Cow::Borrowed(b"(module\n  (func (result i32) nope))")).unwrap_err();
         let text = err.to_string();
         assert_eq!(text.lines().count(), 1, "{text}");
         assert!(text.contains("(line 2, column"), "{text}");
-        let err = to_binary(b"").unwrap_err();
+        let err = to_binary(Cow::Borrowed(b"")).unwrap_err();
         assert_eq!(err.to_string().lines().count(), 1, "{err}");
     }
 }

@@ -2,7 +2,7 @@
 //! data, independent of any instance or store, and how it is captured.
 
 use std::ops::Range;
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 
 use wasmtime::{Ref, Val as WasmVal};
 
@@ -37,7 +37,7 @@ pub(crate) struct MemoryImage {
     pub diff_from_fresh: OnceLock<Vec<Range<usize>>>,
     /// The same bytes as a sealed file, which the fresh-instance path maps
     /// copy-on-write; made on first use.
-    file: OnceLock<Result<ImageFile, String>>,
+    file: OnceLock<Result<Arc<ImageFile>, String>>,
 }
 
 impl MemoryImage {
@@ -46,14 +46,16 @@ impl MemoryImage {
     /// # Errors
     /// Why the system refused the file (said again at every use); the
     /// fresh path then copies the differing pages instead.
-    pub(crate) fn file(&self) -> Result<&ImageFile, String> {
+    pub(crate) fn file(&self) -> Result<&Arc<ImageFile>, String> {
         self.file
             .get_or_init(|| {
                 let runs = self
                     .populated
                     .iter()
                     .map(|range| (range.start, &self.bytes[range.clone()]));
-                ImageFile::new(self.bytes.len(), runs).map_err(|e| e.to_string())
+                ImageFile::new(self.bytes.len(), runs)
+                    .map(Arc::new)
+                    .map_err(|e| e.to_string())
             })
             .as_ref()
             .map_err(Clone::clone)
@@ -135,26 +137,27 @@ fn capture_memory(module: &Module, index: usize, live: &LiveInstance) -> MemoryI
         };
     };
     let mut read_from = 0;
-    // The data extent: a page no one wrote still holds the data image (the
-    // copy-on-write file page, mapped or not), so take it from the module
-    // rather than reading — and thereby mapping — it.
-    if let (Some(initial), Ok(tracker)) = (
-        module.inner.initial_memory.get(index).cloned().flatten(),
-        DirtyTracker::get(),
-    ) {
-        let extent = initial.len().min(data.len());
-        let extent_pages = extent.next_multiple_of(HOST_PAGE).min(data.len());
+    // Where an image is mapped (the module's data at instantiation, or a
+    // snapshot's memory on the fresh path), a page no one wrote since still
+    // holds the image's bytes (a copy-on-write file page, mapped or not), so
+    // take it from the image rather than reading — and thereby mapping — it.
+    let backing = live.regions[index].as_ref().and_then(|r| r.backing());
+    if let (Some(image), Ok(tracker)) = (backing, DirtyTracker::get()) {
+        let extent = image.len().min(data.len());
         let base = memory.data_ptr(&live.store) as usize;
-        if let Ok(written) = tracker.anonymous(base, extent_pages) {
-            initial.write_to(&mut bytes[..extent]);
-            for r in written.ranges {
-                // A scan reports whole host pages; a memory may end inside
-                // one (custom page sizes).
-                // A written page may have zeroed data: copied whole.
-                let r = r.start..r.end.min(extent_pages);
-                bytes[r.clone()].copy_from_slice(&data[r]);
+        if let Ok(written) = tracker.anonymous(base, extent) {
+            if image.read_into(&mut bytes[..extent]).is_ok() {
+                for r in written.ranges {
+                    // A scan reports whole host pages; a memory may end
+                    // inside one (custom page sizes). A written page may
+                    // have zeroed data: copied whole.
+                    let r = r.start..r.end.min(extent);
+                    bytes[r.clone()].copy_from_slice(&data[r]);
+                }
+                read_from = extent;
+            } else {
+                bytes[..extent].fill(0);
             }
-            read_from = extent_pages;
         }
     }
     // Beyond `read_from` the image is still all zero.
@@ -197,7 +200,13 @@ pub(crate) fn possibly_nonzero(
 ) -> Option<Vec<Range<usize>>> {
     let memory = live.memories[index];
     let len = memory.data_size(&live.store);
-    let extent = module.inner.layout.memories.get(index)?.data_extent?;
+    // An image mapped over the memory's start may hold data anywhere in it;
+    // else only the data segments (applied by the engine) can.
+    let mapped = live.regions[index].as_ref().and_then(|r| r.backing());
+    let extent = match mapped {
+        Some(image) => image.len() as u64,
+        None => module.inner.layout.memories.get(index)?.data_extent?,
+    };
     let extent = (extent as usize).next_multiple_of(HOST_PAGE).min(len);
     let tracker = DirtyTracker::get().ok()?;
     let base = memory.data_ptr(&live.store) as usize;

@@ -16,7 +16,7 @@ use crate::error::Error;
 use crate::value::{Signature, ValType};
 
 /// A memory defined (not imported) by the module.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub(crate) struct MemoryLayout {
     /// Index in the module's memory index space.
     pub index: u32,
@@ -32,7 +32,7 @@ pub(crate) struct MemoryLayout {
 
 /// An active data segment at a constant offset: where it lands and where its
 /// bytes are in the module binary.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub(crate) struct ActiveData {
     /// Index among the module's defined memories.
     pub memory: usize,
@@ -41,37 +41,40 @@ pub(crate) struct ActiveData {
 }
 
 /// A table defined by the module.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub(crate) struct TableLayout {
     pub index: u32,
     pub table64: bool,
     /// Holds funcrefs (as opposed to another reference type).
     pub funcref: bool,
     /// The element type (funcref, externref, exnref, ...).
+    #[serde(with = "crate::module::wire::ref_type")]
     pub element: RefType,
     pub initial_elements: u64,
     pub maximum_elements: Option<u64>,
 }
 
 /// A global defined by the module.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub(crate) struct GlobalLayout {
     pub index: u32,
     pub mutable: bool,
+    #[serde(with = "crate::module::wire::valtype")]
     pub ty: ValType,
 }
 
 /// A function import the host must satisfy.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub(crate) struct FunctionImport {
     pub module: String,
     pub name: String,
+    #[serde(with = "crate::module::wire::signature")]
     pub signature: Signature,
 }
 
 /// An import of something other than a function. Sandboxes own all their
 /// state, so these can never be satisfied.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, serde::Serialize)]
 pub(crate) struct OtherImport {
     pub module: String,
     pub name: String,
@@ -79,25 +82,27 @@ pub(crate) struct OtherImport {
 }
 
 /// An exported function a caller may invoke.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub(crate) struct ExportedFunction {
     pub name: String,
+    #[serde(with = "crate::module::wire::signature")]
     pub signature: Signature,
 }
 
 /// A passive segment, which `data.drop`/`elem.drop` can drop.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub(crate) struct PassiveSegment {
     /// Index in the data or element segment index space.
     pub index: u32,
     /// Length in bytes (data) or elements (element segments).
     pub len: u32,
     /// For element segments: the element type; `None` for data segments.
+    #[serde(with = "crate::module::wire::option_ref_type")]
     pub element: Option<RefType>,
 }
 
 /// Which kinds of state some instruction in the module can change.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
 pub(crate) struct Mutations {
     /// Indices of globals targeted by `global.set`.
     pub globals_set: BTreeSet<u32>,
@@ -122,7 +127,7 @@ pub(crate) struct Mutations {
 }
 
 /// Everything the sandbox needs to know about a module's shape.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
 pub(crate) struct ModuleLayout {
     /// Number of types in the type index space (not rec groups).
     pub type_count: u32,
