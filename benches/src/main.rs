@@ -1,13 +1,16 @@
 //! `compare`: Cleanslate's resets against plain-wasmtime baselines, side by
 //! side in one process and run, on guests that dirty K scattered pages of a
-//! 16 MiB and a 1 GiB memory. Prints a markdown table and writes it, the
+//! 16 MiB and a 1 GiB memory, and on a guest whose call grows its memory by
+//! N wasm pages and writes every new host page. Prints a markdown table and writes it, the
 //! target checks and a plot into docs/BENCHMARKS.md and docs/benchmarks/.
 //!
 //! Run: `cargo run --release -p cleanslate-benches --bin compare`
 //! (`-- --quick` for a short smoke run that writes nothing;
-//! `-- --write-guest DIR` writes the two guests, `dirty_16mib.wasm` and
-//! `dirty_1gib.wasm`, for `cleanslate bench DIR/dirty_16mib.wasm dirty:K,STRIDE`
-//! or a profiler, and exits).
+//! `-- --write-guest DIR` writes the guests, `dirty_16mib.wasm`,
+//! `dirty_1gib.wasm`, `grow_16mib.wasm` and `grow_1gib.wasm` (which may grow
+//! by 16 wasm pages), for `cleanslate bench DIR/dirty_16mib.wasm
+//! dirty:K,STRIDE` or `cleanslate bench DIR/grow_16mib.wasm grow:N
+//! --memory-limit 17MiB`, or a profiler, and exits).
 
 mod doc_section;
 mod guest;
@@ -26,6 +29,11 @@ const KS: [u64; 5] = [0, 1, 16, 256, 4096];
 /// Memory sizes measured.
 const SIZES: [(u64, &str); 2] = [(16 << 20, "16 MiB"), (1 << 30, "1 GiB")];
 
+/// Wasm pages a growing call adds.
+const GROW_NS: [u64; 2] = [1, 16];
+/// How far the growing guest's memory may grow: the largest N.
+const MAX_GROW: u64 = 16;
+
 /// One measured cell.
 #[derive(Clone, Debug)]
 pub struct Cell {
@@ -34,6 +42,18 @@ pub struct Cell {
     pub method: Method,
     pub median_us: f64,
     pub iterations: usize,
+}
+
+/// One measured cell of the growing guest.
+#[derive(Clone, Debug)]
+pub struct GrowthCell {
+    pub size: &'static str,
+    pub n: u64,
+    pub method: Method,
+    pub median_us: f64,
+    pub iterations: usize,
+    /// The reset paths taken (Cleanslate only).
+    pub paths: Option<methods::Paths>,
 }
 
 struct Budget {
@@ -50,12 +70,14 @@ fn main() {
             eprintln!("--write-guest needs a directory");
             std::process::exit(2);
         };
-        for (bytes, name) in [
-            (16u64 << 20, "dirty_16mib.wasm"),
-            (1 << 30, "dirty_1gib.wasm"),
+        for (wasm, name) in [
+            (guest::module(16 << 20), "dirty_16mib.wasm"),
+            (guest::module(1 << 30), "dirty_1gib.wasm"),
+            (guest::growing_module(16 << 20, MAX_GROW), "grow_16mib.wasm"),
+            (guest::growing_module(1 << 30, MAX_GROW), "grow_1gib.wasm"),
         ] {
             let path = std::path::Path::new(dir).join(name);
-            if let Err(e) = std::fs::write(&path, guest::module(bytes)) {
+            if let Err(e) = std::fs::write(&path, wasm) {
                 eprintln!("cannot write {}: {e}", path.display());
                 std::process::exit(1);
             }
@@ -104,6 +126,7 @@ fn main() {
             }
         }
     }
+    let growth = growing_calls(&budget);
     let mut real = Vec::new();
     match real_work::guest() {
         Ok(wasm) => {
@@ -129,12 +152,75 @@ fn main() {
     } else {
         Some(report::soak(1_000_000))
     };
-    let markdown = report::markdown(&cells, &real, &scaling, soak.as_ref());
+    let markdown = report::markdown(&cells, &growth, &real, &scaling, soak.as_ref());
     println!("{markdown}");
     if !quick {
         report::write(&markdown, &cells)
             .unwrap_or_else(|e| eprintln!("could not write the report: {e}"));
     }
+    // The harness's assertion: with `ResetStrategy::Auto`, a growing call is
+    // undone in place, every time. (Checked after writing, so that the
+    // report, which says so too, is not lost.)
+    let not_undone: Vec<String> = growth
+        .iter()
+        .filter(|c| c.method == Method::CleanslateInPlace)
+        .filter_map(|c| {
+            let paths = c.paths.as_ref()?;
+            (!paths.all_in_place()).then(|| format!("{} N = {}: {}", c.size, c.n, paths.describe()))
+        })
+        .collect();
+    if !not_undone.is_empty() {
+        eprintln!(
+            "assertion failed: a growing call's reset (Auto) was not in place, or did not undo the growth: {}",
+            not_undone.join("; ")
+        );
+        std::process::exit(1);
+    }
+}
+
+/// Calls that grow the memory by N wasm pages and write each new host page,
+/// per method, on each memory size.
+fn growing_calls(budget: &Budget) -> Vec<GrowthCell> {
+    let mut cells = Vec::new();
+    for (bytes, size) in SIZES {
+        let wasm = guest::growing_module(bytes, MAX_GROW);
+        for n in GROW_NS {
+            for method in methods::GROWTH {
+                match methods::prepare_growing(method, &wasm, bytes, MAX_GROW, n) {
+                    Ok((call, paths)) => {
+                        let (median_us, iterations) = sample(call, budget);
+                        let paths = paths.map(|p| p.borrow().clone());
+                        eprintln!(
+                            "{size:>6} grow N={n:<3} {:<58} {median_us:>10.2} µs ({iterations} calls){}",
+                            method.name(),
+                            paths
+                                .as_ref()
+                                .map(|p| format!(
+                                    ", reset {}, reset alone {:.2} µs, {} pages, {} scans",
+                                    p.describe(),
+                                    p.reset_median_us().unwrap_or(f64::NAN),
+                                    p.last_pages,
+                                    p.scanned
+                                ))
+                                .unwrap_or_default()
+                        );
+                        cells.push(GrowthCell {
+                            size,
+                            n,
+                            method,
+                            median_us,
+                            iterations,
+                            paths,
+                        });
+                    }
+                    Err(e) => {
+                        eprintln!("{size:>6} grow N={n:<3} {:<58} failed: {e}", method.name())
+                    }
+                }
+            }
+        }
+    }
+    cells
 }
 
 /// The in-place reset on the small and the large memory at the same K,
