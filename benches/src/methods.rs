@@ -100,18 +100,7 @@ pub fn prepare(
     let (k32, stride32) = (k as i32, stride as i32);
     match method {
         Method::CleanslateInPlace | Method::CleanslateFresh => {
-            let strategy = if method == Method::CleanslateInPlace {
-                ResetStrategy::Auto
-            } else {
-                ResetStrategy::FreshInstance
-            };
-            let runtime = Runtime::new().map_err(|e| e.to_string())?;
-            let module = runtime.load_bytes(wasm).map_err(|e| e.to_string())?;
-            let mut sandbox = Sandbox::builder(&module)
-                .memory_limit(memory_bytes)
-                .reset_strategy(strategy)
-                .build()
-                .map_err(|e| e.to_string())?;
+            let mut sandbox = cleanslate_sandbox(method, wasm, memory_bytes)?;
             let args = [Val::I32(k32), Val::I32(stride32)];
             Ok(Box::new(move || {
                 sandbox.call("dirty", &args).expect("dirty succeeds");
@@ -263,18 +252,7 @@ pub fn prepare_growing(
     let n32 = n as i32;
     match method {
         Method::CleanslateInPlace | Method::CleanslateFresh => {
-            let strategy = if method == Method::CleanslateInPlace {
-                ResetStrategy::Auto
-            } else {
-                ResetStrategy::FreshInstance
-            };
-            let runtime = Runtime::new().map_err(|e| e.to_string())?;
-            let module = runtime.load_bytes(wasm).map_err(|e| e.to_string())?;
-            let mut sandbox = Sandbox::builder(&module)
-                .memory_limit(limit)
-                .reset_strategy(strategy)
-                .build()
-                .map_err(|e| e.to_string())?;
+            let mut sandbox = cleanslate_sandbox(method, wasm, limit)?;
             let paths = Rc::new(RefCell::new(Paths {
                 grown_bytes: n * WASM_PAGE,
                 ..Paths::default()
@@ -342,4 +320,21 @@ pub fn prepare_growing(
             Err(format!("{} does not apply to growing calls", method.name()))
         }
     }
+}
+
+/// A Cleanslate sandbox of `wasm` for one of its two methods: the default
+/// strategy (in place where it covers the call) or fresh instances only.
+fn cleanslate_sandbox(method: Method, wasm: &[u8], memory_limit: u64) -> Result<Sandbox, String> {
+    let strategy = if method == Method::CleanslateInPlace {
+        ResetStrategy::Auto
+    } else {
+        ResetStrategy::FreshInstance
+    };
+    let runtime = Runtime::new().map_err(|e| e.to_string())?;
+    let module = runtime.load_bytes(wasm).map_err(|e| e.to_string())?;
+    Sandbox::builder(&module)
+        .memory_limit(memory_limit)
+        .reset_strategy(strategy)
+        .build()
+        .map_err(|e| e.to_string())
 }

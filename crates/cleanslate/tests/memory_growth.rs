@@ -116,40 +116,30 @@ fn a_call_that_grew_memory_is_reset_in_place() {
     }
 }
 
+/// Growth, then the call ends badly: a trap, fuel running out, a timeout.
 #[test]
-fn growth_then_a_trap_is_reset_in_place() {
-    let mut tw = growing_twin(Verify::Off);
-    let err = tw
-        .sandbox
-        .call("grow_then_trap", &[Val::I32(3), Val::I32(0x5EC)])
-        .unwrap_err();
-    assert_eq!(err.kind(), ErrorKind::Trap(TrapCode::Unreachable), "{err}");
-    assert_growth_undone(&mut tw, 3);
-}
-
-#[test]
-fn growth_then_running_out_of_fuel_is_reset_in_place() {
-    let mut tw = growing_twin(Verify::Off);
-    let err = tw
-        .sandbox
-        .call("grow_then_spin", &[Val::I32(5), Val::I32(0x5EC)])
-        .unwrap_err();
-    assert_eq!(err.kind(), ErrorKind::OutOfFuel, "{err}");
-    assert_growth_undone(&mut tw, 5);
-}
-
-#[test]
-fn growth_then_a_timeout_is_reset_in_place() {
+fn growth_then_a_failed_call_is_reset_in_place() {
     let module = module();
-    let mut tw = twin(&module, |b| {
-        b.init("init").timeout(Duration::from_millis(50))
-    });
-    let err = tw
-        .sandbox
-        .call("grow_then_spin", &[Val::I32(2), Val::I32(0x5EC)])
-        .unwrap_err();
-    assert_eq!(err.kind(), ErrorKind::Timeout, "{err}");
-    assert_growth_undone(&mut tw, 2);
+    let cases = [
+        ("grow_then_trap", 3, ErrorKind::Trap(TrapCode::Unreachable)),
+        ("grow_then_spin", 5, ErrorKind::OutOfFuel),
+        ("grow_then_spin", 2, ErrorKind::Timeout),
+    ];
+    for (function, pages, kind) in cases {
+        let mut tw = twin(&module, |b| {
+            let b = b.init("init");
+            match kind {
+                ErrorKind::Timeout => b.timeout(Duration::from_millis(50)),
+                _ => b.fuel(50_000_000),
+            }
+        });
+        let err = tw
+            .sandbox
+            .call(function, &[Val::I32(pages), Val::I32(0x5EC)])
+            .unwrap_err();
+        assert_eq!(err.kind(), kind, "{function}: {err}");
+        assert_growth_undone(&mut tw, pages);
+    }
 }
 
 #[test]
