@@ -30,7 +30,7 @@
 //!
 //! Features: `allocator` (the bump global allocator), `panic-handler` (for
 //! `no_std` guests) and `json` are on by default; guests that use `std`
-//! turn off `panic-handler`, turn on `std`, and call [`install_panic_hook`].
+//! turn off `panic-handler`, turn on `std`, and call `install_panic_hook`.
 #![no_std]
 #![warn(missing_docs)]
 

@@ -243,11 +243,16 @@ fn thread_faults() -> Option<u64> {
 mod tests {
     use super::*;
 
+    /// Bytes the allocator always serves from a new mapping.
+    const FRESH: usize = 64 << 20;
+
     #[test]
     fn a_page_fault_on_this_thread_is_counted() {
         let before = thread_faults().expect("getrusage works on Linux");
-        // A fresh anonymous page: its first write is a fault.
-        let mut pages = vec![0u8; 1 << 20];
+        // A fresh anonymous page: its first write is a fault. (Above 32 MiB
+        // the allocator always maps new memory; a smaller buffer may reuse
+        // pages another test already touched, and not fault.)
+        let mut pages = vec![0u8; FRESH];
         std::hint::black_box(&mut pages)[4096 * 100] = 1;
         let after = thread_faults().unwrap();
         assert!(after > before, "{before} -> {after}");
@@ -257,7 +262,7 @@ mod tests {
     fn a_window_closes_on_a_fault_and_on_another_thread() {
         let window = FaultWindow::open(thread_faults().unwrap());
         assert!(window.only_hot_pages_written(thread_faults()));
-        let mut pages = vec![0u8; 1 << 20];
+        let mut pages = vec![0u8; FRESH];
         std::hint::black_box(&mut pages)[4096 * 100] = 1;
         assert!(!window.only_hot_pages_written(thread_faults()));
 
