@@ -24,9 +24,20 @@ thread_local! {
 /// this thread meanwhile: the instance's memories (matched to them by base
 /// address), and possibly a GC heap, which matches none.
 pub(crate) fn record_created<R>(instantiate: impl FnOnce() -> R) -> (R, Vec<Arc<MemoryRegion>>) {
+    /// Stops the recording however `instantiate` ends, unwinding included:
+    /// a recording left on would keep every region this thread creates
+    /// later (a GC heap's, during calls) alive forever.
+    struct Recording;
+    impl Drop for Recording {
+        fn drop(&mut self) {
+            CREATED.with(|created| created.borrow_mut().take());
+        }
+    }
     CREATED.with(|created| *created.borrow_mut() = Some(Vec::new()));
+    let recording = Recording;
     let result = instantiate();
     let regions = CREATED.with(|created| created.borrow_mut().take());
+    drop(recording);
     (result, regions.unwrap_or_default())
 }
 
@@ -82,5 +93,20 @@ unsafe impl wasmtime::LinearMemory for GuestMemory {
 
     fn as_ptr(&self) -> *mut u8 {
         self.0.base()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_recording_ends_even_when_the_instantiation_panics() {
+        let outcome =
+            std::panic::catch_unwind(|| record_created(|| panic!("instantiation failed")));
+        assert!(outcome.is_err());
+        assert!(CREATED.with(|created| created.borrow().is_none()));
+        let ((), regions) = record_created(|| ());
+        assert!(regions.is_empty());
     }
 }
