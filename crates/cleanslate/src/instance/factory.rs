@@ -189,12 +189,11 @@ impl InstanceFactory {
         if initial.len() == 0 {
             return Ok(());
         }
-        match region {
-            Some(region) => {
-                let file = initial.file().map_err(failed)?;
-                region.map_image(file).map_err(|e| failed(e.to_string()))
-            }
-            None => {
+        match (region, initial.file()) {
+            (Some(region), Ok(file)) => region.map_image(file).map_err(|e| failed(e.to_string())),
+            // No region of ours, or no file to map (the system refused one
+            // for now): the bytes are copied in, as the engine would.
+            _ => {
                 initial.write_to(data);
                 Ok(())
             }

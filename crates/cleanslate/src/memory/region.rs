@@ -3,6 +3,7 @@
 //! current size is accessible.
 
 use std::io;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use rustix::mm::{MapFlags, MprotectFlags, ProtFlags};
@@ -33,6 +34,9 @@ pub(crate) struct MemoryRegion {
     /// The image last mapped over the memory's start: every page of it not
     /// written since (no page of its own) still holds the image's bytes.
     backing: Mutex<Option<Arc<ImageFile>>>,
+    /// Part of the reservation may belong to someone else now (a failed
+    /// mapping left a hole that could not be filled): never unmap it.
+    leak_on_drop: AtomicBool,
 }
 
 impl MemoryRegion {
@@ -66,6 +70,7 @@ impl MemoryRegion {
             reserved,
             size: Mutex::new(0),
             backing: Mutex::new(None),
+            leak_on_drop: AtomicBool::new(false),
         };
         region.grow_to(minimum)?;
         Ok(region)
@@ -161,7 +166,7 @@ impl MemoryRegion {
         // the caller holds the store exclusively, so no guest code and no
         // host slice over them is alive while they change. The mapping is
         // private: the sealed image file itself can never be written.
-        unsafe {
+        let mapped = unsafe {
             rustix::mm::mmap(
                 self.base().cast(),
                 image.len(),
@@ -170,7 +175,28 @@ impl MemoryRegion {
                 image.fd(),
                 0,
             )
-        }?;
+        };
+        if let Err(e) = mapped {
+            // A failed MAP_FIXED may have unmapped the range before failing
+            // (older kernels): fill the hole at once, before another mapping
+            // of this process can land there and be unmapped with the region.
+            // SAFETY: the same range as above, inside this region's own
+            // reservation; an inaccessible anonymous mapping replaces
+            // whatever is left there, which only this memory used (its
+            // instance is discarded after this error).
+            let refilled = unsafe {
+                rustix::mm::mmap_anonymous(
+                    self.base().cast(),
+                    image.len(),
+                    ProtFlags::empty(),
+                    MapFlags::PRIVATE | MapFlags::FIXED | MapFlags::NORESERVE,
+                )
+            };
+            if refilled.is_err() {
+                self.leak_on_drop.store(true, Ordering::Relaxed);
+            }
+            return Err(e.into());
+        }
         *self.backing.lock().unwrap_or_else(|e| e.into_inner()) = Some(image.clone());
         Ok(())
     }
@@ -204,6 +230,9 @@ impl MemoryRegion {
 
 impl Drop for MemoryRegion {
     fn drop(&mut self) {
+        if self.leak_on_drop.load(Ordering::Relaxed) {
+            return;
+        }
         // SAFETY: the reservation was mapped by `reserve` and is unmapped
         // only here, once; the region is dropped when the last holder (the
         // engine's memory and any instance handle) lets go, so nothing can

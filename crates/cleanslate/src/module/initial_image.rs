@@ -22,7 +22,7 @@ pub(crate) struct InitialImage {
     /// Disjoint runs of bytes, sorted by offset; zero between them.
     runs: Vec<(usize, Box<[u8]>)>,
     /// The same bytes as a file to map, made on first use.
-    file: OnceLock<Result<Arc<ImageFile>, String>>,
+    file: OnceLock<Arc<ImageFile>>,
 }
 
 impl PartialEq for InitialImage {
@@ -92,17 +92,15 @@ impl InitialImage {
     /// instance's memory; made on first use.
     ///
     /// # Errors
-    /// Why the system refused the file (said again at every use).
+    /// Why the system refused the file; the next use tries again.
     pub(crate) fn file(&self) -> Result<&Arc<ImageFile>, String> {
-        self.file
-            .get_or_init(|| {
-                let runs = self.runs.iter().map(|(at, bytes)| (*at, &bytes[..]));
-                ImageFile::new(self.len, runs)
-                    .map(Arc::new)
-                    .map_err(|e| e.to_string())
-            })
-            .as_ref()
-            .map_err(Clone::clone)
+        // A failure is not kept: it may pass (descriptors or memory short).
+        if let Some(file) = self.file.get() {
+            return Ok(file);
+        }
+        let runs = self.runs.iter().map(|(at, bytes)| (*at, &bytes[..]));
+        let file = ImageFile::new(self.len, runs).map_err(|e| e.to_string())?;
+        Ok(self.file.get_or_init(|| Arc::new(file)))
     }
 
     /// Write the image into `dst` (a memory's first bytes, all zero),

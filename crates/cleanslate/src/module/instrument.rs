@@ -240,11 +240,18 @@ pub(crate) fn instrument(wasm: &[u8], layout: &ModuleLayout) -> Result<(Vec<u8>,
     additions.push(EXPORT, export_entries);
 
     hooks.memory_images = layout.memories.iter().map(takes_image).collect();
+    // Data segments name memories in the module's index space, where
+    // imported memories come first.
+    let imported = layout
+        .other_imports
+        .iter()
+        .filter(|i| i.what == "memory")
+        .count() as u32;
     let moved: Vec<u32> = layout
         .memories
         .iter()
         .filter(|m| takes_image(m))
-        .map(|m| m.index)
+        .map(|m| imported + m.index)
         .collect();
     Ok((rewrite(wasm, additions, &moved)?, hooks))
 }

@@ -236,8 +236,11 @@ fn check_applicable(
     for (i, expected) in image.memories.iter().enumerate() {
         // A memory of our own is lowered back in place; one the engine
         // made (none, as configured) only a new instance can shrink.
-        let grew = live.memories[i].data_size(&live.store) != expected.bytes.len();
-        if grew && live.regions[i].is_none() {
+        let size = live.memories[i].data_size(&live.store);
+        let grew = size > expected.bytes.len();
+        // (Smaller than the snapshot cannot happen in place: memories only
+        // grow, and a restored snapshot always takes a fresh instance.)
+        if size < expected.bytes.len() || (grew && live.regions[i].is_none()) {
             return Err(FallbackReason::MemoryGrew);
         }
     }

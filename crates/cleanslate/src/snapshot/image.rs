@@ -37,28 +37,26 @@ pub(crate) struct MemoryImage {
     pub diff_from_fresh: OnceLock<Vec<Range<usize>>>,
     /// The same bytes as a sealed file, which the fresh-instance path maps
     /// copy-on-write; made on first use.
-    file: OnceLock<Result<Arc<ImageFile>, String>>,
+    file: OnceLock<Arc<ImageFile>>,
 }
 
 impl MemoryImage {
     /// The image as a sealed file to map into a new instance's memory.
     ///
     /// # Errors
-    /// Why the system refused the file (said again at every use); the
+    /// Why the system refused the file (the next use tries again); the
     /// fresh path then copies the differing pages instead.
     pub(crate) fn file(&self) -> Result<&Arc<ImageFile>, String> {
-        self.file
-            .get_or_init(|| {
-                let runs = self
-                    .populated
-                    .iter()
-                    .map(|range| (range.start, &self.bytes[range.clone()]));
-                ImageFile::new(self.bytes.len(), runs)
-                    .map(Arc::new)
-                    .map_err(|e| e.to_string())
-            })
-            .as_ref()
-            .map_err(Clone::clone)
+        // A failure is not kept: it may pass (descriptors or memory short).
+        if let Some(file) = self.file.get() {
+            return Ok(file);
+        }
+        let runs = self
+            .populated
+            .iter()
+            .map(|range| (range.start, &self.bytes[range.clone()]));
+        let file = ImageFile::new(self.bytes.len(), runs).map_err(|e| e.to_string())?;
+        Ok(self.file.get_or_init(|| Arc::new(file)))
     }
 }
 
