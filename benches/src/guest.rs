@@ -73,13 +73,25 @@ pub fn module(memory_bytes: u64) -> Vec<u8> {
     code.function(&dirty);
     code.function(&noop);
 
+    assemble(&types, &functions, &memories, &exports, &code, memory_bytes)
+}
+
+/// A guest's sections in order, with the data segment every guest has.
+fn assemble(
+    types: &TypeSection,
+    functions: &FunctionSection,
+    memories: &MemorySection,
+    exports: &ExportSection,
+    code: &CodeSection,
+    memory_bytes: u64,
+) -> Vec<u8> {
     let mut module = Module::new();
     module
-        .section(&types)
-        .section(&functions)
-        .section(&memories)
-        .section(&exports)
-        .section(&code)
+        .section(types)
+        .section(functions)
+        .section(memories)
+        .section(exports)
+        .section(code)
         .section(&data(memory_bytes));
     module.finish()
 }
@@ -163,15 +175,7 @@ pub fn growing_module(memory_bytes: u64, max_grow: u64) -> Vec<u8> {
     let mut code = CodeSection::new();
     code.function(&grow);
 
-    let mut module = Module::new();
-    module
-        .section(&types)
-        .section(&functions)
-        .section(&memories)
-        .section(&exports)
-        .section(&code)
-        .section(&data(memory_bytes));
-    module.finish()
+    assemble(&types, &functions, &memories, &exports, &code, memory_bytes)
 }
 
 /// The stride that spreads `k` pages over the whole memory.
