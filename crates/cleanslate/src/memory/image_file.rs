@@ -6,10 +6,35 @@ use std::fs::File;
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd};
 use std::os::unix::fs::FileExt;
+use std::sync::{Arc, OnceLock};
 
 use rustix::fs::{MemfdFlags, SealFlags};
 
 use super::{HOST_PAGE, round_up_to_page};
+
+/// An image made on first use and kept. A failure is not kept: it may
+/// pass (descriptors or memory short), so the next use tries again.
+#[derive(Debug, Default)]
+pub(crate) struct LazyImageFile(OnceLock<Arc<ImageFile>>);
+
+impl LazyImageFile {
+    /// The image, made now from `len` and `runs` (as [`ImageFile::new`])
+    /// unless it was made before.
+    ///
+    /// # Errors
+    /// Why the system refused the file this time.
+    pub(crate) fn get_or_make<'a>(
+        &self,
+        len: usize,
+        runs: impl Iterator<Item = (usize, &'a [u8])>,
+    ) -> Result<&Arc<ImageFile>, String> {
+        if let Some(file) = self.0.get() {
+            return Ok(file);
+        }
+        let file = ImageFile::new(len, runs).map_err(|e| e.to_string())?;
+        Ok(self.0.get_or_init(|| Arc::new(file)))
+    }
+}
 
 /// Memory contents in a `memfd`, sealed against every change once written.
 #[derive(Debug)]

@@ -21,7 +21,7 @@ mod image_file;
 mod region;
 
 pub(crate) use creator::{GuestMemoryCreator, record_created};
-pub(crate) use image_file::ImageFile;
+pub(crate) use image_file::{ImageFile, LazyImageFile};
 pub(crate) use region::MemoryRegion;
 
 /// The host page size regions and images work in.

@@ -3,9 +3,9 @@
 //! reset path and snapshot capture compare memories against it page by page.
 
 use std::ops::Range;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 
-use crate::memory::ImageFile;
+use crate::memory::{ImageFile, LazyImageFile};
 
 /// Granularity of memory comparison and copying: the host page size.
 pub(crate) const HOST_PAGE: usize = 4096;
@@ -22,7 +22,7 @@ pub(crate) struct InitialImage {
     /// Disjoint runs of bytes, sorted by offset; zero between them.
     runs: Vec<(usize, Box<[u8]>)>,
     /// The same bytes as a file to map, made on first use.
-    file: OnceLock<Arc<ImageFile>>,
+    file: LazyImageFile,
 }
 
 impl PartialEq for InitialImage {
@@ -79,7 +79,7 @@ impl InitialImage {
         Some(InitialImage {
             len,
             runs,
-            file: OnceLock::new(),
+            file: LazyImageFile::default(),
         })
     }
 
@@ -94,13 +94,8 @@ impl InitialImage {
     /// # Errors
     /// Why the system refused the file; the next use tries again.
     pub(crate) fn file(&self) -> Result<&Arc<ImageFile>, String> {
-        // A failure is not kept: it may pass (descriptors or memory short).
-        if let Some(file) = self.file.get() {
-            return Ok(file);
-        }
         let runs = self.runs.iter().map(|(at, bytes)| (*at, &bytes[..]));
-        let file = ImageFile::new(self.len, runs).map_err(|e| e.to_string())?;
-        Ok(self.file.get_or_init(|| Arc::new(file)))
+        self.file.get_or_make(self.len, runs)
     }
 
     /// Write the image into `dst` (a memory's first bytes, all zero),

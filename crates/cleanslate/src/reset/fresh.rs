@@ -3,10 +3,9 @@
 //! that is unavailable, gets the pages that differ from a fresh instance
 //! copied in), then globals, tables and dropped segments are applied.
 
-use std::ops::Range;
-
 use wasmtime::Ref;
 
+use super::padded::Padded;
 use super::{Fault, PendingFaults};
 use crate::error::{Error, ErrorKind};
 use crate::instance::{InstanceFactory, LiveInstance};
@@ -98,20 +97,6 @@ fn apply_memories(
     Ok(pages)
 }
 
-/// Bytes followed by zeros to any length: a fresh memory's content.
-pub(crate) struct Padded<'a>(pub &'a [u8]);
-
-impl Padded<'_> {
-    /// Whether `self[range]` equals `other` (of the same length).
-    fn eq_at(&self, range: Range<usize>, other: &[u8]) -> bool {
-        // Where the known bytes end, within the range.
-        let known = self.0.len().clamp(range.start, range.end);
-        let (head, tail) = other.split_at(known - range.start);
-        let ours = self.0.get(range.start..known).unwrap_or(&[]);
-        ours == head && tail.iter().all(|b| *b == 0)
-    }
-}
-
 fn apply_tables(
     factory: &InstanceFactory,
     live: &mut LiveInstance,
@@ -177,6 +162,8 @@ fn apply_dropped_segments(
 
 #[cfg(test)]
 mod tests {
+    use std::ops::Range;
+
     use super::*;
 
     fn differing_ranges(

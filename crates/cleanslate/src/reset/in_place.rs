@@ -8,6 +8,7 @@
 
 use wasmtime::Ref;
 
+use super::padded::Padded;
 use super::report::FallbackReason;
 use super::{Fault, PendingFaults};
 use crate::instance::LiveInstance;
@@ -86,7 +87,8 @@ pub(super) fn restore_in_place(
                 let page = offset..(offset + PAGE).min(len);
                 let restore = match heat.on_written(offset / PAGE) {
                     Restore::IfChanged => {
-                        let changed = !Padded(&expected.bytes).eq_at(&data[page.clone()], offset);
+                        let changed =
+                            !Padded(&expected.bytes).eq_at(page.clone(), &data[page.clone()]);
                         if heat.on_hot_compared(offset / PAGE, changed) {
                             protect.push_page(offset);
                         }
@@ -164,41 +166,6 @@ fn lower_memory(live: &mut LiveInstance, i: usize, snapshot_len: usize) -> Resul
         ));
     }
     Ok(())
-}
-
-/// A page of zeros to compare pages past the snapshot's end with.
-static ZEROS: [u8; PAGE] = [0; PAGE];
-
-/// The snapshot's bytes of a memory, read as zero past their end (where a
-/// memory that grew since holds pages the reset clears).
-struct Padded<'a>(&'a [u8]);
-
-impl Padded<'_> {
-    /// Whether `data`, found at byte `offset`, equals these bytes there.
-    fn eq_at(&self, data: &[u8], offset: usize) -> bool {
-        let known = self.0.len().clamp(offset, offset + data.len());
-        let (head, tail) = data.split_at(known - offset);
-        // Slice equality is a `memcmp`: many times faster than testing
-        // byte by byte, which matters for the many pages past the end.
-        // (Empty slices are not compared: a zero-length `memset`/`memcmp`
-        // call measurably slows this loop.)
-        head == self.0.get(offset..known).unwrap_or(&[])
-            && (tail.is_empty() || tail == &ZEROS[..tail.len()])
-    }
-
-    /// Write these bytes at `range` into `data` (zeros past their end).
-    fn copy_to(&self, data: &mut [u8], range: std::ops::Range<usize>) {
-        let known = self.0.len().clamp(range.start, range.end);
-        if known > range.start {
-            data[range.start..known].copy_from_slice(&self.0[range.start..known]);
-        }
-        // Only past the snapshot's end: a call of `memset` for no bytes
-        // costs as much as a page's copy here (measured: K = 16 resets
-        // took 1.5× as long with it).
-        if known < range.end {
-            data[known..range.end].fill(0);
-        }
-    }
 }
 
 /// A run of adjacent pages waiting to be copied back from the image.

@@ -10,6 +10,7 @@ mod coverage;
 mod fault;
 mod fresh;
 mod in_place;
+mod padded;
 mod report;
 mod verify;
 

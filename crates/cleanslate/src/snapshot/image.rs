@@ -8,7 +8,7 @@ use wasmtime::{Ref, Val as WasmVal};
 
 use crate::error::{Error, ErrorKind};
 use crate::instance::LiveInstance;
-use crate::memory::ImageFile;
+use crate::memory::{ImageFile, LazyImageFile};
 use crate::module::Module;
 pub(crate) use crate::module::{HOST_PAGE, differing_pages};
 use crate::tracking::DirtyTracker;
@@ -37,7 +37,7 @@ pub(crate) struct MemoryImage {
     pub diff_from_fresh: OnceLock<Vec<Range<usize>>>,
     /// The same bytes as a sealed file, which the fresh-instance path maps
     /// copy-on-write; made on first use.
-    file: OnceLock<Arc<ImageFile>>,
+    file: LazyImageFile,
 }
 
 impl MemoryImage {
@@ -47,16 +47,11 @@ impl MemoryImage {
     /// Why the system refused the file (the next use tries again); the
     /// fresh path then copies the differing pages instead.
     pub(crate) fn file(&self) -> Result<&Arc<ImageFile>, String> {
-        // A failure is not kept: it may pass (descriptors or memory short).
-        if let Some(file) = self.file.get() {
-            return Ok(file);
-        }
         let runs = self
             .populated
             .iter()
             .map(|range| (range.start, &self.bytes[range.clone()]));
-        let file = ImageFile::new(self.bytes.len(), runs).map_err(|e| e.to_string())?;
-        Ok(self.file.get_or_init(|| Arc::new(file)))
+        self.file.get_or_make(self.bytes.len(), runs)
     }
 }
 
@@ -131,7 +126,7 @@ fn capture_memory(module: &Module, index: usize, live: &LiveInstance) -> MemoryI
             bytes,
             populated: std::iter::once(0..data.len()).collect(),
             diff_from_fresh: OnceLock::new(),
-            file: OnceLock::new(),
+            file: LazyImageFile::default(),
         };
     };
     let mut read_from = 0;
@@ -169,7 +164,7 @@ fn capture_memory(module: &Module, index: usize, live: &LiveInstance) -> MemoryI
         bytes,
         populated,
         diff_from_fresh: OnceLock::new(),
-        file: OnceLock::new(),
+        file: LazyImageFile::default(),
     }
 }
 
