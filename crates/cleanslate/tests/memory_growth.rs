@@ -4,12 +4,18 @@
 //! checks the state against an independently built twin and through the
 //! guest's own eyes: `memory.size`, a load past the snapshot's end traps,
 //! and growing again finds zeros.
+//!
+//! The fresh-instance path undoes growth too: its new instance takes over
+//! the replaced one's memory regions (no new mapping) and must leave them
+//! exactly as the snapshot, size and protection included.
 
 mod common;
 
 use std::time::Duration;
 
-use cleanslate::{ErrorKind, Module, ResetPath, Runtime, Sandbox, TrapCode, Val, Verify};
+use cleanslate::{
+    ErrorKind, Module, ResetPath, ResetStrategy, Runtime, Sandbox, TrapCode, Val, Verify,
+};
 use common::{Twin, assert_matches_twin, twin};
 
 /// One 64 KiB page at the snapshot (its first word set by `init`), room to
@@ -71,6 +77,11 @@ fn assert_growth_undone(tw: &mut Twin, grown_pages: i32) {
         assert_eq!(report.path(), ResetPath::InPlace, "{report:?}");
         assert_eq!(report.fallback_reason(), None);
     }
+    assert_growth_undone_as_seen(tw, grown_pages);
+}
+
+/// The clean slate after a growing call, whichever path reset it.
+fn assert_growth_undone_as_seen(tw: &mut Twin, grown_pages: i32) {
     assert_matches_twin(tw);
     let sandbox = &mut tw.sandbox;
     assert_eq!(sandbox.call("size", &[]).unwrap(), [Val::I32(1)]);
@@ -228,6 +239,75 @@ fn growth_of_a_memory_ending_inside_a_host_page_is_undone() {
         assert_matches_twin(&mut tw);
         let sandbox: &mut Sandbox = &mut tw.sandbox;
         assert_eq!(sandbox.call("size", &[]).unwrap(), [Val::I32(5000)]);
+        let err = sandbox.call("load8", &[Val::I32(5001)]).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Trap(TrapCode::MemoryOutOfBounds));
+        for at in [5001, 7999] {
+            assert_eq!(
+                sandbox.call("grow_and_load8", &[Val::I32(at)]).unwrap(),
+                [Val::I32(0)]
+            );
+        }
+    }
+}
+
+/// Growing calls on the fresh-instance path, whose new instances take over
+/// the memories of the ones they replace: each time the memory is back at
+/// the snapshot's size, a load past it traps (the pages the last instance
+/// grew into are inaccessible again), growing finds zeros, and the state
+/// equals a twin's — including after a call that grew less than the last.
+#[test]
+fn growth_is_undone_on_the_fresh_path_that_reuses_memories() {
+    let mut tw = twin(&module(), |b| {
+        b.init("init")
+            .fuel(50_000_000)
+            .reset_strategy(ResetStrategy::FreshInstance)
+    });
+    for (round, pages) in [16, 1, 8, 2, 16, 3].into_iter().enumerate() {
+        let value = round as i32 + 1;
+        let old = tw
+            .sandbox
+            .call("grow_and_fill", &[Val::I32(pages), Val::I32(value)])
+            .unwrap();
+        assert_eq!(old, [Val::I32(1)], "round {round}");
+        let report = tw.sandbox.last_reset().unwrap().clone();
+        assert_eq!(report.path(), ResetPath::FreshInstance, "{report:?}");
+        assert_growth_undone_as_seen(&mut tw, pages);
+        // The checks' own calls were reset too; the next round starts clean.
+        assert_matches_twin(&mut tw);
+    }
+}
+
+/// The fresh path's reused memory with a custom page size: the bytes past
+/// the snapshot's end in its last host page were written by the last
+/// instance and must read as zero after growing again.
+#[test]
+fn partial_host_page_growth_is_undone_on_the_fresh_path() {
+    let module = Runtime::new()
+        .unwrap()
+        .load_bytes(
+            r#"(module (memory 5000 (pagesize 1))
+                (func (export "grow_and_poke") (param i32)
+                    (drop (memory.grow (i32.const 3000)))
+                    (i32.store8 (i32.const 4999) (local.get 0))
+                    (i32.store8 (i32.const 5001) (local.get 0))
+                    (i32.store8 (i32.const 7999) (local.get 0)))
+                (func (export "load8") (param i32) (result i32) (i32.load8_u (local.get 0)))
+                (func (export "grow_and_load8") (param i32) (result i32)
+                    (drop (memory.grow (i32.const 3000)))
+                    (i32.load8_u (local.get 0))))"#,
+        )
+        .unwrap();
+    let mut tw = twin(&module, |b| b.reset_strategy(ResetStrategy::FreshInstance));
+    for value in [7, 255, 9, 1] {
+        tw.sandbox
+            .call("grow_and_poke", &[Val::I32(value)])
+            .unwrap();
+        assert_matches_twin(&mut tw);
+        let sandbox: &mut Sandbox = &mut tw.sandbox;
+        assert_eq!(
+            sandbox.call("load8", &[Val::I32(4999)]).unwrap(),
+            [Val::I32(0)]
+        );
         let err = sandbox.call("load8", &[Val::I32(5001)]).unwrap_err();
         assert_eq!(err.kind(), ErrorKind::Trap(TrapCode::MemoryOutOfBounds));
         for at in [5001, 7999] {

@@ -2,7 +2,8 @@
 //! store, with handles to every piece of state the reset restores.
 
 use std::collections::{BTreeSet, HashMap};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use wasmtime::{InstancePre, Store};
@@ -13,8 +14,9 @@ use crate::engine::limits::{GrowthLimiter, Limits};
 use crate::error::{Error, ErrorKind};
 use crate::instance::interrupt::{InterruptState, Interruption};
 use crate::instance::wasi::WasiConfig;
-use crate::memory::{self, MemoryRegion};
+use crate::memory::{self, ImageFile, MemoryRegion};
 use crate::module::Module;
+use crate::tracking::PageScan;
 
 /// Everything needed to stamp out identical fresh instances.
 pub(crate) struct InstanceFactory {
@@ -25,6 +27,35 @@ pub(crate) struct InstanceFactory {
     pub interrupt: Arc<InterruptState>,
     /// Set when the module imports WASI.
     pub wasi: Option<WasiConfig>,
+    /// The memories of the instance the fresh-instance path last replaced.
+    pub spare_regions: SpareRegions,
+}
+
+/// The memory regions of an instance the fresh-instance path replaced,
+/// kept so the next instance of the same snapshot takes them over instead
+/// of reserving and mapping new ones (and faulting every page in again):
+/// what wasmtime's pooling allocator does with its slots.
+#[derive(Debug, Default)]
+pub(crate) struct SpareRegions {
+    /// One region per memory, in memory order; empty when there are none.
+    regions: Mutex<Vec<Arc<MemoryRegion>>>,
+    /// The engine once gave an offered region to something other than the
+    /// memory it was offered for (a GC heap): never offer again.
+    refused: AtomicBool,
+}
+
+/// A new instance, and whether its memories are the recycled regions of an
+/// earlier one (then each still holds what that instance left, and must be
+/// restored before guest code runs).
+pub(crate) struct Instantiated {
+    pub live: LiveInstance,
+    pub recycled: bool,
+}
+
+impl SpareRegions {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Arc<MemoryRegion>>> {
+        self.regions.lock().unwrap_or_else(|e| e.into_inner())
+    }
 }
 
 /// Fuel given to internal helper calls (start, probes), which are either
@@ -35,6 +66,59 @@ impl InstanceFactory {
     /// A fresh instance in a fresh store: the module's initial state, with
     /// no start function run.
     pub(crate) fn instantiate(&self) -> Result<LiveInstance, Error> {
+        Ok(self.instantiate_offering(Vec::new())?.live)
+    }
+
+    /// A fresh instance to be brought to a snapshot whose memories have the
+    /// images `images`: it takes over the regions of the instance replaced
+    /// last when each still maps its memory's image (`recycled`); else it
+    /// is as [`instantiate`](Self::instantiate) makes it.
+    pub(crate) fn instantiate_for(
+        &self,
+        images: &[Option<&Arc<ImageFile>>],
+    ) -> Result<Instantiated, Error> {
+        let spare = std::mem::take(&mut *self.spare_regions.lock());
+        let fits = !spare.is_empty()
+            && spare.len() == images.len()
+            && spare
+                .iter()
+                .zip(images)
+                .all(|(region, image)| image.is_some_and(|image| region.recyclable_for(image)));
+        if !fits || self.spare_regions.refused.load(Ordering::Relaxed) {
+            return self.instantiate_offering(Vec::new());
+        }
+        let made = self.instantiate_offering(spare)?;
+        if made.recycled || !self.spare_regions.refused.load(Ordering::Relaxed) {
+            return Ok(made);
+        }
+        // An offered region went elsewhere: that instance is discarded
+        // unused (no guest code ran in it) and a clean one made.
+        drop(made);
+        self.instantiate_offering(Vec::new())
+    }
+
+    /// Keep the memories of `live`, which the fresh-instance path is
+    /// replacing, for the next instance (when every memory has a region no
+    /// one else holds, and this machine can scan pages, which restoring
+    /// them needs). Everything else of `live` is dropped now.
+    pub(crate) fn retire(&self, live: LiveInstance) {
+        let LiveInstance { store, regions, .. } = live;
+        // The engine's handles on the regions go with the store.
+        drop(store);
+        if PageScan::get().is_err() || self.spare_regions.refused.load(Ordering::Relaxed) {
+            return;
+        }
+        let mut spare = Vec::with_capacity(regions.len());
+        for region in regions {
+            match region {
+                Some(region) if Arc::strong_count(&region) == 1 => spare.push(region),
+                _ => return,
+            }
+        }
+        *self.spare_regions.lock() = spare;
+    }
+
+    fn instantiate_offering(&self, offered: Vec<Arc<MemoryRegion>>) -> Result<Instantiated, Error> {
         let data = StoreData {
             limiter: GrowthLimiter::new(&self.limits),
             interrupt: self.interrupt.clone(),
@@ -70,7 +154,11 @@ impl InstanceFactory {
                 .set_fuel(INTERNAL_FUEL)
                 .map_err(|e| Error::new(ErrorKind::Instantiation, format!("{e:#}")))?;
         }
-        let (instance, created) = memory::record_created(|| self.pre.instantiate(&mut store));
+        let expected = offered.clone();
+        let (instance, created, unused) =
+            memory::record_created(offered, || self.pre.instantiate(&mut store));
+        let taken = unused.len() < expected.len();
+        drop(unused);
         let instance = instance.map_err(|e| {
             if let Some(refused) = store.data().limiter.refused_memory {
                 return Error::new(
@@ -124,8 +212,23 @@ impl InstanceFactory {
                 created.iter().find(|r| r.base() == base).cloned()
             })
             .collect();
-        for (i, memory) in memories.iter().enumerate() {
-            self.place_initial_image(i, regions[i].as_deref(), memory.data_mut(&mut store))?;
+        // Recycled only if every memory got the region offered for it, in
+        // order; a region taken by anything else (a GC heap the engine made
+        // first) stops all offers, and the caller discards this instance.
+        let recycled = taken
+            && expected.len() == regions.len()
+            && expected
+                .iter()
+                .zip(&regions)
+                .all(|(offer, got)| got.as_ref().is_some_and(|got| Arc::ptr_eq(offer, got)));
+        if taken && !recycled {
+            self.spare_regions.refused.store(true, Ordering::Relaxed);
+        }
+        drop(expected);
+        if !recycled {
+            for (i, memory) in memories.iter().enumerate() {
+                self.place_initial_image(i, regions[i].as_deref(), memory.data_mut(&mut store))?;
+            }
         }
         store.data_mut().memory = memories.first().copied();
         store.data_mut().memories = memories.clone();
@@ -141,7 +244,7 @@ impl InstanceFactory {
             function_indices.insert(func.to_raw(&mut store) as usize, *index);
             functions.insert(*index, func);
         }
-        Ok(LiveInstance {
+        let live = LiveInstance {
             store,
             instance,
             memories,
@@ -152,7 +255,8 @@ impl InstanceFactory {
             regions,
             tracking: None,
             tables_touched: Some(BTreeSet::new()),
-        })
+        };
+        Ok(Instantiated { live, recycled })
     }
 
     /// Give memory `index` its initial content when the load-time rewrite

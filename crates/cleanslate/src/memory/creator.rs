@@ -3,6 +3,7 @@
 //! creates are handed to the code that instantiated.
 
 use std::cell::RefCell;
+use std::collections::VecDeque;
 use std::sync::Arc;
 
 use super::MemoryRegion;
@@ -18,35 +19,72 @@ const DEFAULT_CAPACITY: usize = 4 << 30;
 thread_local! {
     /// The regions created on this thread while `record_created` runs.
     static CREATED: RefCell<Option<Vec<Arc<MemoryRegion>>>> = const { RefCell::new(None) };
+    /// Regions `record_created` offers to the memories created meanwhile,
+    /// in the order they are expected.
+    static OFFERED: RefCell<VecDeque<Arc<MemoryRegion>>> = const { RefCell::new(VecDeque::new()) };
 }
 
 /// Run `instantiate` and return, with its result, the regions created on
 /// this thread meanwhile: the instance's memories (matched to them by base
 /// address), and possibly a GC heap, which matches none.
-pub(crate) fn record_created<R>(instantiate: impl FnOnce() -> R) -> (R, Vec<Arc<MemoryRegion>>) {
+///
+/// Each memory created takes the next region of `offered` instead of a new
+/// reservation when that one fits it (`MemoryRegion::fits`), after
+/// `MemoryRegion::reuse_at`: it then holds what its last instance left, and
+/// the caller must check which memory got it and restore it before any
+/// guest code runs (or discard the instance). Offered regions not taken are
+/// returned as the third value.
+pub(crate) fn record_created<R>(
+    offered: Vec<Arc<MemoryRegion>>,
+    instantiate: impl FnOnce() -> R,
+) -> (R, Vec<Arc<MemoryRegion>>, Vec<Arc<MemoryRegion>>) {
     /// Stops the recording however `instantiate` ends, unwinding included:
     /// a recording left on would keep every region this thread creates
-    /// later (a GC heap's, during calls) alive forever.
+    /// later (a GC heap's, during calls) alive forever, and an offer left
+    /// standing would hand a used region to a later, unchecked memory.
     struct Recording;
     impl Drop for Recording {
         fn drop(&mut self) {
             CREATED.with(|created| created.borrow_mut().take());
+            OFFERED.with(|offered| offered.borrow_mut().clear());
         }
     }
     CREATED.with(|created| *created.borrow_mut() = Some(Vec::new()));
+    OFFERED.with(|queue| *queue.borrow_mut() = offered.into());
     let recording = Recording;
     let result = instantiate();
     let regions = CREATED.with(|created| created.borrow_mut().take());
+    let unused = OFFERED.with(|queue| queue.borrow_mut().drain(..).collect());
     drop(recording);
-    (result, regions.unwrap_or_default())
+    (result, regions.unwrap_or_default(), unused)
 }
 
-// SAFETY: every memory is a fresh reservation of its own
+/// The next offered region, if it fits a memory of these dimensions and
+/// takes `minimum` bytes.
+fn take_offered(minimum: usize, capacity: usize, guard: usize) -> Option<Arc<MemoryRegion>> {
+    let region = OFFERED.with(|queue| {
+        let mut queue = queue.borrow_mut();
+        let fits = queue
+            .front()
+            .is_some_and(|r| r.fits(minimum, capacity, guard));
+        if fits { queue.pop_front() } else { None }
+    })?;
+    region.reuse_at(minimum).ok()?;
+    Some(region)
+}
+
+// SAFETY: every memory is a reservation of its own
 // (`MemoryRegion::reserve`): `reserved_size_in_bytes` plus `guard_size_in_bytes` of address
-// space, zero-filled, page-aligned, with everything past the accessible size
-// inaccessible, so the guard the compiled code relies on to elide bounds
-// checks is there. Growth never moves the base (the capacity is the whole
-// reservation the engine asked for).
+// space, page-aligned, with everything past the capacity inaccessible, so
+// the guard the compiled code relies on to elide bounds checks is there.
+// Growth never moves the base (the capacity is the whole reservation the
+// engine asked for). A new reservation is zero-filled with exactly its size
+// accessible. A recycled one (only while `record_created` offers it, to
+// the fresh-instance path) has the same dimensions and may still hold its
+// last instance's bytes and accessible pages past its size; the reset
+// restores every such byte and settles the protection before guest code
+// runs in the new instance (reset/fresh.rs), and the engine only writes
+// data segments within the size meanwhile.
 unsafe impl wasmtime::MemoryCreator for GuestMemoryCreator {
     fn new_memory(
         &self,
@@ -57,9 +95,14 @@ unsafe impl wasmtime::MemoryCreator for GuestMemoryCreator {
         guard_size_in_bytes: usize,
     ) -> Result<Box<dyn wasmtime::LinearMemory>, String> {
         let capacity = reserved_size_in_bytes.unwrap_or(DEFAULT_CAPACITY);
-        let region = MemoryRegion::reserve(minimum, capacity, guard_size_in_bytes)
-            .map_err(|e| format!("cannot reserve a linear memory of {minimum} bytes: {e}"))?;
-        let region = Arc::new(region);
+        let region = match take_offered(minimum, capacity, guard_size_in_bytes) {
+            Some(region) => region,
+            None => Arc::new(
+                MemoryRegion::reserve(minimum, capacity, guard_size_in_bytes).map_err(|e| {
+                    format!("cannot reserve a linear memory of {minimum} bytes: {e}")
+                })?,
+            ),
+        };
         CREATED.with(|created| {
             if let Some(list) = created.borrow_mut().as_mut() {
                 list.push(region.clone());
@@ -102,11 +145,12 @@ mod tests {
 
     #[test]
     fn a_recording_ends_even_when_the_instantiation_panics() {
-        let outcome =
-            std::panic::catch_unwind(|| record_created(|| panic!("instantiation failed")));
+        let outcome = std::panic::catch_unwind(|| {
+            record_created(Vec::new(), || panic!("instantiation failed"))
+        });
         assert!(outcome.is_err());
         assert!(CREATED.with(|created| created.borrow().is_none()));
-        let ((), regions) = record_created(|| ());
-        assert!(regions.is_empty());
+        let ((), regions, unused) = record_created(Vec::new(), || ());
+        assert!(regions.is_empty() && unused.is_empty());
     }
 }

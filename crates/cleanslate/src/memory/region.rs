@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 
 use rustix::mm::{MapFlags, MprotectFlags, ProtFlags};
 
-use super::{ImageFile, round_up_to_page};
+use super::{HOST_PAGE, ImageFile, round_up_to_page};
 
 /// A reserved range of address space holding one linear memory.
 ///
@@ -17,10 +17,18 @@ use super::{ImageFile, round_up_to_page};
 /// after it never is), so compiled code that elides bounds checks against
 /// the guard still traps on every access past `size`.
 ///
-/// Changes (`grow_to`, `lower_to`, `map_image`) need exclusive use of the
-/// store that owns the memory: the engine grows it only while guest code
-/// runs in that store, and the reset only while it holds the store, so no
-/// guest code and no host view of the bytes can be in use at the time.
+/// Changes (`grow_to`, `lower_to`, `map_image`, `reuse_at`, `settle`,
+/// `discard`) need exclusive use of the store that owns the memory: the
+/// engine grows it only while guest code runs in that store, and the reset
+/// only while it holds the store, so no guest code and no host view of the
+/// bytes can be in use at the time.
+///
+/// A region outlives its instance when the fresh-instance path recycles it
+/// (instance/factory.rs): the next instance of the same snapshot gets it
+/// back, with the pages the last one wrote still its own, and the reset
+/// copies the snapshot's bytes over just those (found by what backs each
+/// page, `tracking::PageScan::anonymous`), as wasmtime's pooling allocator
+/// does with a slot.
 #[derive(Debug)]
 pub(crate) struct MemoryRegion {
     /// Start of the reservation (the memory's byte 0).
@@ -29,14 +37,33 @@ pub(crate) struct MemoryRegion {
     capacity: usize,
     /// The whole reservation: capacity and guard; unmapped on drop.
     reserved: usize,
-    /// Bytes accessible now: the memory's size as the guest sees it.
-    size: Mutex<usize>,
+    /// The memory's size and how much of the reservation is accessible.
+    extent: Mutex<Extent>,
     /// The image last mapped over the memory's start: every page of it not
     /// written since (no page of its own) still holds the image's bytes.
     backing: Mutex<Option<Arc<ImageFile>>>,
+    /// The longest image ever mapped over the memory's start: up to there
+    /// a page the memory never wrote reads as some image, beyond it as zero.
+    mapped_len: Mutex<usize>,
     /// Part of the reservation may belong to someone else now (a failed
     /// mapping left a hole that could not be filled): never unmap it.
     leak_on_drop: AtomicBool,
+    /// A mapping failed part-way: what the memory holds is unknown, so it
+    /// is never given to another instance.
+    damaged: AtomicBool,
+}
+
+/// A region's size as the guest sees it, and its accessible bytes.
+#[derive(Debug, Clone, Copy)]
+struct Extent {
+    /// The memory's size as the guest sees it.
+    size: usize,
+    /// Bytes from the base that are readable and writable (whole host
+    /// pages): `size` rounded up, except between `reuse_at` and `settle`,
+    /// while no guest code runs.
+    accessible: usize,
+    /// The most bytes ever accessible: nothing past it was ever written.
+    high_water: usize,
 }
 
 impl MemoryRegion {
@@ -68,12 +95,28 @@ impl MemoryRegion {
             base: base as usize,
             capacity,
             reserved,
-            size: Mutex::new(0),
+            extent: Mutex::new(Extent {
+                size: 0,
+                accessible: 0,
+                high_water: 0,
+            }),
             backing: Mutex::new(None),
+            mapped_len: Mutex::new(0),
             leak_on_drop: AtomicBool::new(false),
+            damaged: AtomicBool::new(false),
         };
         region.grow_to(minimum)?;
         Ok(region)
+    }
+
+    /// Whether the region is what [`reserve`](Self::reserve) would make of
+    /// these arguments (apart from the accessible size).
+    pub(crate) fn fits(&self, minimum: usize, capacity: usize, guard: usize) -> bool {
+        let capacity = round_up_to_page(capacity.max(minimum));
+        let reserved = round_up_to_page(guard)
+            .zip(capacity)
+            .and_then(|(g, c)| c.checked_add(g));
+        capacity == Some(self.capacity) && reserved == Some(self.reserved)
     }
 
     /// The memory's first byte.
@@ -83,7 +126,17 @@ impl MemoryRegion {
 
     /// Bytes accessible now.
     pub(crate) fn size(&self) -> usize {
-        *self.size.lock().unwrap_or_else(|e| e.into_inner())
+        self.extent().size
+    }
+
+    /// The most bytes the memory ever had accessible: every byte past it
+    /// is untouched (zero, unless an image is mapped there).
+    pub(crate) fn high_water(&self) -> usize {
+        self.extent().high_water
+    }
+
+    fn extent(&self) -> std::sync::MutexGuard<'_, Extent> {
+        self.extent.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Bytes the memory may grow to without moving.
@@ -99,18 +152,27 @@ impl MemoryRegion {
     /// `new` is smaller than the size or beyond the capacity, or the system
     /// refuses the protection change.
     pub(crate) fn grow_to(&self, new: usize) -> io::Result<()> {
-        let mut size = self.size.lock().unwrap_or_else(|e| e.into_inner());
-        if new < *size || new > self.capacity {
+        let mut extent = self.extent();
+        if new < extent.size || new > self.capacity {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
                 format!(
                     "cannot grow a memory of {} bytes to {new} bytes (room for {} bytes)",
-                    *size, self.capacity
+                    extent.size, self.capacity
                 ),
             ));
         }
-        self.protect(*size, new, MprotectFlags::READ | MprotectFlags::WRITE)?;
-        *size = new;
+        let accessible = round_up_to_page(new).unwrap_or(usize::MAX);
+        if accessible > extent.accessible {
+            self.protect(
+                extent.accessible,
+                accessible,
+                MprotectFlags::READ | MprotectFlags::WRITE,
+            )?;
+            extent.accessible = accessible;
+            extent.high_water = extent.high_water.max(accessible);
+        }
+        extent.size = new;
         Ok(())
     }
 
@@ -122,16 +184,108 @@ impl MemoryRegion {
     /// `new` is larger than the size, or the system refuses the protection
     /// change (the size is then unchanged).
     pub(crate) fn lower_to(&self, new: usize) -> io::Result<()> {
-        let mut size = self.size.lock().unwrap_or_else(|e| e.into_inner());
-        if new > *size {
+        let mut extent = self.extent();
+        if new > extent.size {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
-                format!("cannot lower a memory of {} bytes to {new} bytes", *size),
+                format!(
+                    "cannot lower a memory of {} bytes to {new} bytes",
+                    extent.size
+                ),
             ));
         }
-        self.protect(new, *size, MprotectFlags::empty())?;
-        *size = new;
+        let accessible = round_up_to_page(new).unwrap_or(usize::MAX);
+        self.protect(accessible, extent.accessible, MprotectFlags::empty())?;
+        extent.accessible = extent.accessible.min(accessible);
+        extent.size = new;
         Ok(())
+    }
+
+    /// Take the region for a new instance of `minimum` bytes (the engine
+    /// creating a memory): the size becomes `minimum`, but bytes the last
+    /// instance had accessible stay so, and keep what it left there, until
+    /// [`settle`](Self::settle). Saves the two protection changes of
+    /// lowering and growing again when the reset grows the memory back to
+    /// the snapshot's size at once.
+    ///
+    /// Only for the fresh-instance path, which overwrites every byte the
+    /// last instance left (it restores every page that differs from the
+    /// snapshot, up to the high-water mark) and settles the region before
+    /// any guest code runs.
+    ///
+    /// # Errors
+    /// As [`grow_to`](Self::grow_to) when `minimum` exceeds the accessible
+    /// bytes.
+    pub(crate) fn reuse_at(&self, minimum: usize) -> io::Result<()> {
+        {
+            let mut extent = self.extent();
+            if minimum <= extent.accessible {
+                extent.size = minimum;
+                return Ok(());
+            }
+        }
+        self.grow_to(minimum)
+    }
+
+    /// Make exactly the memory's size accessible again (after
+    /// [`reuse_at`](Self::reuse_at)), so every access past it traps.
+    ///
+    /// # Errors
+    /// The system refuses the protection change.
+    pub(crate) fn settle(&self) -> io::Result<()> {
+        let size = self.size();
+        self.lower_to(size)
+    }
+
+    /// Give back the pages of `range` (bytes from the base, page-aligned,
+    /// inside the reservation): past every mapped image they read as zero
+    /// afterwards, inside one as the image.
+    ///
+    /// # Errors
+    /// The range is not page-aligned or leaves the capacity, or the system
+    /// refuses.
+    pub(crate) fn discard(&self, range: std::ops::Range<usize>) -> io::Result<()> {
+        if !range.start.is_multiple_of(HOST_PAGE)
+            || !range.end.is_multiple_of(HOST_PAGE)
+            || range.end > self.capacity
+        {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!(
+                    "cannot discard {range:?} of a memory of {} bytes",
+                    self.capacity
+                ),
+            ));
+        }
+        if range.is_empty() {
+            return Ok(());
+        }
+        // SAFETY: the range lies inside this region's reservation (checked
+        // above), so only this memory's pages are dropped; the caller holds
+        // the store, so no guest code and no host slice reads them now.
+        // MADV_DONTNEED on a private mapping only replaces contents (with
+        // the file's, or zeros), never validity.
+        unsafe {
+            rustix::mm::madvise(
+                self.base().add(range.start).cast(),
+                range.len(),
+                rustix::mm::Advice::LinuxDontNeed,
+            )
+        }?;
+        Ok(())
+    }
+
+    /// Whether another instance may take the region over: no mapping of it
+    /// failed, and no image was mapped longer than `image` (past `image`,
+    /// a page the memory never wrote must read as zero).
+    pub(crate) fn recyclable_for(&self, image: &Arc<ImageFile>) -> bool {
+        let same_image = self
+            .backing()
+            .is_some_and(|backing| Arc::ptr_eq(&backing, image));
+        same_image
+            && *self.mapped_len.lock().unwrap_or_else(|e| e.into_inner()) <= image.len()
+            && !self.damaged.load(Ordering::Relaxed)
+            && !self.leak_on_drop.load(Ordering::Relaxed)
     }
 
     /// Replace the memory's first `image.len()` bytes by a private
@@ -144,15 +298,15 @@ impl MemoryRegion {
     /// mapping (the memory is then unchanged, or — if the kernel failed
     /// half-way — the caller must not use it; the reset discards it).
     pub(crate) fn map_image(&self, image: &Arc<ImageFile>) -> io::Result<()> {
-        let size = self.size.lock().unwrap_or_else(|e| e.into_inner());
-        let accessible = round_up_to_page(*size).unwrap_or(usize::MAX);
+        let extent = self.extent();
+        let accessible = round_up_to_page(extent.size).unwrap_or(usize::MAX);
         if image.len() > accessible {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
                 format!(
                     "an image of {} bytes does not fit a memory of {} bytes",
                     image.len(),
-                    *size
+                    extent.size
                 ),
             ));
         }
@@ -177,6 +331,7 @@ impl MemoryRegion {
             )
         };
         if let Err(e) = mapped {
+            self.damaged.store(true, Ordering::Relaxed);
             // A failed MAP_FIXED may have unmapped the range before failing
             // (older kernels): fill the hole at once, before another mapping
             // of this process can land there and be unmapped with the region.
@@ -198,6 +353,8 @@ impl MemoryRegion {
             return Err(e.into());
         }
         *self.backing.lock().unwrap_or_else(|e| e.into_inner()) = Some(image.clone());
+        let mut mapped_len = self.mapped_len.lock().unwrap_or_else(|e| e.into_inner());
+        *mapped_len = (*mapped_len).max(image.len());
         Ok(())
     }
 
@@ -273,5 +430,41 @@ mod tests {
         assert!(region.backing().is_some());
         let big = Arc::new(ImageFile::new(1 << 17, std::iter::empty()).unwrap());
         assert!(region.map_image(&big).is_err(), "longer than the memory");
+    }
+
+    #[test]
+    fn a_recycled_region_keeps_its_pages_until_settled_and_discarded() {
+        let region = MemoryRegion::reserve(65536, 1 << 20, 1 << 16).unwrap();
+        assert!(region.fits(65536, 1 << 20, 1 << 16));
+        assert!(!region.fits(65536, 1 << 21, 1 << 16), "another capacity");
+        let image =
+            Arc::new(ImageFile::new(65536, [(0usize, &b"snapshot"[..])].into_iter()).unwrap());
+        region.map_image(&image).unwrap();
+        assert!(region.recyclable_for(&image));
+        let other = Arc::new(ImageFile::new(65536, std::iter::empty()).unwrap());
+        assert!(!region.recyclable_for(&other), "maps another image");
+        region.grow_to(3 * 65536).unwrap();
+        assert_eq!(region.high_water(), 3 * 65536);
+        // SAFETY: (test) the grown bytes are accessible.
+        unsafe { region.base().add(2 * 65536).write(5) };
+        // Taken over at one page: the rest stays accessible until settled.
+        region.reuse_at(65536).unwrap();
+        assert_eq!(region.size(), 65536);
+        // SAFETY: (test) still accessible, and still what was written.
+        unsafe { assert_eq!(region.base().add(2 * 65536).read(), 5) };
+        region.discard(2 * 65536..3 * 65536).unwrap();
+        region.grow_to(3 * 65536).unwrap();
+        // SAFETY: (test) accessible; a discarded page past the image reads zero.
+        unsafe {
+            assert_eq!(region.base().add(2 * 65536).read(), 0);
+            region.base().write(b'X');
+        }
+        region.discard(0..4096).unwrap();
+        // SAFETY: (test) a discarded page inside the image reads as the image.
+        unsafe { assert_eq!(region.base().read(), b's') };
+        region.lower_to(65536).unwrap();
+        region.settle().unwrap();
+        assert!(region.discard(1..4096).is_err(), "not page-aligned");
+        assert!(region.discard(0..(2 << 20)).is_err(), "past the capacity");
     }
 }

@@ -2,6 +2,12 @@
 //! snapshot: each memory maps the snapshot's bytes copy-on-write (or, where
 //! that is unavailable, gets the pages that differ from a fresh instance
 //! copied in), then globals, tables and dropped segments are applied.
+//!
+//! The new instance usually takes over the memories of the one it replaces
+//! (`InstanceFactory::retire`, `instantiate_for`): each still maps the
+//! snapshot, so only the pages of their own — the ones written since, found
+//! by a page scan — get the snapshot's bytes copied over, and pages past
+//! the snapshot's size are given back. No mapping is made or torn down.
 
 use wasmtime::Ref;
 
@@ -11,6 +17,7 @@ use crate::error::{Error, ErrorKind};
 use crate::instance::{InstanceFactory, LiveInstance};
 use crate::snapshot::SnapshotImage;
 use crate::snapshot::image::{HOST_PAGE, differing_pages, table_null, write_globals};
+use crate::tracking::PageScan;
 
 /// Instantiate and apply `image`; returns the instance, the number of
 /// host pages copied and of table slots written.
@@ -20,8 +27,14 @@ pub(super) fn restore_fresh(
     faults: &mut PendingFaults,
 ) -> Result<(LiveInstance, u64, u64), Error> {
     faults.check(Fault::FailInstantiation).map_err(failed)?;
-    let mut live = factory.instantiate()?;
-    let pages = apply_memories(factory, &mut live, image)?;
+    let files: Vec<_> = image.memories.iter().map(|m| m.file().ok()).collect();
+    let made = factory.instantiate_for(&files)?;
+    let mut live = made.live;
+    let pages = if made.recycled {
+        restore_recycled_memories(&mut live, image)?
+    } else {
+        apply_memories(factory, &mut live, image)?
+    };
     faults.check(Fault::FailGlobalRestore).map_err(failed)?;
     write_globals(image, &mut live).map_err(failed)?;
     let table_slots = if factory.module.inner.layout.mutations.table_write {
@@ -95,6 +108,95 @@ fn apply_memories(
     }
     live.store.data_mut().limiter.refused_memory = None;
     Ok(pages)
+}
+
+/// Bring memories that are recycled regions (each mapping its snapshot
+/// image, holding what the last instance wrote) to the snapshot: the size
+/// first, then every page of their own gets the snapshot's bytes, up to the
+/// highest byte ever accessible.
+fn restore_recycled_memories(live: &mut LiveInstance, image: &SnapshotImage) -> Result<u64, Error> {
+    let scan = PageScan::get().map_err(|e| {
+        failed(format!(
+            "internal error: recycled memories but no page scan: {e:?}"
+        ))
+    })?;
+    let mut pages = 0;
+    for (i, target) in image.memories.iter().enumerate() {
+        let memory = live.memories[i];
+        let Some(region) = live.regions[i].clone() else {
+            return Err(failed(format!(
+                "internal error: recycled memory {i} has no region"
+            )));
+        };
+        let current = memory.data_size(&live.store);
+        let wanted = target.bytes.len();
+        if wanted < current {
+            return Err(failed(format!(
+                "memory {i} of a fresh instance ({current} bytes) is larger than the snapshot's ({wanted} bytes)"
+            )));
+        }
+        if wanted > current {
+            let page = memory.page_size(&live.store) as usize;
+            memory
+                .grow(&mut live.store, ((wanted - current) / page) as u64)
+                .map_err(|e| {
+                    failed(format!(
+                        "cannot grow memory {i} to the snapshot's size: {e:#}"
+                    ))
+                })?;
+        }
+        // Past the size nothing may stay accessible: the last instance may
+        // have grown further.
+        region
+            .settle()
+            .map_err(|e| failed(format!("cannot protect memory {i} past its size: {e}")))?;
+        let base = memory.data_ptr(&live.store) as usize;
+        let own = scan
+            .anonymous(base, region.high_water())
+            .map_err(|e| failed(format!("cannot scan memory {i}'s pages: {e}")))?;
+        // A page of its own inside the size that differs from the snapshot
+        // was written by the last instance: it gets the snapshot's bytes
+        // and stays resident, as the next call will likely write it again.
+        // One that equals the snapshot was not written since the reset
+        // before: it is given back (to read as the image again), so pages
+        // stay resident only while calls keep writing them. Pages past the
+        // last whole host page inside the size are given back too (past
+        // the image they read as zero; the image's last page holds zeros
+        // past the snapshot's size).
+        let whole = wanted / HOST_PAGE * HOST_PAGE;
+        let data = memory.data_mut(&mut live.store);
+        let mut give_back = Vec::new();
+        for range in own.ranges {
+            pages += (range.len() / HOST_PAGE) as u64;
+            for page in (range.start..range.end.min(whole)).step_by(HOST_PAGE) {
+                let at = page..page + HOST_PAGE;
+                if data[at.clone()] == target.bytes[at.clone()] {
+                    push_range(&mut give_back, at);
+                } else {
+                    data[at.clone()].copy_from_slice(&target.bytes[at]);
+                }
+            }
+            push_range(&mut give_back, range.start.max(whole)..range.end);
+        }
+        for range in give_back {
+            region
+                .discard(range)
+                .map_err(|e| failed(format!("cannot clear memory {i}'s pages: {e}")))?;
+        }
+    }
+    live.store.data_mut().limiter.refused_memory = None;
+    Ok(pages)
+}
+
+/// Append `range` to `ranges`, merged with the last one when adjacent.
+fn push_range(ranges: &mut Vec<std::ops::Range<usize>>, range: std::ops::Range<usize>) {
+    if range.is_empty() {
+        return;
+    }
+    match ranges.last_mut() {
+        Some(last) if last.end == range.start => last.end = range.end,
+        _ => ranges.push(range),
+    }
 }
 
 fn apply_tables(

@@ -96,15 +96,24 @@ impl ResetPlan<'_> {
             ResetStrategy::Auto => None,
         });
         let mut restored = None;
-        if let (None, Some(mut live)) = (fallback, self.live) {
+        let mut replaced = self.live.take();
+        if let Some(mut live) = replaced.take_if(|_| fallback.is_none()) {
             match in_place::restore_in_place(module, self.image, &mut live, &mut self.faults) {
                 Ok(done) => restored = Some((live, done)),
-                Err(in_place::Declined::NotApplicable(reason)) => fallback = Some(reason),
+                Err(in_place::Declined::NotApplicable(reason)) => {
+                    fallback = Some(reason);
+                    replaced = Some(live);
+                }
                 Err(in_place::Declined::Failed(problem)) => {
                     tracing::warn!(%problem, "in-place reset failed; replacing the instance");
                     fallback = Some(FallbackReason::InPlaceFailed);
+                    replaced = Some(live);
                 }
             }
+        }
+        // The instance being replaced gives its memories to the next one.
+        if let Some(old) = replaced {
+            self.factory.retire(old);
         }
         let fresh = restored.is_none();
         let (mut live, done) = match restored {

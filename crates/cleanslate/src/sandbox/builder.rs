@@ -375,6 +375,7 @@ impl SandboxBuilder {
             limits: self.limits.clone(),
             interrupt: InterruptState::new(engine),
             wasi,
+            spare_regions: Default::default(),
         };
         let mut live = factory.instantiate()?;
         initialise(&self.module, &factory, &mut live, self.init.as_deref())?;

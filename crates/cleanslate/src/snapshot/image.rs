@@ -11,7 +11,7 @@ use crate::instance::LiveInstance;
 use crate::memory::{ImageFile, LazyImageFile};
 use crate::module::Module;
 pub(crate) use crate::module::{HOST_PAGE, differing_pages};
-use crate::tracking::DirtyTracker;
+use crate::tracking::PageScan;
 
 /// Everything a call could change, captured at one moment.
 #[derive(Debug)]
@@ -135,7 +135,7 @@ fn capture_memory(module: &Module, index: usize, live: &LiveInstance) -> MemoryI
     // holds the image's bytes (a copy-on-write file page, mapped or not), so
     // take it from the image rather than reading — and thereby mapping — it.
     let backing = live.regions[index].as_ref().and_then(|r| r.backing());
-    if let (Some(image), Ok(tracker)) = (backing, DirtyTracker::get()) {
+    if let (Some(image), Ok(tracker)) = (backing, PageScan::get()) {
         let extent = image.len().min(data.len());
         let base = memory.data_ptr(&live.store) as usize;
         if let Ok(written) = tracker.anonymous(base, extent) {
@@ -201,7 +201,7 @@ pub(crate) fn possibly_nonzero(
         None => module.inner.layout.memories.get(index)?.data_extent?,
     };
     let extent = (extent as usize).next_multiple_of(HOST_PAGE).min(len);
-    let tracker = DirtyTracker::get().ok()?;
+    let tracker = PageScan::get().ok()?;
     let base = memory.data_ptr(&live.store) as usize;
     let present = tracker.present(base + extent, len - extent).ok()?;
     let mut ranges: Vec<Range<usize>> = Vec::with_capacity(present.ranges.len() + 1);

@@ -37,9 +37,26 @@ pub(crate) const PAGE: usize = 4096;
 /// serve every sandbox (both are safe to use from many threads at once).
 pub(crate) struct DirtyTracker {
     userfault: Userfault,
-    pagemap: Pagemap,
+    scan: &'static PageScan,
     /// Why in-place resets work here, for tools that report it.
     available: String,
+}
+
+/// Finding a memory's pages by what backs them (a page of its own, an
+/// image file's page, the zero page, nothing), with `PAGEMAP_SCAN` alone:
+/// unlike write tracking this needs no userfaultfd, so it also works where
+/// seccomp refuses that (Docker's default profile).
+pub(crate) struct PageScan {
+    pagemap: Pagemap,
+}
+
+/// Why `PageScan` is unavailable.
+#[derive(Debug)]
+pub(crate) enum PageScanUnavailable {
+    /// `/proc/self/pagemap` cannot be opened.
+    Open(io::Error),
+    /// The `PAGEMAP_SCAN` ioctl fails (kernel before 6.7, or refused).
+    Scan(io::Error),
 }
 
 /// Byte ranges (relative to a memory's base) written since the last reset.
@@ -90,23 +107,19 @@ impl DirtyTracker {
         let kernel = kernel_release();
         let userfault = Userfault::open()
             .map_err(|e| unavailable_reason(ProbeStep::Userfaultfd, &e, seccomp_mode(), &kernel))?;
-        let pagemap = Pagemap::open().map_err(|e| {
-            format!("cannot open /proc/self/pagemap ({e}), which finding written pages needs (is /proc mounted?), so every reset replaces the instance")
+        let scan = PageScan::get().map_err(|why| match why {
+            PageScanUnavailable::Open(e) => format!("cannot open /proc/self/pagemap ({e}), which finding written pages needs (is /proc mounted?), so every reset replaces the instance"),
+            PageScanUnavailable::Scan(e) => {
+                unavailable_reason(ProbeStep::PagemapScan, e, seccomp_mode(), &kernel)
+            }
         })?;
-        let tracker = DirtyTracker {
+        Ok(DirtyTracker {
             userfault,
-            pagemap,
+            scan,
             available: format!(
                 "userfaultfd with asynchronous write-protect and PAGEMAP_SCAN work here (Linux {kernel}): calls reset in place, copying back only the pages they wrote"
             ),
-        };
-        // A scan over an empty range proves the ioctl exists.
-        let mut out = [PageRegion::default(); 1];
-        tracker
-            .pagemap
-            .scan(0, 0, &written_query(), &mut out)
-            .map_err(|e| unavailable_reason(ProbeStep::PagemapScan, &e, seccomp_mode(), &kernel))?;
-        Ok(tracker)
+        })
     }
 
     /// Start tracking writes to `[base, base+len)`, a page-aligned range of
@@ -127,7 +140,39 @@ impl DirtyTracker {
         // live mapping owned by the memory being tracked.
         unsafe { libc::madvise(base as *mut libc::c_void, len, libc::MADV_NOHUGEPAGE) };
         self.userfault.register(base, len)?;
-        self.protect(base, &self.present(base, len)?)
+        self.protect(base, &self.scan.present(base, len)?)
+    }
+
+    /// The pages of `[base, base+len)` written since they were last
+    /// protected, as ranges relative to `base`.
+    pub(crate) fn written(&self, base: usize, len: usize) -> io::Result<DirtyPages> {
+        self.scan.scan_all(base, len, &written_query())
+    }
+
+    /// Protect `pages` again after they were restored. Exactly these runs:
+    /// protecting a whole span would also protect the hot pages inside it.
+    pub(crate) fn protect(&self, base: usize, pages: &DirtyPages) -> io::Result<()> {
+        for r in &pages.ranges {
+            self.userfault.protect(base + r.start, r.len())?;
+        }
+        Ok(())
+    }
+}
+
+impl PageScan {
+    /// The scanner, or why this machine has none, probed once per process.
+    pub(crate) fn get() -> Result<&'static PageScan, &'static PageScanUnavailable> {
+        static SCAN: OnceLock<Result<PageScan, PageScanUnavailable>> = OnceLock::new();
+        SCAN.get_or_init(|| {
+            let pagemap = Pagemap::open().map_err(PageScanUnavailable::Open)?;
+            // A scan over an empty range proves the ioctl exists.
+            let mut out = [PageRegion::default(); 1];
+            pagemap
+                .scan(0, 0, &written_query(), &mut out)
+                .map_err(PageScanUnavailable::Scan)?;
+            Ok(PageScan { pagemap })
+        })
+        .as_ref()
     }
 
     /// The pages of `[base, base+len)` that hold a page of their own,
@@ -155,12 +200,6 @@ impl DirtyTracker {
         self.scan_all(base, len, &query)
     }
 
-    /// The pages of `[base, base+len)` written since they were last
-    /// protected, as ranges relative to `base`.
-    pub(crate) fn written(&self, base: usize, len: usize) -> io::Result<DirtyPages> {
-        self.scan_all(base, len, &written_query())
-    }
-
     /// Every page of `[base, base+len)` matching `query`, as merged ranges
     /// relative to `base`.
     fn scan_all(&self, base: usize, len: usize, query: &ScanQuery) -> io::Result<DirtyPages> {
@@ -185,15 +224,6 @@ impl DirtyTracker {
             start = out[filled - 1].end as usize;
         }
         Ok(dirty)
-    }
-
-    /// Protect `pages` again after they were restored. Exactly these runs:
-    /// protecting a whole span would also protect the hot pages inside it.
-    pub(crate) fn protect(&self, base: usize, pages: &DirtyPages) -> io::Result<()> {
-        for r in &pages.ranges {
-            self.userfault.protect(base + r.start, r.len())?;
-        }
-        Ok(())
     }
 }
 
