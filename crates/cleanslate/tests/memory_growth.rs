@@ -271,6 +271,13 @@ fn growth_is_undone_on_the_fresh_path_that_reuses_memories() {
         assert_eq!(old, [Val::I32(1)], "round {round}");
         let report = tw.sandbox.last_reset().unwrap().clone();
         assert_eq!(report.path(), ResetPath::FreshInstance, "{report:?}");
+        // First thing after the reset (later resets would hide what this
+        // one left): growing again finds zeros where the call wrote.
+        assert_eq!(
+            tw.sandbox.call("grow_and_or", &[Val::I32(pages)]).unwrap(),
+            [Val::I32(0)],
+            "round {round}: growing right after the reset finds zeros"
+        );
         assert_growth_undone_as_seen(&mut tw, pages);
         // The checks' own calls were reset too; the next round starts clean.
         assert_matches_twin(&mut tw);

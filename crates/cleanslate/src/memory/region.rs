@@ -135,6 +135,12 @@ impl MemoryRegion {
         self.extent().high_water
     }
 
+    /// Bytes accessible now (whole host pages; past the size only between
+    /// [`reuse_at`](Self::reuse_at) and [`settle`](Self::settle)).
+    pub(crate) fn accessible(&self) -> usize {
+        self.extent().accessible
+    }
+
     fn extent(&self) -> std::sync::MutexGuard<'_, Extent> {
         self.extent.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -272,6 +278,58 @@ impl MemoryRegion {
                 rustix::mm::Advice::LinuxDontNeed,
             )
         }?;
+        Ok(())
+    }
+
+    /// Zero the pages of `range` past the memory's size that hold anything
+    /// and keep them, so growing into them again costs no page fault; give
+    /// back the ones already zero (nothing wrote them since they were last
+    /// cleared, so they need not stay resident). `range` must be
+    /// page-aligned, past the size rounded up to a page, and accessible.
+    ///
+    /// # Errors
+    /// `range` is not such a range, or the system refuses to give pages
+    /// back.
+    pub(crate) fn clear_past_size(&self, range: std::ops::Range<usize>) -> io::Result<()> {
+        let extent = *self.extent();
+        let size_end = round_up_to_page(extent.size).unwrap_or(usize::MAX);
+        if !range.start.is_multiple_of(HOST_PAGE)
+            || !range.end.is_multiple_of(HOST_PAGE)
+            || range.start < size_end
+            || range.end > extent.accessible
+        {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!(
+                    "cannot clear {range:?} of a memory of {} bytes with {} accessible",
+                    extent.size, extent.accessible
+                ),
+            ));
+        }
+        let mut give_back: Option<std::ops::Range<usize>> = None;
+        for page in range.clone().step_by(HOST_PAGE) {
+            // SAFETY: the page lies inside this region's accessible bytes
+            // (checked above), so it is mapped readable and writable; it is
+            // past the memory's size, where no host view of the memory
+            // reaches, and the caller holds the store, so no guest code runs:
+            // this slice is the only reference to these bytes while it lives.
+            let bytes = unsafe { std::slice::from_raw_parts_mut(self.base().add(page), HOST_PAGE) };
+            if bytes.iter().all(|b| *b == 0) {
+                give_back = Some(match give_back {
+                    Some(run) if run.end == page => run.start..page + HOST_PAGE,
+                    Some(run) => {
+                        self.discard(run)?;
+                        page..page + HOST_PAGE
+                    }
+                    None => page..page + HOST_PAGE,
+                });
+            } else {
+                bytes.fill(0);
+            }
+        }
+        if let Some(run) = give_back {
+            self.discard(run)?;
+        }
         Ok(())
     }
 

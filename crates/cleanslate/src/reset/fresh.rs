@@ -145,11 +145,6 @@ fn restore_recycled_memories(live: &mut LiveInstance, image: &SnapshotImage) -> 
                     ))
                 })?;
         }
-        // Past the size nothing may stay accessible: the last instance may
-        // have grown further.
-        region
-            .settle()
-            .map_err(|e| failed(format!("cannot protect memory {i} past its size: {e}")))?;
         let base = memory.data_ptr(&live.store) as usize;
         let own = scan
             .anonymous(base, region.high_water())
@@ -159,13 +154,18 @@ fn restore_recycled_memories(live: &mut LiveInstance, image: &SnapshotImage) -> 
         // and stays resident, as the next call will likely write it again.
         // One that equals the snapshot was not written since the reset
         // before: it is given back (to read as the image again), so pages
-        // stay resident only while calls keep writing them. Pages past the
-        // last whole host page inside the size are given back too (past
-        // the image they read as zero; the image's last page holds zeros
-        // past the snapshot's size).
+        // stay resident only while calls keep writing them. The host page
+        // the size ends inside (custom page sizes) is given back too: the
+        // image's last page holds zeros past the snapshot's size. Past the
+        // size, pages the last instance grew into and wrote are zeroed and
+        // kept for the next growth, as long as they are still accessible;
+        // the rest is given back (reads as zero).
         let whole = wanted / HOST_PAGE * HOST_PAGE;
+        let size_end = wanted.next_multiple_of(HOST_PAGE);
+        let accessible = region.accessible();
         let data = memory.data_mut(&mut live.store);
         let mut give_back = Vec::new();
+        let mut clear = Vec::new();
         for range in own.ranges {
             pages += (range.len() / HOST_PAGE) as u64;
             for page in (range.start..range.end.min(whole)).step_by(HOST_PAGE) {
@@ -176,13 +176,29 @@ fn restore_recycled_memories(live: &mut LiveInstance, image: &SnapshotImage) -> 
                     data[at.clone()].copy_from_slice(&target.bytes[at]);
                 }
             }
-            push_range(&mut give_back, range.start.max(whole)..range.end);
+            push_range(
+                &mut give_back,
+                range.start.max(whole)..range.end.min(size_end).max(whole),
+            );
+            let past = range.start.max(size_end)..range.end.max(size_end);
+            push_range(
+                &mut clear,
+                past.start..past.end.min(accessible).max(past.start),
+            );
+            push_range(&mut give_back, past.start.max(accessible)..past.end);
+        }
+        let problem = |e: std::io::Error| failed(format!("cannot clear memory {i}'s pages: {e}"));
+        for range in clear {
+            region.clear_past_size(range).map_err(problem)?;
         }
         for range in give_back {
-            region
-                .discard(range)
-                .map_err(|e| failed(format!("cannot clear memory {i}'s pages: {e}")))?;
+            region.discard(range).map_err(problem)?;
         }
+        // Past the size nothing may stay accessible: the last instance may
+        // have grown further.
+        region
+            .settle()
+            .map_err(|e| failed(format!("cannot protect memory {i} past its size: {e}")))?;
     }
     live.store.data_mut().limiter.refused_memory = None;
     Ok(pages)
