@@ -58,23 +58,8 @@ fn apply_memories(
     let mut pages = 0;
     for (i, target) in image.memories.iter().enumerate() {
         let memory = live.memories[i];
-        let current = memory.data_size(&live.store);
         let wanted = target.bytes.len();
-        if wanted < current {
-            return Err(failed(format!(
-                "memory {i} of a fresh instance ({current} bytes) is larger than the snapshot's ({wanted} bytes)"
-            )));
-        }
-        if wanted > current {
-            let page = memory.page_size(&live.store) as usize;
-            memory
-                .grow(&mut live.store, ((wanted - current) / page) as u64)
-                .map_err(|e| {
-                    failed(format!(
-                        "cannot grow memory {i} to the snapshot's size: {e:#}"
-                    ))
-                })?;
-        }
+        grow_to_snapshot(live, i, wanted)?;
         // A memory of our own takes the snapshot's bytes as a copy-on-write
         // mapping: nothing copied now, and pages no call writes are shared
         // with every other instance made from this snapshot.
@@ -110,6 +95,29 @@ fn apply_memories(
     Ok(pages)
 }
 
+/// Grow memory `i` of a fresh instance, through the engine (which counts
+/// it against the memory limit), to the snapshot's `wanted` bytes.
+fn grow_to_snapshot(live: &mut LiveInstance, i: usize, wanted: usize) -> Result<(), Error> {
+    let memory = live.memories[i];
+    let current = memory.data_size(&live.store);
+    if wanted < current {
+        return Err(failed(format!(
+            "memory {i} of a fresh instance ({current} bytes) is larger than the snapshot's ({wanted} bytes)"
+        )));
+    }
+    if wanted > current {
+        let page = memory.page_size(&live.store) as usize;
+        memory
+            .grow(&mut live.store, ((wanted - current) / page) as u64)
+            .map_err(|e| {
+                failed(format!(
+                    "cannot grow memory {i} to the snapshot's size: {e:#}"
+                ))
+            })?;
+    }
+    Ok(())
+}
+
 /// Bring memories that are recycled regions (each mapping its snapshot
 /// image, holding what the last instance wrote) to the snapshot: the size
 /// first, then every page of their own gets the snapshot's bytes, up to the
@@ -128,23 +136,8 @@ fn restore_recycled_memories(live: &mut LiveInstance, image: &SnapshotImage) -> 
                 "internal error: recycled memory {i} has no region"
             )));
         };
-        let current = memory.data_size(&live.store);
         let wanted = target.bytes.len();
-        if wanted < current {
-            return Err(failed(format!(
-                "memory {i} of a fresh instance ({current} bytes) is larger than the snapshot's ({wanted} bytes)"
-            )));
-        }
-        if wanted > current {
-            let page = memory.page_size(&live.store) as usize;
-            memory
-                .grow(&mut live.store, ((wanted - current) / page) as u64)
-                .map_err(|e| {
-                    failed(format!(
-                        "cannot grow memory {i} to the snapshot's size: {e:#}"
-                    ))
-                })?;
-        }
+        grow_to_snapshot(live, i, wanted)?;
         let base = memory.data_ptr(&live.store) as usize;
         let own = scan
             .anonymous(base, region.high_water())
