@@ -224,8 +224,8 @@ fn main() {
     } else {
         Budget {
             warmup: 3,
-            batch: 5,
-            min_runs: 40,
+            batch: 10,
+            min_runs: 60,
             max_runs: 400,
             time: Duration::from_secs(12),
         }
@@ -509,12 +509,19 @@ fn measure_case(
             }
         }
     };
+    let mut slowest = Duration::ZERO;
     for (method, run) in &mut runs {
         for _ in 0..budget.warmup {
+            let t = Instant::now();
             let outcome = run()?;
+            slowest = slowest.max(t.elapsed());
             check(*method, &outcome)?;
         }
     }
+    // Batches of about 20 ms: long runs alternate one by one, so that a
+    // change of the machine's load over a second hits every method alike.
+    let batch = (Duration::from_millis(20).as_nanos() / slowest.as_nanos().max(1))
+        .clamp(1, budget.batch as u128) as usize;
     let mut samples: Vec<Vec<u64>> = vec![Vec::new(); runs.len()];
     let mut resets: Vec<Vec<ResetSeen>> = vec![Vec::new(); runs.len()];
     let started = Instant::now();
@@ -522,7 +529,7 @@ fn measure_case(
         && (samples[0].len() < budget.min_runs || started.elapsed() < budget.time)
     {
         for (i, (method, run)) in runs.iter_mut().enumerate() {
-            for _ in 0..budget.batch {
+            for _ in 0..batch {
                 let t = Instant::now();
                 let outcome = run()?;
                 samples[i].push(t.elapsed().as_nanos() as u64);
@@ -794,7 +801,7 @@ fn report(sections: &[(Program, Vec<Cell>)], notes: &[String]) -> String {
     );
     md.push_str(
         "Every method runs the same program with the same argv, env, stdin and read-only \
-         preopens in the same process, methods alternating in batches of runs; every run's \
+         preopens in the same process, methods alternating in batches of runs (of about 20 ms, one run at a time for runs longer than that); every run's \
          stdout and exit status are checked. Per run:\n\n\
          - *cleanslate in place*: `Sandbox::call_with` (a new WASI p1 context per call) and the \
          reset that follows it, default `ResetStrategy::Auto`;\n\
