@@ -700,14 +700,15 @@ impl CodeSandbox {
                 result.exit_code = Some(exit);
                 // The interpreter turns a refused allocation into a
                 // MemoryError; uncaught, it is the run running out of memory.
-                if exit == 1 && last_line(&result.stderr).starts_with("MemoryError") {
+                if exit == 1
+                    && let Some(line) = memory_error(&result.stderr)
+                {
                     result.exit_code = None;
                     result.error = Some(RunError {
                         kind: RunErrorKind::OutOfMemory,
                         message: format!(
-                            "the run ran out of memory (limit {} bytes): {}",
+                            "the run ran out of memory (limit {} bytes): {line}",
                             self.shared.config.memory_limit,
-                            last_line(&result.stderr)
                         ),
                     });
                 }
@@ -795,13 +796,17 @@ impl std::fmt::Debug for CodeSandbox {
     }
 }
 
-fn last_line(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes)
-        .lines()
+/// The line of an uncaught `MemoryError` at the end of stderr: the
+/// traceback's last line, or, when the interpreter had no memory left to
+/// print one, its fallback dump naming the type.
+fn memory_error(stderr: &[u8]) -> Option<String> {
+    let text = String::from_utf8_lossy(stderr);
+    text.lines()
         .rev()
-        .find(|l| !l.trim().is_empty())
-        .unwrap_or("")
-        .to_string()
+        .filter(|l| !l.trim().is_empty())
+        .take(8)
+        .find(|l| l.starts_with("MemoryError") || l.ends_with("type name: MemoryError"))
+        .map(|l| l.trim().to_string())
 }
 
 /// Write a run's files into the caller's output folder, refusing names
