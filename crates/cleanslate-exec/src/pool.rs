@@ -31,8 +31,10 @@ use crate::sandbox::{CodeSandbox, CodeSandboxBuilder};
 pub struct CodeSandboxPool {
     idle: Mutex<Vec<CodeSandbox>>,
     returned: Condvar,
-    /// A member to fork replacements from (never runs code).
-    template: CodeSandbox,
+    /// A member to fork replacements from (never runs code). In a mutex
+    /// only so that the pool is `Sync`: a sandbox is `Send`, not `Sync`.
+    template: Mutex<CodeSandbox>,
+    setup_time: Duration,
     size: usize,
     max_wait: Mutex<Duration>,
 }
@@ -58,7 +60,8 @@ impl CodeSandboxPool {
         Ok(CodeSandboxPool {
             idle: Mutex::new(idle),
             returned: Condvar::new(),
-            template,
+            setup_time: template.setup_time(),
+            template: Mutex::new(template),
             size,
             max_wait: Mutex::new(Duration::from_secs(30)),
         })
@@ -83,9 +86,9 @@ impl CodeSandboxPool {
             .len()
     }
 
-    /// The setup's sandbox, e.g. for its [`setup_time`](CodeSandbox::setup_time).
-    pub fn template(&self) -> &CodeSandbox {
-        &self.template
+    /// How long the setup took ([`CodeSandbox::setup_time`] of its sandbox).
+    pub fn setup_time(&self) -> Duration {
+        self.setup_time
     }
 
     /// Run `code` in a free sandbox.
@@ -118,7 +121,8 @@ impl CodeSandboxPool {
             .as_ref()
             .is_err_and(|e| e.kind() == ExecErrorKind::Sandbox)
         {
-            match self.template.fork() {
+            let template = self.template.lock().unwrap_or_else(PoisonError::into_inner);
+            match template.fork() {
                 Ok(fresh) => sandbox = fresh,
                 Err(e) => {
                     tracing_note(&e);
