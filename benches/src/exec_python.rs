@@ -224,6 +224,23 @@ fn main() {
             target.into(),
         ));
     }
+    // Another sandbox of the same setup in the same process (what a pool
+    // does for its members): build, then restore the setup's snapshot.
+    let forks: Vec<Duration> = (0..setups)
+        .map(|_| {
+            let started = Instant::now();
+            let fork = with_numpy.fork().expect("fork");
+            let took = started.elapsed();
+            drop(fork);
+            took
+        })
+        .collect();
+    rows.push((
+        "another sandbox of the numpy setup in the same process (`fork`: build + restore)".into(),
+        fmt(median(forks.clone())),
+        fmt(*forks.iter().max().expect("samples")),
+        "—".into(),
+    ));
     if cold {
         let dir = std::env::temp_dir().join(format!("cleanslate-exec-cold-{}", std::process::id()));
         let started = Instant::now();

@@ -55,7 +55,27 @@ fn artifacts() -> Option<PathBuf> {
     None
 }
 
+/// Start the interpreter once, before the tests run side by side: with a
+/// cold module cache (a fresh CI machine) that compiles it for minutes, and
+/// every test would compile it at once. The rest then load it from the cache.
+fn warm(artifacts: &Path) {
+    static WARM: std::sync::Mutex<bool> = std::sync::Mutex::new(false);
+    let mut warmed = WARM
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    if !*warmed {
+        let status = command(artifacts).arg("pass").status().unwrap();
+        assert!(status.success());
+        *warmed = true;
+    }
+}
+
 fn cleanslate(artifacts: &Path) -> Command {
+    warm(artifacts);
+    command(artifacts)
+}
+
+fn command(artifacts: &Path) -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_cleanslate"));
     command
         .arg("exec")
@@ -178,6 +198,7 @@ fn post(port: u16, path: &str, body: &str) -> (u16, String) {
 #[test]
 fn serve_exec_answers_post_run_with_the_run_json() {
     let Some(artifacts) = artifacts() else { return };
+    warm(&artifacts);
     let mut child = Command::new(env!("CARGO_BIN_EXE_cleanslate"))
         .args(["serve", "--exec", "python", "--guest"])
         .arg(&artifacts)

