@@ -247,3 +247,21 @@ fn a_pool_serves_many_threads_from_one_setup() {
     });
     assert_eq!(pool.idle(), 2);
 }
+
+#[test]
+fn large_empty_and_unicode_code_runs() {
+    let Some(builder) = common::builder() else {
+        return;
+    };
+    let mut sandbox = builder.build().unwrap();
+    // Larger than the setup's code buffer: written into a fresh allocation.
+    let big = format!("s = '{}'\nprint(len(s))", "é".repeat(100_000));
+    let result = sandbox.run(&big).unwrap();
+    assert_eq!(common::out(&result), "100000\n", "{}", common::err(&result));
+    let result = sandbox.run("").unwrap();
+    assert!(result.ok(), "{}", common::err(&result));
+    let result = sandbox.run("print('héllo ✓')").unwrap();
+    assert_eq!(common::out(&result), "héllo ✓\n");
+    // And the small-code path still works after the large one.
+    assert_eq!(common::out(&sandbox.run("print(6 * 7)").unwrap()), "42\n");
+}
