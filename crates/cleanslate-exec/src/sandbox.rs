@@ -367,7 +367,8 @@ impl CodeSandboxBuilder {
         code_sandbox.scratch.keep_setup_tmp()?;
         code_sandbox.scratch.reset_tmp()?;
         // Whatever the setup wrote to /output is not a run's output.
-        let _ = code_sandbox.scratch.take_output(u64::MAX)?;
+        let files_limit = code_sandbox.shared.config.files_limit;
+        let _ = code_sandbox.scratch.take_output(files_limit)?;
         code_sandbox.setup_time = started.elapsed();
         Ok(code_sandbox)
     }
