@@ -140,7 +140,7 @@ fn exec_runs_each_code_from_the_setup_and_prints_one_json_object_per_run() {
 #[test]
 fn exec_plain_output_tools_and_output_dir() {
     let Some(artifacts) = artifacts() else { return };
-    let out = repo().join(format!("target/exec-cli-out-{}", std::process::id()));
+    let out = repo().join("target/exec-cli-out");
     let _ = std::fs::remove_dir_all(&out);
     let output = cleanslate(&artifacts)
         .arg("--output-dir")

@@ -10,9 +10,9 @@ use cleanslate_exec::{CodeSandbox, CodeSandboxPool, ExecErrorKind, PythonGuest, 
 use serde_json::json;
 
 fn scratch(name: &str) -> std::path::PathBuf {
-    let dir = common::repo()
-        .join("target/exec-tests")
-        .join(format!("{name}-{}", std::process::id()));
+    // One folder per test, emptied when the test starts (not per process:
+    // the wheel test's 150 MB would pile up run after run).
+    let dir = common::repo().join("target/exec-tests").join(name);
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     dir
@@ -221,6 +221,7 @@ fn a_wheel_file_is_unpacked_into_the_cache() {
             .len()
     );
     assert!(guest.stdlib_dir().join("python315.zip").is_file());
+    let _ = std::fs::remove_dir_all(&cache);
 }
 
 #[test]
@@ -280,6 +281,7 @@ fn a_broken_wheel_or_a_bad_tool_name_is_a_typed_error_not_a_panic() {
         std::fs::write(&truncated, &bytes[..bytes.len() / 2]).unwrap();
         let err = PythonGuest::locate_with_cache(Some(&truncated), &dir).unwrap_err();
         assert_eq!(err.kind(), ExecErrorKind::GuestNotFound, "{err}");
+        let _ = std::fs::remove_file(&truncated);
     }
     for name in ["", "1abc", "has-dash", "class", &"x".repeat(65)] {
         let err = CodeSandbox::builder()
