@@ -369,6 +369,7 @@ impl CodeSandboxBuilder {
         // Whatever the setup wrote to /output is not a run's output.
         let files_limit = code_sandbox.shared.config.files_limit;
         let _ = code_sandbox.scratch.take_output(files_limit)?;
+        code_sandbox.warm_up()?;
         code_sandbox.setup_time = started.elapsed();
         Ok(code_sandbox)
     }
@@ -760,16 +761,34 @@ impl CodeSandbox {
         sandbox
             .restore(&self.snapshot)
             .map_err(|e| ExecError::sandbox("cannot restore the setup snapshot", e))?;
-        Ok(CodeSandbox {
+        let mut fork = CodeSandbox {
             shared: self.shared.clone(),
             sandbox,
             door,
             scratch,
             snapshot: self.snapshot.clone(),
             code_buffer: self.code_buffer,
-            setup_time: started.elapsed(),
+            setup_time: Duration::ZERO,
             load_time: Duration::ZERO,
-        })
+        };
+        fork.warm_up()?;
+        fork.setup_time = started.elapsed();
+        Ok(fork)
+    }
+
+    /// One empty run before the first real one. Restoring the snapshot
+    /// gave the sandbox a fresh instance whose memory is faulted in on
+    /// first touch: the first run paid that (2–6 ms instead of 0.3 ms), now
+    /// the setup does. The reset after it leaves the clean slate as it was.
+    fn warm_up(&mut self) -> Result<(), ExecError> {
+        let result = self.run("pass")?;
+        match result.error {
+            None => Ok(()),
+            Some(error) => Err(ExecError::new(
+                ExecErrorKind::SetupFailed,
+                format!("the first run after the setup failed: {}", error.message),
+            )),
+        }
     }
 
     /// How long building took: loading the module, starting the interpreter,
