@@ -442,7 +442,9 @@ fn set_up(
         let blocks = allocate(&mut session, config.max_tool_calls.max(2), block_size)?;
         door.set_blocks(blocks, block_size);
     }
-    door.start_run(None);
+    // The setup's tool calls get a deadline too: a tool must not hold the
+    // setup forever (the timeout cannot stop host code).
+    door.start_run(Some(Instant::now() + config.timeout));
     let tools_prelude = if tools {
         PRELUDE_TOOLS
     } else {

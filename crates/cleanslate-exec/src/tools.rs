@@ -30,8 +30,11 @@ pub struct ToolCall {
     pub name: String,
     /// The keyword arguments the guest passed, as a JSON object.
     pub args: Value,
-    /// When the run's timeout ends: a tool should give up by then (its time
-    /// counts against the run's; the run fails `timeout` once it returns).
+    /// When the run's timeout ends: a tool should give up by then. Its time
+    /// counts against the run's, and the run fails `timeout` as soon as it
+    /// returns past it; but the timeout stops guest code only, so a tool
+    /// function that never returns holds the run (`--tool` commands are
+    /// killed at the deadline).
     pub deadline: Option<Instant>,
 }
 
