@@ -199,7 +199,11 @@ const TOOL_OUTPUT_LIMIT: u64 = 16 << 20;
 /// Run a `--tool` command: the arguments as JSON on stdin, the JSON result
 /// on stdout; killed at the run's deadline.
 fn run_tool_command(command: &str, call: &ToolCall) -> Result<serde_json::Value, String> {
-    let mut child = Command::new("sh")
+    let mut shell = Command::new("sh");
+    // Its own process group, so that the deadline kills what the shell
+    // started too (a `sleep` left behind would outlive the run).
+    std::os::unix::process::CommandExt::process_group(&mut shell, 0);
+    let mut child = shell
         .args(["-c", command])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -238,6 +242,10 @@ fn run_tool_command(command: &str, call: &ToolCall) -> Result<serde_json::Value,
         match child.try_wait() {
             Ok(Some(status)) => break status,
             Ok(None) if call.deadline.is_some_and(|d| Instant::now() >= d) => {
+                let _ = Command::new("kill")
+                    .args(["-KILL", "--", &format!("-{}", child.id())])
+                    .stderr(Stdio::null())
+                    .status();
                 let _ = child.kill();
                 let _ = child.wait();
                 return Err(format!("{} timed out", call.name));

@@ -260,3 +260,31 @@ fn serve_exec_answers_post_run_with_the_run_json() {
     let _ = child.kill();
     let _ = child.wait();
 }
+
+#[test]
+fn a_tool_command_is_killed_at_the_run_deadline() {
+    let Some(artifacts) = artifacts() else { return };
+    let started = std::time::Instant::now();
+    let output = cleanslate(&artifacts)
+        .args([
+            "--json",
+            "--timeout",
+            "1s",
+            "--tool",
+            "slow=sleep 20; echo 1",
+        ])
+        .arg("call_tool('slow'); print('not reached')")
+        .arg("print('next run')")
+        .output()
+        .unwrap();
+    let took = started.elapsed();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let runs: Vec<Value> = stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(runs.len(), 2, "{stdout}");
+    assert_eq!(runs[0]["error"]["kind"], "timeout", "{}", runs[0]);
+    assert_eq!(runs[1]["stdout"], "next run\n");
+    assert!(took < std::time::Duration::from_secs(15), "took {took:?}");
+}
