@@ -6,6 +6,7 @@ mod call_io;
 mod call_spec;
 mod demo;
 mod demo_host;
+mod exec;
 mod inspect;
 mod load;
 mod options;
@@ -34,6 +35,7 @@ enum Command {
     Demo(demo::DemoArgs),
     Inspect(inspect::InspectArgs),
     Serve(serve::ServeArgs),
+    Exec(exec::ExecArgs),
 }
 
 /// Exit status: all calls succeeded.
@@ -98,6 +100,7 @@ fn main() -> ExitCode {
         Command::Run(args) => args.json,
         Command::Bench(args) => args.json,
         Command::Inspect(args) => args.json,
+        Command::Exec(args) => args.json,
         Command::Demo(_) | Command::Serve(_) => false,
     };
     let outcome = match cli.command {
@@ -106,6 +109,7 @@ fn main() -> ExitCode {
         Command::Demo(args) => demo::demo(args).map_err(CliError::from),
         Command::Inspect(args) => inspect::inspect(args),
         Command::Serve(args) => serve::serve(args).map_err(CliError::from),
+        Command::Exec(args) => exec::exec(args),
     };
     match outcome {
         Ok(code) => ExitCode::from(code),

@@ -2,6 +2,7 @@
 //! request starts from the clean slate.
 
 mod connections;
+mod exec;
 mod prometheus;
 
 use crate::units::{parse_duration, parse_size};
@@ -36,6 +37,8 @@ use crate::record::{encode, json_value};
   cleanslate serve guests/example.wat
   curl -X POST localhost:8080/call/add -d '{\"args\":[2,3]}'
   cleanslate serve summarise.wasm --listen 0.0.0.0:8080 --pool 4 --timeout 100ms
+  cleanslate serve --exec python --setup 'import numpy as np' --pool 4
+  curl -X POST localhost:8080/run -d '{\"code\":\"print(np.arange(4).sum())\"}'
 
 POST /call/FUNC with the input as the body (bytes/JSON functions) or
 {\"args\":[...]} (core-value functions). GET /healthz, /metrics, /.
@@ -43,10 +46,21 @@ Errors are JSON {\"kind\",\"message\"}: bad input 400, unknown function 404,
 body not sent in time 408, body too large 413, guest fault 422, host failure
 500, pool exhausted 503 (with Retry-After), timeout 504. A WASI guest's
 \"stdout\", \"stderr\" and \"exit_code\" come in the JSON of successes and
-errors alike. SIGINT/SIGTERM stop it gracefully, within --shutdown-timeout.")]
+errors alike. With --exec python, POST /run with {\"code\":\"...\"} answers 200
+with the run's JSON ({\"ok\",\"stdout\",\"stderr\",\"exit_code\",\"error\"?,
+\"files\"?,\"micros\",\"reset\"}) however the code ended. SIGINT/SIGTERM stop
+it gracefully, within --shutdown-timeout.")]
 pub struct ServeArgs {
-    /// The module: a .wasm binary or .wat text file.
-    pub module: PathBuf,
+    /// The module: a .wasm binary or .wat text file (not with --exec).
+    #[arg(required_unless_present = "exec", conflicts_with = "exec")]
+    pub module: Option<PathBuf>,
+    /// Serve a code-execution sandbox instead of a module: POST /run with
+    /// {"code": "..."} runs the code from the setup snapshot and answers
+    /// the JSON of `cleanslate exec --json`.
+    #[arg(long, value_enum, value_name = "LANGUAGE")]
+    pub exec: Option<crate::exec::Language>,
+    #[command(flatten)]
+    pub exec_options: crate::exec::ExecOptions,
     /// Address to listen on (port 0 picks a free port; the address is printed).
     #[arg(long, default_value = "127.0.0.1:8080", value_name = "ADDR")]
     pub listen: SocketAddr,
@@ -168,7 +182,13 @@ pub fn serve(args: ServeArgs) -> Result<u8, String> {
     let shutdown_timeout = args
         .shutdown_timeout
         .unwrap_or(args.body_timeout + args.request_timeout);
-    let module = args.sandbox.load.load(&args.module)?;
+    if args.exec.is_some() {
+        return exec::serve(args, shutdown_timeout);
+    }
+    let Some(module_path) = args.module.clone() else {
+        return Err("give a module to serve, or --exec python".into());
+    };
+    let module = args.sandbox.load.load(&module_path)?;
     let mut builder = args.sandbox.builder(&module)?;
     if args.sandbox.timeout.is_none() {
         // A guest must never outlive the request that started it.
@@ -190,7 +210,7 @@ pub fn serve(args: ServeArgs) -> Result<u8, String> {
         .imports()
         .any(|i| i.module() == "wasi_snapshot_preview1");
     let server = Arc::new(Server {
-        module_name: args.module.display().to_string(),
+        module_name: module_path.display().to_string(),
         pool,
         max_body: args.max_body as usize,
         request_timeout: args.request_timeout,
@@ -224,7 +244,7 @@ pub fn serve(args: ServeArgs) -> Result<u8, String> {
     Ok(EXIT_OK)
 }
 
-fn init_logging() {
+pub(crate) fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_env("CLEANSLATE_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let _ = tracing_subscriber::fmt()
@@ -275,7 +295,7 @@ async fn run(
 }
 
 /// SIGINT or SIGTERM: stop accepting, let in-flight requests finish.
-async fn shutdown_signal() {
+pub(crate) async fn shutdown_signal() {
     let interrupt = tokio::signal::ctrl_c();
     let terminate = async {
         match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
@@ -597,12 +617,12 @@ fn error_response(error: &Error, wasi: bool) -> Response {
     json_error(status_of(error.kind()), body)
 }
 
-fn problem(status: StatusCode, kind: &str, message: &str) -> Response {
+pub(crate) fn problem(status: StatusCode, kind: &str, message: &str) -> Response {
     json_error(status, json!({ "kind": kind, "message": message }))
 }
 
 /// An error body; a 503 also says when to retry.
-fn json_error(status: StatusCode, body: Value) -> Response {
+pub(crate) fn json_error(status: StatusCode, body: Value) -> Response {
     let mut response = (status, axum::Json(body)).into_response();
     if status == StatusCode::SERVICE_UNAVAILABLE {
         response
@@ -612,7 +632,7 @@ fn json_error(status: StatusCode, body: Value) -> Response {
     response
 }
 
-fn text(status: StatusCode, body: String) -> Response {
+pub(crate) fn text(status: StatusCode, body: String) -> Response {
     let mut response = (status, body).into_response();
     response.headers_mut().insert(
         header::CONTENT_TYPE,

