@@ -3,10 +3,10 @@
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Instant;
 
-use wasmtime::{InstancePre, Store};
+use wasmtime::{InstancePre, ModuleExport, Store};
 
 use super::{LiveInstance, StoreData};
 use crate::abi::ALLOC_EXPORT;
@@ -29,6 +29,20 @@ pub(crate) struct InstanceFactory {
     pub wasi: Option<WasiConfig>,
     /// The memories of the instance the fresh-instance path last replaced.
     pub spare_regions: SpareRegions,
+    /// The rewrite's exports, resolved once: looking each up by name at
+    /// every instantiation costs milliseconds for a module with thousands
+    /// of functions.
+    pub export_handles: OnceLock<ExportHandles>,
+}
+
+/// Handles on the exports the load-time rewrite added, in the order of
+/// the module's hooks.
+pub(crate) struct ExportHandles {
+    memories: Vec<ModuleExport>,
+    tables: Vec<ModuleExport>,
+    globals: Vec<(u32, ModuleExport)>,
+    functions: Vec<(u32, ModuleExport)>,
+    alloc: Option<ModuleExport>,
 }
 
 /// The memory regions of an instance the fresh-instance path replaced,
@@ -50,6 +64,52 @@ pub(crate) struct SpareRegions {
 pub(crate) struct Instantiated {
     pub live: LiveInstance,
     pub recycled: bool,
+}
+
+impl InstanceFactory {
+    /// The rewrite's exports, resolved on first use.
+    ///
+    /// # Errors
+    /// An export the rewrite adds is missing (an internal error).
+    fn export_handles(&self) -> Result<&ExportHandles, Error> {
+        if let Some(handles) = self.export_handles.get() {
+            return Ok(handles);
+        }
+        let module = self.pre.module();
+        let hooks = &self.module.inner.hooks;
+        let find = |name: &str| {
+            module.get_export_index(name).ok_or_else(|| {
+                Error::new(
+                    ErrorKind::Instantiation,
+                    format!("internal error: the rewritten module lacks its {name} export"),
+                )
+            })
+        };
+        let handles = ExportHandles {
+            memories: hooks
+                .memories
+                .iter()
+                .map(|n| find(n))
+                .collect::<Result<_, _>>()?,
+            tables: hooks
+                .tables
+                .iter()
+                .map(|n| find(n))
+                .collect::<Result<_, _>>()?,
+            globals: hooks
+                .globals
+                .iter()
+                .map(|(i, n)| Ok((*i, find(n)?)))
+                .collect::<Result<_, Error>>()?,
+            functions: hooks
+                .functions
+                .iter()
+                .map(|(i, n)| Ok((*i, find(n)?)))
+                .collect::<Result<_, Error>>()?,
+            alloc: module.get_export_index(ALLOC_EXPORT),
+        };
+        Ok(self.export_handles.get_or_init(|| handles))
+    }
 }
 
 impl SpareRegions {
@@ -171,36 +231,39 @@ impl InstanceFactory {
             }
             Error::new(ErrorKind::Instantiation, format!("cannot instantiate the module: {e:#}"))
         })?;
-        let hooks = &self.module.inner.hooks;
+        let handles = self.export_handles()?;
         let missing = |what: &str| {
             Error::new(
                 ErrorKind::Instantiation,
-                format!("internal error: the rewritten module lacks its {what} export"),
+                format!("internal error: the new instance lacks its {what} export"),
             )
         };
-        let mut memories = Vec::new();
-        for name in &hooks.memories {
+        let mut memories = Vec::with_capacity(handles.memories.len());
+        for handle in &handles.memories {
             memories.push(
                 instance
-                    .get_memory(&mut store, name)
-                    .ok_or_else(|| missing(name))?,
+                    .get_module_export(&mut store, handle)
+                    .and_then(wasmtime::Extern::into_memory)
+                    .ok_or_else(|| missing("memory"))?,
             );
         }
-        let mut tables = Vec::new();
-        for name in &hooks.tables {
+        let mut tables = Vec::with_capacity(handles.tables.len());
+        for handle in &handles.tables {
             tables.push(
                 instance
-                    .get_table(&mut store, name)
-                    .ok_or_else(|| missing(name))?,
+                    .get_module_export(&mut store, handle)
+                    .and_then(wasmtime::Extern::into_table)
+                    .ok_or_else(|| missing("table"))?,
             );
         }
-        let mut globals = Vec::new();
-        for (index, name) in &hooks.globals {
+        let mut globals = Vec::with_capacity(handles.globals.len());
+        for (index, handle) in &handles.globals {
             globals.push((
                 *index,
                 instance
-                    .get_global(&mut store, name)
-                    .ok_or_else(|| missing(name))?,
+                    .get_module_export(&mut store, handle)
+                    .and_then(wasmtime::Extern::into_global)
+                    .ok_or_else(|| missing("global"))?,
             ));
         }
         // Each memory's region: the one created at its base address (a GC
@@ -232,15 +295,19 @@ impl InstanceFactory {
         }
         store.data_mut().memory = memories.first().copied();
         store.data_mut().memories = memories.clone();
-        store.data_mut().alloc = instance
-            .get_typed_func::<i32, i32>(&mut store, ALLOC_EXPORT)
-            .ok();
-        let mut functions = HashMap::new();
-        let mut function_indices = HashMap::new();
-        for (index, name) in &hooks.functions {
+        store.data_mut().alloc = handles
+            .alloc
+            .as_ref()
+            .and_then(|handle| instance.get_module_export(&mut store, handle))
+            .and_then(wasmtime::Extern::into_func)
+            .and_then(|func| func.typed::<i32, i32>(&store).ok());
+        let mut functions = HashMap::with_capacity(handles.functions.len());
+        let mut function_indices = HashMap::with_capacity(handles.functions.len());
+        for (index, handle) in &handles.functions {
             let func = instance
-                .get_func(&mut store, name)
-                .ok_or_else(|| missing(name))?;
+                .get_module_export(&mut store, handle)
+                .and_then(wasmtime::Extern::into_func)
+                .ok_or_else(|| missing("function"))?;
             function_indices.insert(func.to_raw(&mut store) as usize, *index);
             functions.insert(*index, func);
         }

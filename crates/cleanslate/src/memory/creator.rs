@@ -59,14 +59,19 @@ pub(crate) fn record_created<R>(
     (result, regions.unwrap_or_default(), unused)
 }
 
-/// The next offered region, if it fits a memory of these dimensions and
-/// takes `minimum` bytes.
-fn take_offered(minimum: usize, capacity: usize, guard: usize) -> Option<Arc<MemoryRegion>> {
+/// The next offered region, if it was made for a memory of this type and
+/// these dimensions, and takes `minimum` bytes.
+fn take_offered(
+    purpose: u64,
+    minimum: usize,
+    capacity: usize,
+    guard: usize,
+) -> Option<Arc<MemoryRegion>> {
     let region = OFFERED.with(|queue| {
         let mut queue = queue.borrow_mut();
         let fits = queue
             .front()
-            .is_some_and(|r| r.fits(minimum, capacity, guard));
+            .is_some_and(|r| r.fits(purpose, minimum, capacity, guard));
         if fits { queue.pop_front() } else { None }
     })?;
     region.reuse_at(minimum).ok()?;
@@ -88,20 +93,24 @@ fn take_offered(minimum: usize, capacity: usize, guard: usize) -> Option<Arc<Mem
 unsafe impl wasmtime::MemoryCreator for GuestMemoryCreator {
     fn new_memory(
         &self,
-        _ty: wasmtime::MemoryType,
+        ty: wasmtime::MemoryType,
         minimum: usize,
         _maximum: Option<usize>,
         reserved_size_in_bytes: Option<usize>,
         guard_size_in_bytes: usize,
     ) -> Result<Box<dyn wasmtime::LinearMemory>, String> {
         let capacity = reserved_size_in_bytes.unwrap_or(DEFAULT_CAPACITY);
-        let region = match take_offered(minimum, capacity, guard_size_in_bytes) {
+        let purpose = purpose(&ty);
+        let region = match take_offered(purpose, minimum, capacity, guard_size_in_bytes) {
             Some(region) => region,
-            None => Arc::new(
-                MemoryRegion::reserve(minimum, capacity, guard_size_in_bytes).map_err(|e| {
-                    format!("cannot reserve a linear memory of {minimum} bytes: {e}")
-                })?,
-            ),
+            None => {
+                let region = MemoryRegion::reserve(minimum, capacity, guard_size_in_bytes)
+                    .map_err(|e| {
+                        format!("cannot reserve a linear memory of {minimum} bytes: {e}")
+                    })?;
+                region.set_purpose(purpose);
+                Arc::new(region)
+            }
         };
         CREATED.with(|created| {
             if let Some(list) = created.borrow_mut().as_mut() {
@@ -110,6 +119,25 @@ unsafe impl wasmtime::MemoryCreator for GuestMemoryCreator {
         });
         Ok(Box::new(GuestMemory(region)))
     }
+}
+
+/// A fingerprint of a memory's type, so a region made for one memory is
+/// offered again only to a memory of the same type: the engine's GC heap
+/// (created before the memories when a module needs one, with the same
+/// reservation and guard by default) must not take a linear memory's.
+fn purpose(ty: &wasmtime::MemoryType) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    (
+        ty.minimum(),
+        ty.maximum(),
+        ty.is_64(),
+        ty.is_shared(),
+        ty.page_size_log2(),
+    )
+        .hash(&mut hasher);
+    // Never 0, the purpose of a region nobody described.
+    hasher.finish() | 1
 }
 
 /// The engine's view of a region.

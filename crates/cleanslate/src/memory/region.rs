@@ -3,7 +3,7 @@
 //! current size is accessible.
 
 use std::io;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use rustix::mm::{MapFlags, MprotectFlags, ProtFlags};
@@ -51,6 +51,9 @@ pub(crate) struct MemoryRegion {
     /// A mapping failed part-way: what the memory holds is unknown, so it
     /// is never given to another instance.
     damaged: AtomicBool,
+    /// What the region was made for, as its creator describes it (an
+    /// opaque fingerprint): it is offered again only for the same.
+    purpose: AtomicU64,
 }
 
 /// A region's size as the guest sees it, and its accessible bytes.
@@ -104,14 +107,24 @@ impl MemoryRegion {
             mapped_len: Mutex::new(0),
             leak_on_drop: AtomicBool::new(false),
             damaged: AtomicBool::new(false),
+            purpose: AtomicU64::new(0),
         };
         region.grow_to(minimum)?;
         Ok(region)
     }
 
+    /// Record what the region is for (see [`fits`](Self::fits)).
+    pub(crate) fn set_purpose(&self, purpose: u64) {
+        self.purpose.store(purpose, Ordering::Relaxed);
+    }
+
     /// Whether the region is what [`reserve`](Self::reserve) would make of
-    /// these arguments (apart from the accessible size).
-    pub(crate) fn fits(&self, minimum: usize, capacity: usize, guard: usize) -> bool {
+    /// these arguments (apart from the accessible size), made for
+    /// `purpose`.
+    pub(crate) fn fits(&self, purpose: u64, minimum: usize, capacity: usize, guard: usize) -> bool {
+        if self.purpose.load(Ordering::Relaxed) != purpose {
+            return false;
+        }
         let capacity = round_up_to_page(capacity.max(minimum));
         let reserved = round_up_to_page(guard)
             .zip(capacity)
@@ -493,8 +506,10 @@ mod tests {
     #[test]
     fn a_recycled_region_keeps_its_pages_until_settled_and_discarded() {
         let region = MemoryRegion::reserve(65536, 1 << 20, 1 << 16).unwrap();
-        assert!(region.fits(65536, 1 << 20, 1 << 16));
-        assert!(!region.fits(65536, 1 << 21, 1 << 16), "another capacity");
+        region.set_purpose(7);
+        assert!(region.fits(7, 65536, 1 << 20, 1 << 16));
+        assert!(!region.fits(7, 65536, 1 << 21, 1 << 16), "another capacity");
+        assert!(!region.fits(8, 65536, 1 << 20, 1 << 16), "another purpose");
         let image =
             Arc::new(ImageFile::new(65536, [(0usize, &b"snapshot"[..])].into_iter()).unwrap());
         region.map_image(&image).unwrap();

@@ -376,6 +376,7 @@ impl SandboxBuilder {
             interrupt: InterruptState::new(engine),
             wasi,
             spare_regions: Default::default(),
+            export_handles: Default::default(),
         };
         let mut live = factory.instantiate()?;
         initialise(&self.module, &factory, &mut live, self.init.as_deref())?;
