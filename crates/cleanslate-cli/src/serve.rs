@@ -399,6 +399,33 @@ async fn metrics(State(server): State<Arc<Server>>) -> Response {
     response
 }
 
+/// A request's body, at most `max` bytes, arriving within `timeout`; else
+/// the response refusing it (a late body also closes the connection: the
+/// rest of it may still come).
+async fn read_body(body: Body, timeout: Duration, max: usize) -> Result<Bytes, Response> {
+    match tokio::time::timeout(timeout, axum::body::to_bytes(body, max)).await {
+        Ok(Ok(body)) => Ok(body),
+        Ok(Err(_)) => Err(problem(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "body_too_large",
+            &format!("the request body is larger than {max} bytes"),
+        )),
+        Err(_) => {
+            let mut response = problem(
+                StatusCode::REQUEST_TIMEOUT,
+                "body_timeout",
+                &format!(
+                    "the request body did not arrive within {timeout:?}: send it at once, or raise --body-timeout"
+                ),
+            );
+            response
+                .headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+            Err(response)
+        }
+    }
+}
+
 async fn call(
     State(server): State<Arc<Server>>,
     Path(function): Path<String>,
@@ -406,35 +433,9 @@ async fn call(
 ) -> Response {
     // The body first, without taking a place: a client that sends slowly
     // must not hold any of the capacity meant for running guests.
-    let body = match tokio::time::timeout(
-        server.body_timeout,
-        axum::body::to_bytes(body, server.max_body),
-    )
-    .await
-    {
-        Ok(Ok(body)) => body,
-        Ok(Err(_)) => {
-            return problem(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "body_too_large",
-                &format!("the request body is larger than {} bytes", server.max_body),
-            );
-        }
-        Err(_) => {
-            let mut response = problem(
-                StatusCode::REQUEST_TIMEOUT,
-                "body_timeout",
-                &format!(
-                    "the request body did not arrive within {:?}: send it at once, or raise --body-timeout",
-                    server.body_timeout
-                ),
-            );
-            // The rest of the body may still come; this connection is done.
-            response
-                .headers_mut()
-                .insert(header::CONNECTION, HeaderValue::from_static("close"));
-            return response;
-        }
+    let body = match read_body(body, server.body_timeout, server.max_body).await {
+        Ok(body) => body,
+        Err(response) => return response,
     };
     let Ok(_permit) = server.concurrency.try_acquire() else {
         return problem(

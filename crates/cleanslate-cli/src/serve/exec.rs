@@ -192,26 +192,11 @@ async fn run_code(State(server): State<Arc<ExecServer>>, body: Body) -> Response
         server.refused.fetch_add(1, Ordering::Relaxed);
         problem(status, kind, message)
     };
-    let body = match tokio::time::timeout(
-        server.body_timeout,
-        axum::body::to_bytes(body, server.max_body),
-    )
-    .await
-    {
-        Ok(Ok(body)) => body,
-        Ok(Err(_)) => {
-            return refuse(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "body_too_large",
-                &format!("the request body is larger than {} bytes", server.max_body),
-            );
-        }
-        Err(_) => {
-            return refuse(
-                StatusCode::REQUEST_TIMEOUT,
-                "body_timeout",
-                "the request body did not arrive in time",
-            );
+    let body = match super::read_body(body, server.body_timeout, server.max_body).await {
+        Ok(body) => body,
+        Err(response) => {
+            server.refused.fetch_add(1, Ordering::Relaxed);
+            return response;
         }
     };
     let code = match serde_json::from_slice::<Value>(&body) {

@@ -48,7 +48,8 @@ pub(crate) struct MemoryRegion {
     /// Part of the reservation may belong to someone else now (a failed
     /// mapping left a hole that could not be filled): never unmap it.
     leak_on_drop: AtomicBool,
-    /// A mapping failed part-way: what the memory holds is unknown, so it
+    /// A mapping or protection change failed part-way: what the memory
+    /// holds, or which of its pages are accessible, is unknown, so it
     /// is never given to another instance.
     damaged: AtomicBool,
     /// What the region was made for, as its creator describes it (an
@@ -183,13 +184,15 @@ impl MemoryRegion {
         }
         let accessible = round_up_to_page(new).unwrap_or(usize::MAX);
         if accessible > extent.accessible {
+            // Raised first: a protection change that fails part-way may
+            // still have opened pages, and a reuse must scan them.
+            extent.high_water = extent.high_water.max(accessible);
             self.protect(
                 extent.accessible,
                 accessible,
                 MprotectFlags::READ | MprotectFlags::WRITE,
             )?;
             extent.accessible = accessible;
-            extent.high_water = extent.high_water.max(accessible);
         }
         extent.size = new;
         Ok(())
@@ -451,7 +454,14 @@ impl MemoryRegion {
         // change protection. Making bytes inaccessible is done only past
         // the guest's size (`lower_to`), where no Rust reference can point:
         // host views of the memory are bounded by its size.
-        unsafe { rustix::mm::mprotect(self.base().add(start).cast(), end - start, flags) }?;
+        let changed =
+            unsafe { rustix::mm::mprotect(self.base().add(start).cast(), end - start, flags) };
+        if changed.is_err() {
+            // It may have failed part-way: which pages are accessible is
+            // unknown, so the region is never handed to another instance.
+            self.damaged.store(true, Ordering::Relaxed);
+        }
+        changed?;
         Ok(())
     }
 }
