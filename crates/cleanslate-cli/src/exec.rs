@@ -48,6 +48,30 @@ pub struct ExecOptions {
     pub tools: Vec<(String, String)>,
 }
 
+/// The limits of each run, for `exec` and `mcp`.
+#[derive(Args, Debug, Clone)]
+pub struct ExecLimits {
+    /// Wall-clock limit per run, tool calls included (and for the setup).
+    #[arg(long, default_value = "30s", value_name = "DURATION", value_parser = parse_duration)]
+    pub timeout: Duration,
+    /// Most linear memory the interpreter may hold, e.g. 512MiB.
+    #[arg(long, default_value = "1GiB", value_name = "SIZE", value_parser = parse_size)]
+    pub memory_limit: u64,
+    /// Most bytes a run may write to stdout, and to stderr, e.g. 64KiB.
+    #[arg(long, default_value = "1MiB", value_name = "SIZE", value_parser = parse_size)]
+    pub output_limit: u64,
+}
+
+impl ExecLimits {
+    /// `builder` with these limits.
+    pub fn apply(&self, builder: CodeSandboxBuilder) -> CodeSandboxBuilder {
+        builder
+            .timeout(self.timeout)
+            .memory_limit(self.memory_limit)
+            .output_limit(usize::try_from(self.output_limit).unwrap_or(usize::MAX))
+    }
+}
+
 /// Run Python code from a clean slate: each CODE is one run from the setup
 /// snapshot, seeing nothing of the runs before it.
 #[derive(Args, Debug)]
@@ -71,15 +95,8 @@ pub struct ExecArgs {
     pub code: Vec<String>,
     #[command(flatten)]
     pub exec: ExecOptions,
-    /// Wall-clock limit per run, tool calls included (and for the setup).
-    #[arg(long, default_value = "30s", value_name = "DURATION", value_parser = parse_duration)]
-    pub timeout: Duration,
-    /// Most linear memory the interpreter may hold, e.g. 512MiB.
-    #[arg(long, default_value = "1GiB", value_name = "SIZE", value_parser = parse_size)]
-    pub memory_limit: u64,
-    /// Most bytes a run may write to stdout, and to stderr, e.g. 64KiB.
-    #[arg(long, default_value = "1MiB", value_name = "SIZE", value_parser = parse_size)]
-    pub output_limit: u64,
+    #[command(flatten)]
+    pub limits: ExecLimits,
     /// Print one JSON object per run.
     #[arg(long)]
     pub json: bool,
@@ -93,11 +110,7 @@ pub fn exec(args: ExecArgs) -> Result<u8, CliError> {
         .iter()
         .map(|c| read_code(c))
         .collect::<Result<Vec<_>, _>>()?;
-    let builder = args.exec.builder(&args.load)?;
-    let builder = builder
-        .timeout(args.timeout)
-        .memory_limit(args.memory_limit)
-        .output_limit(usize::try_from(args.output_limit).unwrap_or(usize::MAX));
+    let builder = args.limits.apply(args.exec.builder(&args.load)?);
     let mut sandbox = build(builder)?;
     let mut status = EXIT_OK;
     for (i, code) in codes.iter().enumerate() {

@@ -9,6 +9,7 @@ mod demo_host;
 mod exec;
 mod inspect;
 mod load;
+mod mcp;
 mod options;
 mod record;
 mod run;
@@ -36,6 +37,7 @@ enum Command {
     Inspect(inspect::InspectArgs),
     Serve(serve::ServeArgs),
     Exec(exec::ExecArgs),
+    Mcp(mcp::McpArgs),
 }
 
 /// Exit status: all calls succeeded.
@@ -101,7 +103,7 @@ fn main() -> ExitCode {
         Command::Bench(args) => args.json,
         Command::Inspect(args) => args.json,
         Command::Exec(args) => args.json,
-        Command::Demo(_) | Command::Serve(_) => false,
+        Command::Demo(_) | Command::Serve(_) | Command::Mcp(_) => false,
     };
     let outcome = match cli.command {
         Command::Run(args) => run::run(args),
@@ -110,6 +112,7 @@ fn main() -> ExitCode {
         Command::Inspect(args) => inspect::inspect(args),
         Command::Serve(args) => serve::serve(args).map_err(CliError::from),
         Command::Exec(args) => exec::exec(args),
+        Command::Mcp(args) => mcp::mcp(args),
     };
     match outcome {
         Ok(code) => ExitCode::from(code),

