@@ -302,3 +302,37 @@ fn growth_is_undone_on_the_fresh_path_that_reuses_memories() {
         assert_matches_twin(&mut tw);
     }
 }
+
+/// A module that needs the engine's GC heap (it throws exceptions): the
+/// heap is created before the memories and must not take the memory the
+/// fresh path offers back, or reuse stops for good. With reuse the reset
+/// reports the page the call wrote; on the mapping path it reports none.
+#[test]
+fn the_fresh_path_keeps_reusing_memory_in_a_module_with_exceptions() {
+    let module = Runtime::new()
+        .unwrap()
+        .load_bytes(
+            r#"(module (memory 1) (tag $e (param i32))
+                (func (export "write_and_catch") (param i32) (result i32)
+                    (i32.store (i32.const 8192) (local.get 0))
+                    (block $caught (result i32)
+                        (try_table (catch $e $caught) (throw $e (local.get 0)))
+                        (i32.const -1)))
+                (func (export "load") (param i32) (result i32) (i32.load (local.get 0))))"#,
+        )
+        .unwrap();
+    let mut tw = twin(&module, |b| b.reset_strategy(ResetStrategy::FreshInstance));
+    for round in 1..=4 {
+        assert_eq!(
+            tw.sandbox
+                .call("write_and_catch", &[Val::I32(round)])
+                .unwrap(),
+            [Val::I32(round)]
+        );
+        let report = tw.sandbox.last_reset().unwrap().clone();
+        if round > 2 {
+            assert_eq!(report.dirty_pages(), 1, "round {round}: {report:?}");
+        }
+        assert_matches_twin(&mut tw);
+    }
+}
