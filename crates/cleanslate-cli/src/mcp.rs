@@ -179,7 +179,7 @@ impl ServerHandler for McpServer {
     async fn call_tool(
         &self,
         request: CallToolRequestParams,
-        _context: RequestContext<RoleServer>,
+        context: RequestContext<RoleServer>,
     ) -> Result<CallToolResponse, ErrorData> {
         let name = self.name();
         if request.name != name {
@@ -197,13 +197,27 @@ impl ServerHandler for McpServer {
                 ErrorData::invalid_params(format!("{name} takes `code`, a string"), None)
             })?
             .to_string();
+        // A client's notifications/cancelled for this call stops the run
+        // (the sandbox is reset as after any other end), so that the calls
+        // queued behind it do not wait out its timeout.
+        let cancel = cleanslate::CancelToken::new();
+        let watcher = {
+            let cancel = cancel.clone();
+            let requested = context.ct.clone();
+            tokio::spawn(async move {
+                requested.cancelled().await;
+                cancel.cancel();
+            })
+        };
         let sandbox = Arc::clone(&self.sandbox);
         let outcome = tokio::task::spawn_blocking(move || {
             let mut sandbox = sandbox.lock().unwrap_or_else(PoisonError::into_inner);
-            sandbox.run(&code)
+            sandbox.run_cancellable(&code, &cancel)
         })
-        .await
-        .map_err(|e| ErrorData::internal_error(format!("the run panicked: {e}"), None))?;
+        .await;
+        watcher.abort();
+        let outcome = outcome
+            .map_err(|e| ErrorData::internal_error(format!("the run panicked: {e}"), None))?;
         let result = match outcome {
             Ok(result) => {
                 let text = render(&result);

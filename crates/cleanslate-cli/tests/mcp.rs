@@ -246,3 +246,33 @@ fn mcp_lists_run_javascript_and_runs_each_call_from_the_clean_slate() {
 
     client.finish();
 }
+
+#[test]
+fn mcp_notifications_cancelled_stops_the_run_and_the_next_call_goes_on() {
+    let Some(mut client) = Client::start(&["--timeout", "120s"]) else {
+        return;
+    };
+    client.initialize();
+    // A run that would hold the sandbox for its whole timeout.
+    let stuck_id = client.next_id;
+    client.next_id += 1;
+    client.send(&json!({
+        "jsonrpc": "2.0", "id": stuck_id, "method": "tools/call",
+        "params": {"name": "run_python", "arguments": {"code": "leaked = 1\nwhile True: pass"}},
+    }));
+    std::thread::sleep(Duration::from_millis(500));
+    client.send(&json!({
+        "jsonrpc": "2.0", "method": "notifications/cancelled",
+        "params": {"requestId": stuck_id, "reason": "the user gave up"},
+    }));
+    let started = std::time::Instant::now();
+    let next = client.call("print('leaked' in globals())");
+    assert!(
+        started.elapsed() < Duration::from_secs(60),
+        "the next call waited {:?}: the cancelled run was not stopped",
+        started.elapsed()
+    );
+    let output = text(&next);
+    assert!(output.contains("False"), "{output}");
+    client.finish();
+}
