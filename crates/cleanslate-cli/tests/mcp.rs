@@ -276,3 +276,31 @@ fn mcp_notifications_cancelled_stops_the_run_and_the_next_call_goes_on() {
     assert!(output.contains("False"), "{output}");
     client.finish();
 }
+
+#[test]
+fn mcp_with_a_pool_runs_calls_side_by_side() {
+    let Some(mut client) = Client::start(&["--pool", "2", "--timeout", "60s"]) else {
+        return;
+    };
+    client.initialize();
+    let call = |id: u64, code: &str| {
+        json!({
+            "jsonrpc": "2.0", "id": id, "method": "tools/call",
+            "params": {"name": "run_python", "arguments": {"code": code}},
+        })
+    };
+    client.send(&call(100, "import time; time.sleep(8); print('slow')"));
+    std::thread::sleep(Duration::from_millis(300));
+    client.send(&call(101, "print('fast')"));
+    let mut order = Vec::new();
+    while order.len() < 2 {
+        let line = client.lines.recv_timeout(Duration::from_secs(120)).unwrap();
+        let message: Value = serde_json::from_str(&line).unwrap();
+        if let Some(id) = message["id"].as_u64() {
+            assert!(text(&message["result"]).contains(if id == 100 { "slow" } else { "fast" }));
+            order.push(id);
+        }
+    }
+    assert_eq!(order, [101, 100], "the quick call waited behind the slow one");
+    client.finish();
+}
