@@ -180,11 +180,11 @@ unsafe fn failed_start(ctx: *mut JSContext) -> Option<(*mut JSRuntime, *mut JSCo
     None
 }
 
+use crate::{free, malloc};
+
 unsafe extern "C" {
-    fn malloc(size: usize) -> *mut c_void;
     fn calloc(count: usize, size: usize) -> *mut c_void;
     fn realloc(ptr: *mut c_void, size: usize) -> *mut c_void;
-    fn free(ptr: *mut c_void);
     fn malloc_usable_size(ptr: *const c_void) -> usize;
 }
 

@@ -16,6 +16,7 @@
 mod engine;
 mod stack;
 
+use std::ffi::c_void;
 use std::io::Write;
 
 // How the host answers tool calls: it reads the request frame at
@@ -31,8 +32,8 @@ unsafe extern "C" {
 // The C allocator QuickJS and Rust's `System` allocator both use: the host
 // reserves its buffers from it and the guest frees the tool answers with it.
 unsafe extern "C" {
-    fn malloc(size: usize) -> *mut u8;
-    fn free(ptr: *mut u8);
+    fn malloc(size: usize) -> *mut c_void;
+    fn free(ptr: *mut c_void);
 }
 
 unsafe extern "C" {
@@ -128,7 +129,7 @@ fn door(frame: &[u8]) -> Result<Vec<u8>, i32> {
     let mut answer = Vec::new();
     if answer.try_reserve_exact(out_len as usize).is_err() {
         // SAFETY: the block came from host_alloc (malloc) and is ours now.
-        unsafe { free(out_ptr as usize as *mut u8) };
+        unsafe { free(out_ptr as usize as *mut c_void) };
         return Err(-3);
     }
     // SAFETY: the host wrote `out_len` bytes at `out_ptr`, in a block it got
@@ -138,7 +139,7 @@ fn door(frame: &[u8]) -> Result<Vec<u8>, i32> {
             out_ptr as usize as *const u8,
             out_len as usize,
         ));
-        free(out_ptr as usize as *mut u8);
+        free(out_ptr as usize as *mut c_void);
     }
     Ok(answer)
 }
