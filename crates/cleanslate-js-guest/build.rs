@@ -56,11 +56,11 @@ fn main() {
     }
 
     let outcome = if env::var_os("CLEANSLATE_JS_GUEST_SKIP").is_some_and(|v| v == "1") {
-        Err(
+        Err(Failure::new(
             "the JavaScript guest was not built: CLEANSLATE_JS_GUEST_SKIP=1 was set; \
              unset it and rebuild"
                 .to_string(),
-        )
+        ))
     } else {
         build_guest(&guest_dir, &out_dir, &manifest_dir)
     };
@@ -70,13 +70,15 @@ fn main() {
             "/// The guest's bytes.\npub(crate) const MODULE: Result<&[u8], &str> = Ok(include_bytes!({:?}));\n",
             wasm.display()
         ),
-        Err(reason) => {
+        Err(Failure { reason, output }) => {
             if env::var_os("CLEANSLATE_EXPECT_C_TOOLCHAIN").is_some()
                 && env::var_os("CLEANSLATE_JS_GUEST_SKIP").is_none_or(|v| v != "1")
             {
-                panic!(
+                eprintln!("{output}");
+                eprintln!(
                     "CLEANSLATE_EXPECT_C_TOOLCHAIN is set, but the JavaScript guest could not be built:\n{reason}"
                 );
+                std::process::exit(1);
             }
             let first = reason.lines().next().unwrap_or_default();
             println!("cargo::warning=the JavaScript guest is unavailable: {first}");
@@ -88,15 +90,35 @@ fn main() {
     fs::write(out_dir.join("guest.rs"), generated).expect("cannot write OUT_DIR/guest.rs");
 }
 
+/// Why the guest was not built: the explanation `module()` returns, and
+/// the nested build's whole output (printed when the build must fail).
+struct Failure {
+    reason: String,
+    output: String,
+}
+
+impl Failure {
+    fn new(reason: String) -> Failure {
+        Failure {
+            reason,
+            output: String::new(),
+        }
+    }
+}
+
 /// Build the guest; the path of a copy of its wasm in `out_dir`, or why not.
-fn build_guest(guest_dir: &Path, out_dir: &Path, manifest_dir: &Path) -> Result<PathBuf, String> {
+fn build_guest(guest_dir: &Path, out_dir: &Path, manifest_dir: &Path) -> Result<PathBuf, Failure> {
     let manifest = guest_dir.join("Cargo.toml");
     if !manifest.is_file() {
-        return Err(format!(
+        return Err(Failure::new(format!(
             "the JavaScript guest's sources are not at {} (this crate builds only inside the Cleanslate repository)",
             guest_dir.display()
-        ));
+        )));
     }
+    let guest_dir = &guest_dir
+        .canonicalize()
+        .unwrap_or_else(|_| guest_dir.to_path_buf());
+    let manifest = guest_dir.join("Cargo.toml");
     let target_dir = target_dir(out_dir, manifest_dir).join("js-guest");
     let cargo = env::var_os("CARGO").unwrap_or_else(|| OsString::from("cargo"));
     let mut command = Command::new(cargo);
@@ -120,27 +142,32 @@ fn build_guest(guest_dir: &Path, out_dir: &Path, manifest_dir: &Path) -> Result<
         command.env("AR_wasm32_wasip1", ar);
     }
 
-    let output = command
-        .output()
-        .map_err(|e| format!("cannot run cargo for the JavaScript guest: {e}; {HOW_TO_FIX}"))?;
+    let output = command.output().map_err(|e| {
+        Failure::new(format!(
+            "cannot run cargo for the JavaScript guest: {e}; {HOW_TO_FIX}"
+        ))
+    })?;
     if !output.status.success() {
         let stderr = String::from_utf8_lossy(&output.stderr);
         let lines: Vec<&str> = stderr.lines().collect();
         let tail = lines[lines.len().saturating_sub(TAIL_LINES)..].join("\n");
-        return Err(format!(
-            "the JavaScript guest (QuickJS for wasm32-wasip1) could not be built ({}); {HOW_TO_FIX}.\n\
-             The nested `cargo build` of {} said:\n{tail}",
-            output.status,
-            manifest.display()
-        ));
+        return Err(Failure {
+            reason: format!(
+                "the JavaScript guest (QuickJS for wasm32-wasip1) could not be built ({}); {HOW_TO_FIX}.\n\
+                 The nested `cargo build` of {} said:\n{tail}",
+                output.status,
+                manifest.display()
+            ),
+            output: format!("{}{stderr}", String::from_utf8_lossy(&output.stdout)),
+        });
     }
     let built = target_dir.join("wasm32-wasip1/release/cleanslate_js_guest_wasm.wasm");
     let copy = out_dir.join("javascript.wasm");
     fs::copy(&built, &copy).map_err(|e| {
-        format!(
+        Failure::new(format!(
             "the JavaScript guest was built but {} cannot be copied: {e}",
             built.display()
-        )
+        ))
     })?;
     Ok(copy)
 }

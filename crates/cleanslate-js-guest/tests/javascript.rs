@@ -346,6 +346,31 @@ fn deep_recursion_is_a_range_error() {
 }
 
 #[test]
+fn the_stack_quickjs_may_use_can_be_set_from_the_environment() {
+    let Some(module) = module() else { return };
+    let depth = |wasi: cleanslate::WasiConfig| {
+        let mut sandbox = cleanslate::Sandbox::builder(&module)
+            .wasi(wasi)
+            .host_fn_with_context("host", "call", |_, _| Ok(vec![cleanslate::Val::I32(-1)]))
+            .build()
+            .unwrap();
+        let mut session = sandbox.session();
+        let t = turn(
+            &mut session,
+            "let n = 0; function r() { n++; r() } try { r() } catch (e) { console.log(n) }",
+        );
+        t.stdout.trim().parse::<u32>().unwrap()
+    };
+    let default = depth(cleanslate::WasiConfig::new());
+    let small = depth(cleanslate::WasiConfig::new().env("CLEANSLATE_JS_STACK_SIZE", "32768"));
+    assert!(default > 300, "default depth {default}");
+    assert!(
+        small < default / 2,
+        "32 KiB gives {small}, the default {default}"
+    );
+}
+
+#[test]
 fn recursion_that_quickjs_does_not_measure_is_a_clean_stack_overflow_trap() {
     // JSON.parse and the parser recurse without using the shadow stack
     // QuickJS measures: the host's native stack limit ends them, and the
