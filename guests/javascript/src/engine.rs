@@ -439,10 +439,23 @@ fn report_rejections(ctx: *mut JSContext) -> bool {
     any
 }
 
+/// Forget the unhandled rejections without reporting them: exit() ended
+/// the turn (in an async function, its error becomes a rejection).
+fn discard_rejections(ctx: *mut JSContext) {
+    for (promise, reason) in REJECTIONS.with_borrow_mut(std::mem::take) {
+        // SAFETY: the list owned these references; ctx is live.
+        unsafe {
+            q::JS_FreeValue(ctx, promise);
+            q::JS_FreeValue(ctx, reason);
+        }
+    }
+}
+
 /// Run queued jobs until none is left; Some(status) when one ended the turn.
 fn drain_jobs(rt: *mut JSRuntime, ctx: *mut JSContext) -> Option<i32> {
     loop {
         if let Some(code) = EXIT.get() {
+            discard_rejections(ctx);
             return Some(code);
         }
         let mut job_ctx: *mut JSContext = null_mut();
@@ -467,6 +480,7 @@ fn uncaught(ctx: *mut JSContext, prefix: &str) -> i32 {
         let exception = q::JS_GetException(ctx);
         if let Some(code) = EXIT.get() {
             q::JS_FreeValue(ctx, exception);
+            discard_rejections(ctx);
             return code;
         }
         print_uncaught(ctx, exception, prefix);
