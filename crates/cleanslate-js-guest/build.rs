@@ -220,10 +220,16 @@ fn scrub_env(command: &mut Command) {
     }
 }
 
-/// llvm-ar under the names Debian gives it: the guest's C archive needs a
-/// symbol index that GNU ar does not write for wasm objects.
+/// An llvm-ar when the one guests/javascript/.cargo/config.toml names
+/// (`llvm-ar-14`, Debian 12's) is missing: the guest's C archive needs a
+/// symbol index that GNU ar does not write for wasm objects. None when the
+/// configured one is there, so that this build and a build by hand in that
+/// folder see the same settings and share the compiled C.
 fn find_llvm_ar() -> Option<PathBuf> {
     let path = env::var_os("PATH")?;
+    if env::split_paths(&path).any(|dir| dir.join("llvm-ar-14").is_file()) {
+        return None;
+    }
     let names = [
         "llvm-ar",
         "llvm-ar-19",
@@ -231,7 +237,6 @@ fn find_llvm_ar() -> Option<PathBuf> {
         "llvm-ar-17",
         "llvm-ar-16",
         "llvm-ar-15",
-        "llvm-ar-14",
     ];
     names.iter().find_map(|name| {
         env::split_paths(&path)
