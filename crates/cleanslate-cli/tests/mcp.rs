@@ -301,6 +301,10 @@ fn mcp_with_a_pool_runs_calls_side_by_side() {
             order.push(id);
         }
     }
-    assert_eq!(order, [101, 100], "the quick call waited behind the slow one");
+    assert_eq!(
+        order,
+        [101, 100],
+        "the quick call waited behind the slow one"
+    );
     client.finish();
 }

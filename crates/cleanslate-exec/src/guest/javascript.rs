@@ -95,5 +95,5 @@ impl JavaScriptGuest {
 }
 
 fn built_in_module() -> Result<&'static [u8], String> {
-    Err("the QuickJS guest is not built yet".to_string())
+    cleanslate_js_guest::module().map_err(|e| e.to_string())
 }

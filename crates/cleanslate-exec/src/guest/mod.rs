@@ -130,6 +130,15 @@ impl Guest {
         }
     }
 
+    /// Code that does nothing, for the run that faults the snapshot's
+    /// pages in before the first real one.
+    pub(crate) fn empty_run(&self) -> &'static str {
+        match self {
+            Guest::Python(_) => "pass",
+            Guest::JavaScript(_) => "",
+        }
+    }
+
     /// The line of stderr saying that the interpreter ran out of memory and
     /// the run ended on it, if it did.
     pub(crate) fn out_of_memory(&self, stderr: &[u8]) -> Option<String> {
