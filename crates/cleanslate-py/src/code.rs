@@ -269,16 +269,14 @@ impl PyCodeSandbox {
         if let Some(calls) = max_tool_calls {
             builder = builder.max_tool_calls(calls);
         }
-        match module_cache {
-            None => {}
-            Some(value) if value.is_instance_of::<pyo3::types::PyBool>() => {
+        if let Some(value) = module_cache {
+            // True keeps the default (the user's cache folder).
+            if value.is_instance_of::<pyo3::types::PyBool>() {
                 if !value.is_truthy()? {
                     builder = builder.no_module_cache();
                 }
-            }
-            Some(value) => {
-                let dir: PathBuf = convert::path(value, "module_cache")?;
-                builder = builder.module_cache(dir);
+            } else {
+                builder = builder.module_cache(convert::path(value, "module_cache")?);
             }
         }
         for (key, value) in env.unwrap_or_default() {

@@ -65,11 +65,11 @@ enum Request {
 /// (reset) when the session ends.
 struct SessionThread {
     requests: mpsc::Sender<Request>,
-    handle: JoinHandle<(Sandbox, Result<(), cleanslate::Error>)>,
+    handle: JoinHandle<(Box<Sandbox>, Result<(), cleanslate::Error>)>,
 }
 
 impl SessionThread {
-    fn start(mut sandbox: Sandbox) -> SessionThread {
+    fn start(mut sandbox: Box<Sandbox>) -> SessionThread {
         let (requests, incoming) = mpsc::channel::<Request>();
         let handle = std::thread::spawn(move || {
             let finished = {
@@ -106,7 +106,7 @@ impl SessionThread {
     }
 
     /// End the session: the thread resets the sandbox and hands it back.
-    fn end(self) -> (Option<Sandbox>, Result<(), Failure>) {
+    fn end(self) -> (Option<Box<Sandbox>>, Result<(), Failure>) {
         drop(self.requests);
         match self.handle.join() {
             Ok((sandbox, finished)) => (Some(sandbox), finished.map_err(Failure::Core)),
@@ -116,7 +116,8 @@ impl SessionThread {
 }
 
 enum State {
-    Idle(Sandbox),
+    // Boxed: a sandbox is large, and the state moves between variants.
+    Idle(Box<Sandbox>),
     InSession(SessionThread),
     /// After `close()`, or after a session whose thread was lost.
     Closed,
@@ -555,7 +556,7 @@ impl PySandbox {
             err
         })?;
         Ok(PySandbox {
-            state: Mutex::new(State::Idle(sandbox)),
+            state: Mutex::new(State::Idle(Box::new(sandbox))),
             module,
             raised,
         })
