@@ -384,25 +384,29 @@ impl PyCodeSandbox {
     ///     r = sb.run("while True: pass")      # with timeout=1
     ///     assert r.error_kind == "timeout"
     fn run(&self, py: Python<'_>, code: &str) -> PyResult<PyRunResult> {
-        let runner = self.start_detached(py)?;
-        let outcome = py.detach(|| runner.run(code));
-        match outcome {
-            Ok(result) => Ok(PyRunResult::from(result)),
-            Err(e) => {
-                if e.kind() == cleanslate_exec::ExecErrorKind::Sandbox {
-                    // An unrecoverable sandbox: the next run builds anew.
-                    let mut state = lock(&self.state);
-                    if state
-                        .runner
-                        .as_ref()
-                        .is_some_and(|(_, r)| Arc::ptr_eq(r, &runner))
-                    {
-                        state.runner = None;
-                    }
+        // One release of the GIL for the whole run: waiting for the
+        // sandbox, building it, running and the reset.
+        let outcome = py.detach(|| {
+            let runner = self.runner()?;
+            let outcome = runner.run(code);
+            if let Err(e) = &outcome
+                && e.kind() == cleanslate_exec::ExecErrorKind::Sandbox
+            {
+                // An unrecoverable sandbox: the next run builds anew.
+                let mut state = lock(&self.state);
+                if state
+                    .runner
+                    .as_ref()
+                    .is_some_and(|(_, r)| Arc::ptr_eq(r, &runner))
+                {
+                    state.runner = None;
                 }
-                Err(errors::from_exec(py, &e))
             }
-        }
+            outcome
+        });
+        outcome
+            .map(PyRunResult::from)
+            .map_err(|e| errors::from_exec(py, &e))
     }
 
     /// Stop the interpreter and free its memory. A later :meth:`run` starts
@@ -420,18 +424,33 @@ impl PyCodeSandbox {
     }
 
     /// The language: ``"python"`` or ``"javascript"``.
+    ///
+    /// Example::
+    ///
+    ///     assert cleanslate.CodeSandbox(language="js").language == "javascript"
     #[getter]
     fn language(&self) -> &'static str {
         self.language.as_str()
     }
 
     /// The names of the registered tools.
+    ///
+    /// Example::
+    ///
+    ///     assert cleanslate.CodeSandbox(tools={"now": time.time}).tools == ["now"]
     #[getter]
     fn tools(&self) -> Vec<String> {
         lock(&self.config).tools.keys().cloned().collect()
     }
 
     /// Whether the interpreter is running (started and not closed).
+    ///
+    /// Example::
+    ///
+    ///     sb = cleanslate.CodeSandbox()
+    ///     assert not sb.started
+    ///     sb.start()
+    ///     assert sb.started
     #[getter]
     fn started(&self, py: Python<'_>) -> bool {
         py.detach(|| lock(&self.state).runner.is_some())
