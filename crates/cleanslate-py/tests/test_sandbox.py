@@ -84,6 +84,8 @@ def test_session(example):
         before = example.call("read_calls")
         s.call("add", 1, 2)
         assert s.call("read_calls") == before + 1
+        # Host functions run on the session's thread and take the GIL there.
+        assert s.call("call_host", 77, 0) == 7
     assert example.call("read_secret") == 0
     assert example.last_reset is not None
 
