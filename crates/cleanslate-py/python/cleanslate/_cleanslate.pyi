@@ -3,9 +3,28 @@
 import datetime
 import os
 from types import TracebackType
-from typing import Any, Callable, Dict, List, Literal, Mapping, Optional, Tuple, Type, Union
+from typing import Any, final, Callable, Dict, List, Literal, Mapping, Optional, Tuple, Type, Union
 
 __version__: str
+__all__ = [
+    "CodeSandbox",
+    "RunResult",
+    "Sandbox",
+    "Session",
+    "Error",
+    "TimeoutError",
+    "OutOfMemoryError",
+    "OutOfFuelError",
+    "TrapError",
+    "StackOverflowError",
+    "HostFunctionError",
+    "GuestError",
+    "FunctionNotFoundError",
+    "GuestNotFoundError",
+    "InvalidArgumentsError",
+    "SetupFailedError",
+    "__version__",
+]
 
 _Seconds = Union[int, float, datetime.timedelta]
 _Path = Union[str, "os.PathLike[str]"]
@@ -34,8 +53,9 @@ class GuestNotFoundError(Error): ...
 class InvalidArgumentsError(Error): ...
 class SetupFailedError(Error): ...
 
-ErrorKind = Literal["timeout", "out_of_memory", "output_too_large", "cancelled", "stack_overflow", "trap"]
+_RunErrorKind = Literal["timeout", "out_of_memory", "output_too_large", "cancelled", "stack_overflow", "trap"]
 
+@final
 class RunResult:
     """What one :meth:`CodeSandbox.run` did."""
 
@@ -52,7 +72,7 @@ class RunResult:
     @property
     def exit_code(self) -> Optional[int]: ...
     @property
-    def error_kind(self) -> Optional[ErrorKind]: ...
+    def error_kind(self) -> Optional[_RunErrorKind]: ...
     @property
     def error_message(self) -> Optional[str]: ...
     @property
@@ -63,11 +83,12 @@ class RunResult:
     def reset(self) -> Dict[str, Any]: ...
     def to_dict(self) -> Dict[str, Any]: ...
 
+@final
 class CodeSandbox:
     """A sandbox for Python (or JavaScript) code with a clean slate per run."""
 
-    def __init__(
-        self,
+    def __new__(
+        cls,
         language: str = "python",
         setup: Optional[str] = None,
         timeout: Optional[_Seconds] = None,
@@ -83,7 +104,7 @@ class CodeSandbox:
         env: Optional[Mapping[str, str]] = None,
         pool_size: Optional[int] = None,
         max_tool_calls: Optional[int] = None,
-    ) -> None: ...
+    ) -> "CodeSandbox": ...
     def register_tool(self, name: str, fn: Callable[..., _Json], description: str = "") -> None: ...
     def start(self) -> "CodeSandbox": ...
     def run(self, code: str) -> RunResult: ...
@@ -102,6 +123,7 @@ class CodeSandbox:
         tb: Optional[TracebackType],
     ) -> bool: ...
 
+@final
 class Session:
     """Calls that keep their state; the sandbox is reset when the block ends."""
 
@@ -116,11 +138,12 @@ class Session:
     def call_bytes(self, name: str, data: Union[bytes, bytearray]) -> bytes: ...
     def call_json(self, name: str, obj: _Json) -> _Json: ...
 
+@final
 class Sandbox:
     """A WebAssembly module whose every call starts from a clean slate."""
 
-    def __init__(
-        self,
+    def __new__(
+        cls,
         module: Union[_Path, bytes, bytearray],
         *,
         memory_limit: Optional[int] = None,
@@ -133,7 +156,7 @@ class Sandbox:
         bytes_host_functions: Optional[Mapping[Union[str, Tuple[str, str]], Callable[[bytes], bytes]]] = None,
         stack_limit: Optional[int] = None,
         output_limit: Optional[int] = None,
-    ) -> None: ...
+    ) -> "Sandbox": ...
     def call(self, name: str, *args: _Number) -> Union[None, int, float, Tuple[Union[int, float], ...]]: ...
     def call_bytes(self, name: str, data: Union[bytes, bytearray]) -> bytes: ...
     def call_json(self, name: str, obj: _Json) -> _Json: ...
