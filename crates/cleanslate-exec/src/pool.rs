@@ -48,12 +48,28 @@ impl CodeSandboxPool {
     /// Those of [`CodeSandboxBuilder::build`] and [`CodeSandbox::fork`];
     /// [`ExecErrorKind::InvalidArguments`] for a size of 0 or over 1024.
     pub fn new(builder: CodeSandboxBuilder, size: usize) -> Result<CodeSandboxPool, ExecError> {
-        if !(1..=1024).contains(&size) {
-            return Err(ExecError::invalid(format!(
-                "a pool holds 1 to 1024 sandboxes, not {size}"
-            )));
-        }
-        let template = builder.build()?;
+        check_size(size)?;
+        CodeSandboxPool::from_sandbox(builder.build()?, size)
+    }
+
+    /// A pool of `size` sandboxes (1 to 1024) forked from `template`'s
+    /// setup snapshot; `template` itself only serves to fork replacements.
+    ///
+    /// ```no_run
+    /// use cleanslate_exec::{CodeSandbox, CodeSandboxPool};
+    ///
+    /// let template = CodeSandbox::builder().setup("import math").build()?;
+    /// let pool = CodeSandboxPool::from_sandbox(template, 2)?;
+    /// assert_eq!(pool.run("print(math.pi > 3)")?.stdout, b"True\n");
+    /// # Ok::<(), cleanslate_exec::ExecError>(())
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// Those of [`CodeSandbox::fork`]; [`ExecErrorKind::InvalidArguments`]
+    /// for a size of 0 or over 1024.
+    pub fn from_sandbox(template: CodeSandbox, size: usize) -> Result<CodeSandboxPool, ExecError> {
+        check_size(size)?;
         let idle = (0..size)
             .map(|_| template.fork())
             .collect::<Result<Vec<_>, _>>()?;
@@ -162,6 +178,16 @@ impl CodeSandboxPool {
             .unwrap_or_else(PoisonError::into_inner)
             .push(sandbox);
         self.returned.notify_one();
+    }
+}
+
+fn check_size(size: usize) -> Result<(), ExecError> {
+    if (1..=1024).contains(&size) {
+        Ok(())
+    } else {
+        Err(ExecError::invalid(format!(
+            "a pool holds 1 to 1024 sandboxes, not {size}"
+        )))
     }
 }
 
