@@ -14,7 +14,8 @@ def first_sentence(text):
 
 
 rows=[]
-for path in sorted(glob.glob('crates/cleanslate-guest/src/**/*.rs',recursive=True)+glob.glob('crates/cleanslate/src/**/*.rs',recursive=True)):
+SOURCES = ['crates/cleanslate-guest/src', 'crates/cleanslate/src', 'guests/javascript/src']
+for path in sorted(p for d in SOURCES for p in glob.glob(d + '/**/*.rs', recursive=True)):
     lines=open(path).read().split('\n')
     i=0
     while i<len(lines):
