@@ -158,10 +158,7 @@ pub fn exec(args: ExecArgs) -> Result<u8, CliError> {
 /// starts (the first use compiles it, which takes minutes).
 pub fn build(language: Language, builder: CodeSandboxBuilder) -> Result<CodeSandbox, CliError> {
     let spinner = indicatif::ProgressBar::new_spinner();
-    let name = match language {
-        Language::Python => "Python",
-        Language::Javascript => "JavaScript",
-    };
+    let name = cleanslate_exec::Language::from(language).display_name();
     spinner.set_message(format!(
         "starting the {name} sandbox (the first use compiles the interpreter)"
     ));

@@ -118,10 +118,7 @@ impl McpServer {
 
     /// The language's name for people.
     fn language_name(&self) -> &'static str {
-        match self.language {
-            Language::Python => "Python",
-            Language::Javascript => "JavaScript",
-        }
+        cleanslate_exec::Language::from(self.language).display_name()
     }
 
     fn tool(&self) -> Tool {

@@ -40,7 +40,11 @@ impl Language {
     pub const ALL: [Language; 2] = [Language::Python, Language::JavaScript];
 
     /// The language's name for people: `Python`, `JavaScript`.
-    pub(crate) fn display_name(self) -> &'static str {
+    ///
+    /// ```
+    /// assert_eq!(cleanslate_exec::Language::JavaScript.display_name(), "JavaScript");
+    /// ```
+    pub fn display_name(self) -> &'static str {
         match self {
             Language::Python => "Python",
             Language::JavaScript => "JavaScript",
