@@ -143,6 +143,11 @@ pub enum ErrorKind {
     /// A WebAssembly exception (exception handling proposal) escaped the
     /// called function: the guest threw and nothing caught it.
     UncaughtException,
+    /// A saved snapshot ([`Snapshot::save`](crate::Snapshot::save)) could
+    /// not be written or read: the file is missing, damaged or truncated,
+    /// was saved by another version of Cleanslate, or belongs to another
+    /// module. Take the snapshot again.
+    InvalidSnapshot,
 }
 
 impl ErrorKind {
@@ -172,6 +177,7 @@ impl ErrorKind {
             ErrorKind::Exited => "exited",
             ErrorKind::PoolExhausted => "pool_exhausted",
             ErrorKind::UncaughtException => "uncaught_exception",
+            ErrorKind::InvalidSnapshot => "invalid_snapshot",
         }
     }
 
@@ -212,7 +218,8 @@ impl ErrorKind {
             | ErrorKind::ResetFailed
             | ErrorKind::Unrecoverable
             | ErrorKind::Poisoned
-            | ErrorKind::PoolExhausted => false,
+            | ErrorKind::PoolExhausted
+            | ErrorKind::InvalidSnapshot => false,
         }
     }
 }
@@ -504,6 +511,7 @@ mod tests {
             ErrorKind::Exited,
             ErrorKind::PoolExhausted,
             ErrorKind::UncaughtException,
+            ErrorKind::InvalidSnapshot,
         ];
         for kind in &kinds {
             match kind {
@@ -529,7 +537,8 @@ mod tests {
                 | ErrorKind::OutputTooLarge
                 | ErrorKind::Exited
                 | ErrorKind::PoolExhausted
-                | ErrorKind::UncaughtException => {}
+                | ErrorKind::UncaughtException
+                | ErrorKind::InvalidSnapshot => {}
             }
         }
         kinds

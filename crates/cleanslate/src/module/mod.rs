@@ -18,7 +18,7 @@ pub use cache::CacheStatus;
 pub(crate) use initial_image::{HOST_PAGE, InitialImage, differing_pages};
 pub use inspect::{GlobalInfo, MemoryInfo, TableInfo};
 pub(crate) use inspect::{WASI_PREVIEW1, is_wasi_module};
-pub(crate) use instrument::Hooks;
+pub(crate) use instrument::{Hooks, SegmentHooks};
 pub(crate) use layout::ModuleLayout;
 
 use crate::engine::limits::DEFAULT_STACK_LIMIT;
@@ -60,8 +60,9 @@ pub(crate) struct ModuleInner {
     /// `instrumented` from; empty otherwise. (Either way one copy of the
     /// module is kept, as a compilation for another flavor may need it.)
     binary: Vec<u8>,
-    /// The module's digest for the compiled-module cache, when there is one.
-    digest: Option<[u8; 32]>,
+    /// The digest of the module as loaded: its key in the compiled-module
+    /// cache, and what a saved snapshot names its module by.
+    pub(crate) digest: [u8; 32],
     compiled: Mutex<HashMap<EngineFlavor, wasmtime::Module>>,
     /// What the compiled-module cache did for the load-time compilation.
     cache_status: CacheStatus,
@@ -146,13 +147,8 @@ impl Module {
             max_stack: DEFAULT_STACK_LIMIT,
         };
         let engine = runtime.engine(flavor)?;
-        let digest = runtime
-            .inner
-            .config
-            .module_cache
-            .is_some()
-            .then(|| cache::module_digest(&binary));
-        let cached = lookup(&runtime, digest.as_ref(), &engine, flavor, Some(&binary));
+        let digest = cache::module_digest(&binary);
+        let cached = lookup(&runtime, &digest, &engine, flavor, Some(&binary));
         let module =
             |layout, hooks, initial_memory, instrumented, binary, compiled, cache_status| Module {
                 inner: Arc::new(ModuleInner {
@@ -209,6 +205,26 @@ impl Module {
         &self.inner.cache_status
     }
 
+    /// The page size in bytes of each defined memory, in index order.
+    pub(crate) fn memory_page_sizes(&self) -> Result<Vec<u64>, Error> {
+        // The flavor every module is compiled for at load: no compile here.
+        let compiled = self.compiled(EngineFlavor {
+            fuel: false,
+            max_stack: DEFAULT_STACK_LIMIT,
+        })?;
+        let hooks = &self.inner.hooks.memories;
+        hooks
+            .iter()
+            .map(|hook| match compiled.get_export(hook) {
+                Some(wasmtime::ExternType::Memory(ty)) => Ok(ty.page_size()),
+                _ => Err(Error::new(
+                    ErrorKind::Instantiation,
+                    format!("the rewrite's memory export {hook} is missing"),
+                )),
+            })
+            .collect()
+    }
+
     /// The compiled code for an engine flavor, compiling it on first use.
     pub(crate) fn compiled(&self, flavor: EngineFlavor) -> Result<wasmtime::Module, Error> {
         let mut compiled = self
@@ -236,7 +252,7 @@ impl Module {
             Some(bytes) => unsafe { wasmtime::Module::deserialize(&engine, &bytes) },
             None => {
                 let inner = &self.inner;
-                match lookup(&inner.runtime, inner.digest.as_ref(), &engine, flavor, None) {
+                match lookup(&inner.runtime, &inner.digest, &engine, flavor, None) {
                     Cached::Hit { module, .. } => Ok(module),
                     cached => {
                         let module = wasmtime::Module::new(&engine, inner.instrumented()?);
@@ -340,12 +356,12 @@ enum Cached {
 /// `binary`, when given, is checked against the record's data ranges.
 fn lookup(
     runtime: &Runtime,
-    digest: Option<&[u8; 32]>,
+    digest: &[u8; 32],
     engine: &wasmtime::Engine,
     flavor: EngineFlavor,
     binary: Option<&[u8]>,
 ) -> Cached {
-    let (Some(dir), Some(digest)) = (&runtime.inner.config.module_cache, digest) else {
+    let Some(dir) = &runtime.inner.config.module_cache else {
         return Cached::Off;
     };
     let entry = cache::CacheEntry::new(dir, digest, engine, flavor.fuel);

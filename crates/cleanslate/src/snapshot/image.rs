@@ -41,6 +41,17 @@ pub(crate) struct MemoryImage {
 }
 
 impl MemoryImage {
+    /// An image of `bytes`, all zero outside `populated` (host-page
+    /// aligned, sorted ranges within `bytes`).
+    pub(crate) fn new(bytes: Vec<u8>, populated: Vec<Range<usize>>) -> MemoryImage {
+        MemoryImage {
+            bytes,
+            populated,
+            diff_from_fresh: OnceLock::new(),
+            file: LazyImageFile::default(),
+        }
+    }
+
     /// The image as a sealed file to map into a new instance's memory.
     ///
     /// # Errors
@@ -57,7 +68,7 @@ impl MemoryImage {
 
 /// A global's value, comparable across instances (floats by bits,
 /// funcrefs by function index).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub(crate) enum GlobalValue {
     I32(i32),
     I64(i64),

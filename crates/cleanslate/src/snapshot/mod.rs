@@ -1,5 +1,6 @@
 //! Snapshots: the clean slate a sandbox returns to.
 
+mod file;
 pub(crate) mod image;
 
 use std::fmt;
@@ -50,6 +51,11 @@ pub(crate) struct ModuleIdentity(std::sync::Weak<crate::module::ModuleInner>);
 impl ModuleIdentity {
     pub(crate) fn of(module: &crate::module::Module) -> ModuleIdentity {
         ModuleIdentity(Arc::downgrade(&module.inner))
+    }
+
+    /// The module, unless it has been dropped.
+    pub(crate) fn module(&self) -> Option<Arc<crate::module::ModuleInner>> {
+        self.0.upgrade()
     }
 }
 

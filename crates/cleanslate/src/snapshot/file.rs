@@ -1,0 +1,681 @@
+//! Snapshots saved to a file and loaded in another process: the setup a
+//! sandbox took seconds to reach (an interpreter started, its libraries
+//! imported) is then built once per machine instead of once per process.
+//!
+//! # Format
+//!
+//! ```text
+//! MAGIC                      16 bytes
+//! header length              u64, little endian
+//! header                     postcard: Header
+//! memory bytes               each memory's populated ranges, in order
+//! digest                     BLAKE3 of everything before it, 32 bytes
+//! ```
+//!
+//! Only the populated ranges are stored (a memory's untouched pages are
+//! zero), so a 64 MiB memory that holds 20 MiB of data takes 20 MiB.
+//!
+//! # Trust
+//!
+//! A file is accepted only if its digest matches (no torn or truncated
+//! write), it was saved by this version of Cleanslate for a module with the
+//! same bytes, and every part of it fits that module: memory sizes within
+//! the declared limits and on page boundaries, the mutable globals with
+//! their types, table sizes within limits and function references to
+//! functions a table can hold, dropped segments that exist. So a restored
+//! file gives a state a call of that module could have reached in shape;
+//! what the bytes mean to the guest is the guest's business, as with any
+//! snapshot.
+
+use std::io::{self, Read, Write};
+use std::ops::Range;
+use std::path::Path;
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+use super::image::{GlobalValue, MemoryImage, SnapshotImage, TableImage};
+use super::{ModuleIdentity, Snapshot};
+use crate::error::{Error, ErrorKind};
+use crate::memory::HOST_PAGE;
+use crate::module::{Module, SegmentHooks};
+use crate::value::ValType;
+
+const MAGIC: &[u8; 16] = b"cleanslate-snap\x01";
+const DIGEST_LEN: usize = 32;
+/// Far more than any real header (a table of a million elements is about
+/// 3 MB); a larger length is a damaged file, not an allocation to try.
+const MAX_HEADER: u64 = 1 << 30;
+
+/// Everything but the memory bytes.
+#[derive(Serialize, Deserialize)]
+struct Header {
+    /// The Cleanslate version that wrote the file: the rewrite's hooks,
+    /// which the layout of globals and tables follows, may change between
+    /// versions.
+    version: String,
+    /// The module's digest ([`crate::module::ModuleInner::digest`]).
+    module: [u8; DIGEST_LEN],
+    memories: Vec<MemoryHeader>,
+    globals: Vec<(u32, GlobalValue)>,
+    tables: Vec<Vec<Option<u32>>>,
+    dropped_data: Vec<u32>,
+    dropped_elements: Vec<u32>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct MemoryHeader {
+    len: u64,
+    /// Where the bytes may be non-zero; the file holds exactly these.
+    populated: Vec<(u64, u64)>,
+}
+
+impl Snapshot {
+    /// Save the snapshot to `path`, for [`Snapshot::load`] in this or
+    /// another process. The file is written next to `path` and renamed into
+    /// place, so a reader sees the old file or the whole new one; it is
+    /// readable by this user only (memory images hold whatever the guest
+    /// held: environment variables, data, keys).
+    ///
+    /// ```
+    /// use cleanslate::{Runtime, Sandbox, Snapshot};
+    /// let runtime = Runtime::new()?;
+    /// let module = runtime.load_bytes(r#"(module (global $n (export "n") (mut i32) (i32.const 0))
+    ///     (func (export "bump") (result i32)
+    ///         (global.set $n (i32.add (global.get $n) (i32.const 1))) (global.get $n)))"#)?;
+    /// let mut sandbox = Sandbox::builder(&module).build()?;
+    /// let bumped = {
+    ///     let mut session = sandbox.session();
+    ///     session.call("bump", &[])?;
+    ///     session.snapshot()?
+    /// };
+    /// let dir = std::env::temp_dir().join(format!("cleanslate-doc-{}", std::process::id()));
+    /// std::fs::create_dir_all(&dir).unwrap();
+    /// bumped.save(dir.join("bumped.snapshot"))?;
+    ///
+    /// // Later, perhaps in another process, with the same module:
+    /// let loaded = Snapshot::load(&module, dir.join("bumped.snapshot"))?;
+    /// assert_eq!(loaded, bumped);
+    /// sandbox.restore(&loaded)?;
+    /// assert_eq!(sandbox.call("bump", &[])?, [cleanslate::Val::I32(2)]);
+    /// # std::fs::remove_dir_all(&dir).unwrap();
+    /// # Ok::<(), cleanslate::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::InvalidSnapshot`] when the file cannot be written (the
+    /// message has the system's reason), or when the snapshot's module has
+    /// been dropped (its identity is gone with it).
+    pub fn save(&self, path: impl AsRef<Path>) -> Result<(), Error> {
+        let path = path.as_ref();
+        let failed = |e: io::Error| {
+            Error::new(
+                ErrorKind::InvalidSnapshot,
+                format!("cannot save the snapshot to {}: {e}", path.display()),
+            )
+        };
+        let name = path.file_name().ok_or_else(|| {
+            failed(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "the path names no file",
+            ))
+        })?;
+        let mut partial = name.to_os_string();
+        partial.push(format!(".partial-{}", std::process::id()));
+        let partial = path.with_file_name(partial);
+        let written = (|| -> Result<(), Error> {
+            let mut options = std::fs::OpenOptions::new();
+            options.write(true).create(true).truncate(true);
+            #[cfg(unix)]
+            std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+            let file = options.open(&partial).map_err(failed)?;
+            let mut out = io::BufWriter::with_capacity(1 << 20, file);
+            self.write_to(&mut out)?;
+            let file = out.into_inner().map_err(|e| failed(e.into_error()))?;
+            file.sync_all().map_err(failed)?;
+            std::fs::rename(&partial, path).map_err(failed)
+        })();
+        if written.is_err() {
+            let _ = std::fs::remove_file(&partial);
+        }
+        written
+    }
+
+    /// Load a snapshot [`save`](Snapshot::save)d from a sandbox of a module
+    /// with the same bytes as `module`, to [`restore`](crate::Sandbox::restore)
+    /// in sandboxes of `module`. See [`Snapshot::save`] for an example.
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::InvalidSnapshot`] when the file cannot be read, is not a
+    /// snapshot, is damaged or truncated, was saved by another version of
+    /// Cleanslate, belongs to another module, or does not fit `module`.
+    /// Take the snapshot again then.
+    pub fn load(module: &Module, path: impl AsRef<Path>) -> Result<Snapshot, Error> {
+        let path = path.as_ref();
+        let file = std::fs::File::open(path).map_err(|e| {
+            Error::new(
+                ErrorKind::InvalidSnapshot,
+                format!("cannot read the snapshot {}: {e}", path.display()),
+            )
+        })?;
+        Snapshot::read_from(module, io::BufReader::with_capacity(1 << 20, file)).map_err(|e| {
+            Error::new(
+                ErrorKind::InvalidSnapshot,
+                format!("{}: {}", path.display(), e.message()),
+            )
+        })
+    }
+
+    /// Write the snapshot in the format [`Snapshot::read_from`] reads (the
+    /// one [`save`](Snapshot::save) writes to a file).
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::InvalidSnapshot`] when `out` fails, or when the
+    /// snapshot's module has been dropped.
+    pub fn write_to(&self, out: impl Write) -> Result<(), Error> {
+        let Some(module) = self.module_id.module() else {
+            return Err(Error::new(
+                ErrorKind::InvalidSnapshot,
+                "the snapshot's module has been dropped: keep the Module to save its snapshots",
+            ));
+        };
+        let image = &*self.image;
+        let header = Header {
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            module: module.digest,
+            memories: image
+                .memories
+                .iter()
+                .map(|m| MemoryHeader {
+                    len: m.bytes.len() as u64,
+                    populated: m
+                        .populated
+                        .iter()
+                        .map(|r| (r.start as u64, r.end as u64))
+                        .collect(),
+                })
+                .collect(),
+            globals: image.globals.clone(),
+            tables: image.tables.iter().map(|t| t.elements.clone()).collect(),
+            dropped_data: image.dropped_data.clone(),
+            dropped_elements: image.dropped_elements.clone(),
+        };
+        let encoded = postcard::to_allocvec(&header).map_err(|e| {
+            Error::new(
+                ErrorKind::InvalidSnapshot,
+                format!("cannot encode the snapshot: {e}"),
+            )
+        })?;
+        let mut out = HashingWriter {
+            inner: out,
+            hasher: blake3::Hasher::new(),
+        };
+        let written = (|| -> io::Result<()> {
+            out.write_all(MAGIC)?;
+            out.write_all(&(encoded.len() as u64).to_le_bytes())?;
+            out.write_all(&encoded)?;
+            for memory in &image.memories {
+                for range in &memory.populated {
+                    out.write_all(&memory.bytes[range.clone()])?;
+                }
+            }
+            let digest = out.hasher.finalize();
+            out.inner.write_all(digest.as_bytes())?;
+            out.inner.flush()
+        })();
+        written.map_err(|e| {
+            Error::new(
+                ErrorKind::InvalidSnapshot,
+                format!("cannot write the snapshot: {e}"),
+            )
+        })
+    }
+
+    /// Read a snapshot that [`write_to`](Snapshot::write_to) wrote, for
+    /// sandboxes of `module`.
+    ///
+    /// # Errors
+    ///
+    /// As for [`Snapshot::load`].
+    pub fn read_from(module: &Module, input: impl Read) -> Result<Snapshot, Error> {
+        let invalid = |why: String| Error::new(ErrorKind::InvalidSnapshot, why);
+        let mut input = HashingReader {
+            inner: input,
+            hasher: blake3::Hasher::new(),
+        };
+        let truncated = |e: io::Error| {
+            if e.kind() == io::ErrorKind::UnexpectedEof {
+                invalid("the snapshot is truncated".into())
+            } else {
+                invalid(format!("cannot read the snapshot: {e}"))
+            }
+        };
+        let mut magic = [0u8; 16];
+        input.read_exact(&mut magic).map_err(truncated)?;
+        if &magic != MAGIC {
+            return Err(invalid(
+                "not a Cleanslate snapshot (or one of another format version)".into(),
+            ));
+        }
+        let mut len = [0u8; 8];
+        input.read_exact(&mut len).map_err(truncated)?;
+        let len = u64::from_le_bytes(len);
+        if len > MAX_HEADER {
+            return Err(invalid(format!("the snapshot's header length {len} is impossible")));
+        }
+        let mut encoded = Vec::new();
+        (&mut input)
+            .take(len)
+            .read_to_end(&mut encoded)
+            .map_err(truncated)?;
+        if encoded.len() as u64 != len {
+            return Err(invalid("the snapshot is truncated".into()));
+        }
+        let header: Header = postcard::from_bytes(&encoded)
+            .map_err(|e| invalid(format!("the snapshot's header is damaged: {e}")))?;
+        check_identity(module, &header)?;
+        let mut memories = Vec::with_capacity(header.memories.len());
+        let limits = memory_limits(module)?;
+        if header.memories.len() != limits.len() {
+            return Err(invalid(format!(
+                "the snapshot has {} memories, the module defines {}",
+                header.memories.len(),
+                limits.len()
+            )));
+        }
+        for (i, (memory, limit)) in header.memories.iter().zip(&limits).enumerate() {
+            let populated = check_memory(i, memory, limit).map_err(invalid)?;
+            // Zeroed pages are not committed until written: only the
+            // populated ranges cost memory.
+            let mut bytes = vec![0u8; memory.len as usize];
+            for range in &populated {
+                input
+                    .read_exact(&mut bytes[range.clone()])
+                    .map_err(truncated)?;
+            }
+            memories.push(MemoryImage::new(bytes, populated));
+        }
+        let computed = input.hasher.finalize();
+        let mut stored = [0u8; DIGEST_LEN];
+        input.inner.read_exact(&mut stored).map_err(truncated)?;
+        if computed.as_bytes() != &stored {
+            return Err(invalid(
+                "the snapshot is damaged (its digest does not match)".into(),
+            ));
+        }
+        if input.inner.read(&mut [0u8; 1]).map_err(truncated)? != 0 {
+            return Err(invalid("the snapshot has bytes after its end".into()));
+        }
+        check_globals(module, &header.globals).map_err(invalid)?;
+        check_tables(module, &header.tables).map_err(invalid)?;
+        check_segments(module, &header).map_err(invalid)?;
+        let image = SnapshotImage {
+            memories,
+            globals: header.globals,
+            tables: header
+                .tables
+                .into_iter()
+                .map(|elements| TableImage { elements })
+                .collect(),
+            dropped_data: header.dropped_data,
+            dropped_elements: header.dropped_elements,
+        };
+        Ok(Snapshot {
+            image: Arc::new(image),
+            module_id: ModuleIdentity::of(module),
+        })
+    }
+}
+
+fn check_identity(module: &Module, header: &Header) -> Result<(), Error> {
+    let version = env!("CARGO_PKG_VERSION");
+    if header.version != version {
+        return Err(Error::new(
+            ErrorKind::InvalidSnapshot,
+            format!(
+                "the snapshot was saved by Cleanslate {}, this is {version}: take it again",
+                header.version
+            ),
+        ));
+    }
+    if header.module != module.inner.digest {
+        return Err(Error::new(
+            ErrorKind::InvalidSnapshot,
+            "the snapshot belongs to another module (its bytes differ)",
+        ));
+    }
+    Ok(())
+}
+
+/// A defined memory's limits in bytes, and its page size.
+struct MemoryLimits {
+    minimum: u64,
+    maximum: Option<u64>,
+    page: u64,
+}
+
+fn memory_limits(module: &Module) -> Result<Vec<MemoryLimits>, Error> {
+    let pages = module.memory_page_sizes()?;
+    Ok(module
+        .inner
+        .layout
+        .memories
+        .iter()
+        .zip(pages)
+        .map(|(layout, page)| MemoryLimits {
+            minimum: layout.initial_bytes,
+            maximum: layout.maximum_bytes,
+            page,
+        })
+        .collect())
+}
+
+/// The memory's populated ranges, if its size and ranges fit `limit`.
+fn check_memory(
+    i: usize,
+    memory: &MemoryHeader,
+    limit: &MemoryLimits,
+) -> Result<Vec<Range<usize>>, String> {
+    let len = memory.len;
+    // The reservation a memory lives in holds at most 4 GiB plus its guard
+    // for 32-bit memories; 64-bit ones are capped at the same reservation.
+    let fits_here = len <= (4 << 30) && usize::try_from(len).is_ok();
+    if len < limit.minimum
+        || limit.maximum.is_some_and(|max| len > max)
+        || !len.is_multiple_of(limit.page)
+        || !fits_here
+    {
+        return Err(format!(
+            "memory {i} is {len} bytes, which its type does not allow (at least {}, at most {}, in pages of {})",
+            limit.minimum,
+            limit.maximum.map_or("any".to_string(), |m| m.to_string()),
+            limit.page
+        ));
+    }
+    let mut end_of_last = 0;
+    let mut ranges = Vec::with_capacity(memory.populated.len());
+    for &(start, end) in &memory.populated {
+        let aligned = start.is_multiple_of(HOST_PAGE as u64)
+            && (end.is_multiple_of(HOST_PAGE as u64) || end == len);
+        if start < end_of_last || start >= end || end > len || !aligned {
+            return Err(format!(
+                "memory {i}'s populated range {start:#x}..{end:#x} is out of order or bounds"
+            ));
+        }
+        end_of_last = end;
+        ranges.push(start as usize..end as usize);
+    }
+    Ok(ranges)
+}
+
+fn check_globals(module: &Module, globals: &[(u32, GlobalValue)]) -> Result<(), String> {
+    let inner = &module.inner;
+    if globals.len() != inner.hooks.globals.len() {
+        return Err(format!(
+            "the snapshot has {} mutable globals, the module {}",
+            globals.len(),
+            inner.hooks.globals.len()
+        ));
+    }
+    for ((index, value), (expected, _)) in globals.iter().zip(&inner.hooks.globals) {
+        let ty = inner
+            .layout
+            .globals
+            .iter()
+            .find(|g| g.index == *expected)
+            .map(|g| g.ty);
+        let fits = match (value, ty) {
+            _ if index != expected => false,
+            (GlobalValue::I32(_), Some(ValType::I32))
+            | (GlobalValue::I64(_), Some(ValType::I64))
+            | (GlobalValue::F32(_), Some(ValType::F32))
+            | (GlobalValue::F64(_), Some(ValType::F64))
+            | (GlobalValue::V128(_), Some(ValType::V128))
+            | (GlobalValue::FuncRef(None), Some(ValType::FuncRef))
+            | (GlobalValue::NullRef, Some(ValType::OtherRef)) => true,
+            (GlobalValue::FuncRef(Some(f)), Some(ValType::FuncRef)) => referenceable(module, *f),
+            _ => false,
+        };
+        if !fits {
+            return Err(format!(
+                "global {index} holds {value:?}, which global {expected} of the module cannot"
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn check_tables(module: &Module, tables: &[Vec<Option<u32>>]) -> Result<(), String> {
+    let layout = &module.inner.layout.tables;
+    if tables.len() != layout.len() {
+        return Err(format!(
+            "the snapshot has {} tables, the module defines {}",
+            tables.len(),
+            layout.len()
+        ));
+    }
+    for (i, (elements, table)) in tables.iter().zip(layout).enumerate() {
+        let size = elements.len() as u64;
+        if size < table.initial_elements || table.maximum_elements.is_some_and(|max| size > max) {
+            return Err(format!(
+                "table {i} has {size} elements, which its type does not allow"
+            ));
+        }
+        for (slot, element) in elements.iter().enumerate() {
+            if let Some(f) = element
+                && !(table.funcref && referenceable(module, *f))
+            {
+                return Err(format!(
+                    "table {i} slot {slot} holds function {f}, which it cannot"
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Whether a snapshot of `module` can hold a reference to function `f`.
+fn referenceable(module: &Module, f: u32) -> bool {
+    module.inner.hooks.functions.iter().any(|(i, _)| *i == f)
+}
+
+fn check_segments(module: &Module, header: &Header) -> Result<(), String> {
+    let hooks = &module.inner.hooks;
+    let known = |segments: &[SegmentHooks], dropped: &[u32]| {
+        let mut unique = dropped.to_vec();
+        unique.sort_unstable();
+        unique.dedup();
+        unique.len() == dropped.len()
+            && dropped
+                .iter()
+                .all(|d| segments.iter().any(|s| s.segment == *d && s.probe.is_some()))
+    };
+    if !known(&hooks.data_segments, &header.dropped_data)
+        || !known(&hooks.element_segments, &header.dropped_elements)
+    {
+        return Err("the snapshot drops segments the module does not have".into());
+    }
+    Ok(())
+}
+
+/// Hashes what passes through, for the trailing digest.
+struct HashingWriter<W> {
+    inner: W,
+    hasher: blake3::Hasher,
+}
+
+impl<W: Write> Write for HashingWriter<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.hasher.update(&buf[..n]);
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+struct HashingReader<R> {
+    inner: R,
+    hasher: blake3::Hasher,
+}
+
+impl<R: Read> Read for HashingReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.hasher.update(&buf[..n]);
+        Ok(n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{Runtime, Sandbox};
+
+    /// A module with one memory (1 to 4 pages), a mutable i32 and a funcref
+    /// global, a funcref table (2 to 3 elements) and a passive segment.
+    fn module() -> Module {
+        Runtime::new()
+            .unwrap()
+            .load_bytes(
+                r#"(module (memory 1 4)
+                  (global (mut i32) (i32.const 0))
+                  (global (mut funcref) (ref.null func))
+                  (table 2 3 funcref) (elem declare func $f)
+                  (data $d "x")
+                  (func $f)
+                  (func (export "probe") (memory.init $d (i32.const 0) (i32.const 0) (i32.const 1))))"#,
+            )
+            .unwrap()
+    }
+
+    /// A well-framed file (right magic, version, module and digest) around
+    /// whatever `edit` makes of the header of `module`'s fresh snapshot.
+    fn framed(module: &Module, edit: impl FnOnce(&mut Header)) -> Vec<u8> {
+        let snapshot = Sandbox::builder(module).build().unwrap().snapshot().unwrap();
+        let mut file = Vec::new();
+        snapshot.write_to(&mut file).unwrap();
+        let len = u64::from_le_bytes(file[16..24].try_into().unwrap()) as usize;
+        let mut header: Header = postcard::from_bytes(&file[24..24 + len]).unwrap();
+        edit(&mut header);
+        let encoded = postcard::to_allocvec(&header).unwrap();
+        let mut out = Vec::from(&MAGIC[..]);
+        out.extend_from_slice(&(encoded.len() as u64).to_le_bytes());
+        out.extend_from_slice(&encoded);
+        for memory in &header.memories {
+            for (start, end) in &memory.populated {
+                out.extend(std::iter::repeat_n(0u8, (end - start) as usize));
+            }
+        }
+        let digest = blake3::hash(&out);
+        out.extend_from_slice(digest.as_bytes());
+        out
+    }
+
+    fn refused(module: &Module, file: &[u8], why: &str) {
+        let err = Snapshot::read_from(module, file).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::InvalidSnapshot, "{err}");
+        assert!(err.to_string().contains(why), "wanted {why:?}: {err}");
+    }
+
+    #[test]
+    fn the_unedited_frame_loads() {
+        let module = module();
+        Snapshot::read_from(&module, &framed(&module, |_| {})[..]).unwrap();
+    }
+
+    #[test]
+    fn a_memory_its_type_does_not_allow_is_refused() {
+        let module = module();
+        let sizes: [u64; 3] = [0, 5 << 16, (1 << 16) + 4096];
+        for len in sizes {
+            let file = framed(&module, |h| {
+                h.memories[0] = MemoryHeader { len, populated: vec![] }
+            });
+            refused(&module, &file, "does not allow");
+        }
+        let file = framed(&module, |h| h.memories.clear());
+        refused(&module, &file, "memories");
+    }
+
+    #[test]
+    fn populated_ranges_out_of_order_or_bounds_are_refused() {
+        let module = module();
+        let ranges: [&[(u64, u64)]; 4] = [
+            &[(4096, 8192), (0, 4096)],
+            &[(0, 0)],
+            &[(0, (1 << 16) + 4096)],
+            &[(100, 4096)],
+        ];
+        for populated in ranges {
+            let file = framed(&module, |h| h.memories[0].populated = populated.to_vec());
+            refused(&module, &file, "out of order or bounds");
+        }
+    }
+
+    #[test]
+    fn globals_of_the_wrong_type_or_function_are_refused() {
+        let module = module();
+        let cases: [Vec<(u32, GlobalValue)>; 4] = [
+            vec![(0, GlobalValue::I64(1)), (1, GlobalValue::FuncRef(None))],
+            vec![(0, GlobalValue::I32(1)), (1, GlobalValue::FuncRef(Some(99)))],
+            vec![(1, GlobalValue::I32(1)), (0, GlobalValue::FuncRef(None))],
+            vec![(0, GlobalValue::I32(1))],
+        ];
+        for globals in cases {
+            let file = framed(&module, |h| h.globals = globals);
+            refused(&module, &file, "global");
+        }
+        let file = framed(&module, |h| {
+            h.globals = vec![(0, GlobalValue::I32(-3)), (1, GlobalValue::FuncRef(Some(0)))]
+        });
+        Snapshot::read_from(&module, &file[..]).unwrap();
+    }
+
+    #[test]
+    fn tables_of_the_wrong_size_or_function_are_refused() {
+        let module = module();
+        let cases: [Vec<Vec<Option<u32>>>; 4] = [
+            vec![vec![None]],
+            vec![vec![None; 4]],
+            vec![vec![None, Some(7)]],
+            vec![],
+        ];
+        for tables in cases {
+            let file = framed(&module, |h| h.tables = tables);
+            refused(&module, &file, "table");
+        }
+    }
+
+    #[test]
+    fn unknown_or_repeated_dropped_segments_are_refused() {
+        let module = module();
+        let cases: [Vec<u32>; 2] = [vec![5], vec![0, 0]];
+        for dropped in cases {
+            let file = framed(&module, |h| h.dropped_data = dropped);
+            refused(&module, &file, "segments");
+        }
+        let file = framed(&module, |h| h.dropped_elements = vec![0]);
+        refused(&module, &file, "segments");
+    }
+
+    #[test]
+    fn another_version_is_refused() {
+        let module = module();
+        let file = framed(&module, |h| h.version = "0.0.0-elsewhere".into());
+        refused(&module, &file, "saved by Cleanslate 0.0.0-elsewhere");
+    }
+
+    #[test]
+    fn an_impossible_header_length_is_refused_before_allocating() {
+        let module = module();
+        let mut file = framed(&module, |_| {});
+        file[16..24].copy_from_slice(&u64::MAX.to_le_bytes());
+        refused(&module, &file, "impossible");
+    }
+}
