@@ -73,6 +73,11 @@ impl Scratch {
         Ok(())
     }
 
+    /// Whether the setup left /tmp empty.
+    pub(crate) fn setup_tmp_is_empty(&self) -> bool {
+        self.template_empty
+    }
+
     /// Copy another sandbox's setup /tmp (a pool's members share one setup).
     pub(crate) fn adopt_template(&mut self, from: &Scratch) -> Result<(), ExecError> {
         empty(&self.template)?;

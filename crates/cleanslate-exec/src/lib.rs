@@ -35,6 +35,7 @@ mod language;
 mod pool;
 mod result;
 mod sandbox;
+mod setup_cache;
 mod tools;
 
 use std::path::PathBuf;

@@ -82,6 +82,9 @@ struct DoorState {
     /// Blocks this run has used.
     used: usize,
     deadline: Option<Instant>,
+    /// Tools called through this door, ever: a setup that called one may
+    /// depend on the world outside, so its snapshot is not cached.
+    tool_calls: u64,
 }
 
 /// The host side of `host.call`, shared by the sandbox and its host function.
@@ -113,6 +116,7 @@ impl Door {
                 block_size: state.block_size,
                 used: 0,
                 deadline: None,
+                tool_calls: 0,
             })),
         }
     }
@@ -127,6 +131,11 @@ impl Door {
         state.blocks = blocks;
         state.block_size = block_size;
         state.used = 0;
+    }
+
+    /// How many tools were called through this door so far.
+    pub(crate) fn tool_calls(&self) -> u64 {
+        self.lock().tool_calls
     }
 
     /// A run starts: every block is unused again (the reset restored them).
@@ -252,6 +261,7 @@ impl Door {
                         ),
                     );
                 };
+                self.lock().tool_calls += 1;
                 let args = request.get("args").cloned().unwrap_or_else(|| json!({}));
                 if !args.is_object() {
                     return error_answer(

@@ -10,6 +10,7 @@ mod javascript;
 mod python;
 mod wheel;
 
+use std::path::Path;
 use cleanslate::{DirAccess, Module, Runtime, WasiConfig};
 
 pub use javascript::JavaScriptGuest;
@@ -115,6 +116,15 @@ impl Guest {
                 .arg("qjs")
                 .env("TMPDIR", "/tmp")
                 .env("HOME", "/tmp"),
+        }
+    }
+
+    /// The host folders [`wasi`](Guest::wasi) mounts: what the setup
+    /// reads from them is part of its outcome (the setup cache's key).
+    pub(crate) fn mounted_dirs(&self) -> Vec<&Path> {
+        match self {
+            Guest::Python(guest) => vec![guest.stdlib_dir()],
+            Guest::JavaScript(_) => Vec::new(),
         }
     }
 

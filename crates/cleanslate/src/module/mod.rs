@@ -198,6 +198,23 @@ impl Module {
         ))
     }
 
+    /// The BLAKE3 digest of the module's bytes as loaded (WAT text is
+    /// digested in its binary form): the same for the same module in every
+    /// process, so it can key what is stored about the module, as saved
+    /// snapshots ([`Snapshot::save`](crate::Snapshot::save)) do.
+    ///
+    /// ```
+    /// use cleanslate::Runtime;
+    /// let wat = r#"(module (func (export "nop")))"#;
+    /// let one = Runtime::new()?.load_bytes(wat)?;
+    /// let two = Runtime::new()?.load_bytes(wat)?;
+    /// assert_eq!(one.digest(), two.digest());
+    /// # Ok::<(), cleanslate::Error>(())
+    /// ```
+    pub fn digest(&self) -> [u8; 32] {
+        self.inner.digest
+    }
+
     /// What the compiled-module cache did when this module was loaded
     /// ([`CacheStatus::Off`] unless the runtime has
     /// [`module_cache`](crate::RuntimeConfig::module_cache) set).
