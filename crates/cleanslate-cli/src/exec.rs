@@ -60,6 +60,13 @@ pub struct ExecOptions {
     /// JSON result, a non-zero exit a ToolError with its stderr. Repeatable.
     #[arg(long = "tool", value_name = "NAME=COMMAND", value_parser = parse_tool)]
     pub tools: Vec<(String, String)>,
+    /// Run the setup even if the setup cache holds its snapshot, and do not
+    /// store it. (By default a setup's snapshot is kept in
+    /// ~/.cache/cleanslate/exec/setups and later processes with the same
+    /// guest, setup, tools, environment and input folder restore it instead
+    /// of running the setup; a setup that calls a tool is never stored.)
+    #[arg(long)]
+    pub no_setup_cache: bool,
 }
 
 /// The limits of each run, for `exec` and `mcp`.
@@ -193,6 +200,9 @@ impl ExecOptions {
         };
         if let Some(setup) = &self.setup {
             builder = builder.setup(read_code(setup)?);
+        }
+        if self.no_setup_cache {
+            builder = builder.setup_cache(false);
         }
         if let Some(dir) = &self.input_dir {
             builder = builder.input_dir(dir);

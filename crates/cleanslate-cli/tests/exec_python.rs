@@ -251,3 +251,51 @@ fn a_tool_command_is_killed_at_the_run_deadline() {
     assert!(run_micros < 10e6, "the run took {run_micros} µs");
     assert!(took < std::time::Duration::from_secs(15), "took {took:?}");
 }
+
+#[test]
+fn a_setup_is_kept_for_the_next_process_unless_no_setup_cache() {
+    let Some(artifacts) = artifacts() else { return };
+    let xdg = repo().join(format!("target/exec-setup-cache-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&xdg);
+    let setups = xdg.join("cleanslate/exec/setups");
+    let entries = || std::fs::read_dir(&setups).map_or(0, |d| d.count());
+    let exec = |extra: &[&str]| {
+        let output = cleanslate(&artifacts)
+            .env("XDG_CACHE_HOME", &xdg)
+            .args(["--setup", "import json\nshared = json.dumps([1, 2])"])
+            .args(extra)
+            .arg("print(shared)")
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        assert_eq!(String::from_utf8_lossy(&output.stdout), "[1, 2]\n");
+    };
+    exec(&["--no-setup-cache"]);
+    assert_eq!(entries(), 0, "--no-setup-cache stores nothing");
+    exec(&[]);
+    assert_eq!(entries(), 1, "the setup is stored");
+    let entry = std::fs::read_dir(&setups)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let stored = std::fs::metadata(&entry).unwrap();
+    // The next process restores it (and marks it used) rather than storing
+    // it again.
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    exec(&[]);
+    assert_eq!(entries(), 1);
+    let used = std::fs::metadata(&entry).unwrap();
+    assert!(
+        used.modified().unwrap() > stored.modified().unwrap(),
+        "the entry was used"
+    );
+    use std::os::unix::fs::MetadataExt;
+    assert_eq!(used.ino(), stored.ino(), "the entry was not written again");
+    std::fs::remove_dir_all(&xdg).unwrap();
+}

@@ -35,6 +35,7 @@ pub struct CodeSandboxPool {
     /// only so that the pool is `Sync`: a sandbox is `Send`, not `Sync`.
     template: Mutex<CodeSandbox>,
     setup_time: Duration,
+    setup_from_cache: bool,
     size: usize,
     max_wait: Mutex<Duration>,
 }
@@ -77,6 +78,7 @@ impl CodeSandboxPool {
             idle: Mutex::new(idle),
             returned: Condvar::new(),
             setup_time: template.setup_time(),
+            setup_from_cache: template.setup_from_cache(),
             template: Mutex::new(template),
             size,
             max_wait: Mutex::new(Duration::from_secs(30)),
@@ -105,6 +107,12 @@ impl CodeSandboxPool {
     /// How long the setup took ([`CodeSandbox::setup_time`] of its sandbox).
     pub fn setup_time(&self) -> Duration {
         self.setup_time
+    }
+
+    /// Whether the pool's setup came from the setup cache
+    /// ([`CodeSandbox::setup_from_cache`]).
+    pub fn setup_from_cache(&self) -> bool {
+        self.setup_from_cache
     }
 
     /// Run `code` in a free sandbox.

@@ -65,7 +65,9 @@ fn entries(dir: &std::path::Path) -> usize {
 
 #[test]
 fn a_second_build_restores_the_stored_setup_and_keeps_a_clean_slate() {
-    let Some((builder, dir)) = builder("hit") else { return };
+    let Some((builder, dir)) = builder("hit") else {
+        return;
+    };
     let mut ran = builder.clone().build().unwrap();
     assert!(!ran.setup_from_cache());
     assert_eq!(entries(&dir), 1);
@@ -73,7 +75,10 @@ fn a_second_build_restores_the_stored_setup_and_keeps_a_clean_slate() {
     assert!(cached.setup_from_cache());
 
     let expected = probe(&mut ran);
-    assert_eq!(expected["setup"], serde_json::json!(["hello", [["a", 1], ["b", [2, 3]]]]));
+    assert_eq!(
+        expected["setup"],
+        serde_json::json!(["hello", [["a", 1], ["b", [2, 3]]]])
+    );
     assert_eq!(expected["env"], "hi");
     // The same state, down to the random generator's.
     assert_eq!(probe(&mut cached), expected);
@@ -87,13 +92,17 @@ fn a_second_build_restores_the_stored_setup_and_keeps_a_clean_slate() {
 
 #[test]
 fn a_different_setup_environment_or_input_misses() {
-    let Some((builder, dir)) = builder("miss") else { return };
+    let Some((builder, dir)) = builder("miss") else {
+        return;
+    };
     builder.clone().build().unwrap();
     let input = dir.join("input");
     std::fs::create_dir_all(&input).unwrap();
     std::fs::write(input.join("data.txt"), "one").unwrap();
     let variants = [
-        builder.clone().setup(format!("{SETUP}\ngreeting = 'other'")),
+        builder
+            .clone()
+            .setup(format!("{SETUP}\ngreeting = 'other'")),
         builder.clone().env("GREETING", "ho"),
         builder.clone().memory_limit(300 << 20),
         builder.clone().input_dir(&input),
@@ -112,8 +121,12 @@ fn a_different_setup_environment_or_input_misses() {
 
 #[test]
 fn a_setup_that_called_a_tool_or_left_files_is_not_stored() {
-    let Some((builder, dir)) = builder("not-stored") else { return };
-    let tool = builder.clone().tool("now", "the time", |_| Ok(serde_json::json!(1)));
+    let Some((builder, dir)) = builder("not-stored") else {
+        return;
+    };
+    let tool = builder
+        .clone()
+        .tool("now", "the time", |_| Ok(serde_json::json!(1)));
     // Offering a tool is fine: the setup below does not call it.
     tool.clone().build().unwrap();
     assert!(tool.clone().build().unwrap().setup_from_cache());
@@ -129,7 +142,9 @@ fn a_setup_that_called_a_tool_or_left_files_is_not_stored() {
 
 #[test]
 fn a_damaged_entry_is_rebuilt() {
-    let Some((builder, dir)) = builder("damaged") else { return };
+    let Some((builder, dir)) = builder("damaged") else {
+        return;
+    };
     let expected = probe(&mut builder.clone().build().unwrap());
     let entry = std::fs::read_dir(dir.join("setups"))
         .unwrap()
@@ -158,7 +173,9 @@ fn a_damaged_entry_is_rebuilt() {
 
 #[test]
 fn turned_off_nothing_is_stored_or_used() {
-    let Some((builder, dir)) = builder("off") else { return };
+    let Some((builder, dir)) = builder("off") else {
+        return;
+    };
     let off = builder.setup_cache(false);
     off.clone().build().unwrap();
     assert!(!off.build().unwrap().setup_from_cache());
@@ -170,7 +187,9 @@ fn turned_off_nothing_is_stored_or_used() {
 #[test]
 fn entries_are_readable_by_their_owner_only() {
     use std::os::unix::fs::PermissionsExt;
-    let Some((builder, dir)) = builder("private") else { return };
+    let Some((builder, dir)) = builder("private") else {
+        return;
+    };
     builder.build().unwrap();
     let setups = dir.join("setups");
     let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;

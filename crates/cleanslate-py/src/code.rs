@@ -205,6 +205,12 @@ impl PyCodeSandbox {
     ///     env: environment variables for the interpreter.
     ///     pool_size: run up to this many runs in parallel (forks of one
     ///         setup); default one sandbox whose runs take turns.
+    ///     max_tool_calls: tool calls a run may make (default 32).
+    ///     setup_cache: keep the setup's snapshot in the user's cache
+    ///         folder and restore it in later processes with the same
+    ///         guest, setup, tools, environment and input folder instead of
+    ///         running the setup again (default True). A setup that calls
+    ///         a tool is never stored.
     ///
     /// Example::
     ///
@@ -216,7 +222,7 @@ impl PyCodeSandbox {
         language = "python", setup = None, timeout = None, memory_limit = None,
         input_dir = None, output_dir = None, guest = None, *,
         output_files = false, output_limit = None, tools = None, module_cache = None,
-        env = None, pool_size = None, max_tool_calls = None,
+        env = None, pool_size = None, max_tool_calls = None, setup_cache = true,
     ))]
     #[allow(clippy::too_many_arguments)]
     fn new(
@@ -235,6 +241,7 @@ impl PyCodeSandbox {
         env: Option<BTreeMap<String, String>>,
         pool_size: Option<usize>,
         max_tool_calls: Option<usize>,
+        setup_cache: bool,
     ) -> PyResult<Self> {
         let py_err = |e: ExecError| Python::attach(|py| errors::from_exec(py, &e));
         let language: Language = language.parse().map_err(py_err)?;
@@ -282,6 +289,7 @@ impl PyCodeSandbox {
         for (key, value) in env.unwrap_or_default() {
             builder = builder.env(key, value);
         }
+        builder = builder.setup_cache(setup_cache);
         if pool_size == Some(0) {
             return Err(errors::invalid("pool_size must be at least 1"));
         }

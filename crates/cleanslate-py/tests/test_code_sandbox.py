@@ -219,3 +219,16 @@ def test_output_limit(make_sandbox):
     assert r.error_kind == "output_too_large"
     assert len(r.stdout_bytes) <= 1000
     sb.close()
+
+
+def test_setup_cache_stores_the_setup_unless_turned_off(make_sandbox, tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    setups = tmp_path / "cleanslate" / "exec" / "setups"
+    setup = "import json\nstored = json.dumps({'n': 3})"
+    with make_sandbox(setup=setup, setup_cache=False) as sb:
+        assert sb.run("print(stored)").stdout == '{"n": 3}\n'
+    assert not setups.exists() or list(setups.iterdir()) == []
+    for _ in range(2):
+        with make_sandbox(setup=setup) as sb:
+            assert sb.run("print(stored)").stdout == '{"n": 3}\n'
+    assert len(list(setups.iterdir())) == 1

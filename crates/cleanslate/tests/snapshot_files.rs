@@ -186,7 +186,11 @@ fn damaged_truncated_foreign_and_missing_files_are_refused() {
     let good = std::fs::read(dir.join("good")).unwrap();
 
     assert_refused(&module, b"", "truncated");
-    assert_refused(&module, b"not a snapshot at all, just text", "not a Cleanslate snapshot");
+    assert_refused(
+        &module,
+        b"not a snapshot at all, just text",
+        "not a Cleanslate snapshot",
+    );
     for cut in [20, 40, good.len() / 2, good.len() - 1] {
         assert_refused(&module, &good[..cut], "");
     }

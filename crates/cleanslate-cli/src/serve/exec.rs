@@ -135,7 +135,7 @@ async fn run(
     let address = listener.local_addr().map_err(|e| e.to_string())?;
     // Tools (and the tests) read the chosen port from this line.
     println!("listening on http://{address}");
-    tracing::info!(%address, sandboxes = server.pool.size(), setup_ms = server.pool.setup_time().as_millis() as u64, language = %server.language, "serving code execution");
+    tracing::info!(%address, sandboxes = server.pool.size(), setup_ms = server.pool.setup_time().as_millis() as u64, setup_from_cache = server.pool.setup_from_cache(), language = %server.language, "serving code execution");
     connections::serve(listener, app, limits, shutdown_signal()).await;
     Ok(())
 }

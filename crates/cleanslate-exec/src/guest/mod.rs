@@ -10,8 +10,8 @@ mod javascript;
 mod python;
 mod wheel;
 
-use std::path::Path;
 use cleanslate::{DirAccess, Module, Runtime, WasiConfig};
+use std::path::Path;
 
 pub use javascript::JavaScriptGuest;
 pub use python::PythonGuest;

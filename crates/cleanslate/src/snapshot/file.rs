@@ -27,6 +27,7 @@
 //! what the bytes mean to the guest is the guest's business, as with any
 //! snapshot.
 
+use std::collections::HashSet;
 use std::io::{self, Read, Write};
 use std::ops::Range;
 use std::path::Path;
@@ -264,7 +265,9 @@ impl Snapshot {
         input.read_exact(&mut len).map_err(truncated)?;
         let len = u64::from_le_bytes(len);
         if len > MAX_HEADER {
-            return Err(invalid(format!("the snapshot's header length {len} is impossible")));
+            return Err(invalid(format!(
+                "the snapshot's header length {len} is impossible"
+            )));
         }
         let mut encoded = Vec::new();
         (&mut input)
@@ -309,8 +312,9 @@ impl Snapshot {
         if input.inner.read(&mut [0u8; 1]).map_err(truncated)? != 0 {
             return Err(invalid("the snapshot has bytes after its end".into()));
         }
-        check_globals(module, &header.globals).map_err(invalid)?;
-        check_tables(module, &header.tables).map_err(invalid)?;
+        let functions = referenceable(module);
+        check_globals(module, &header.globals, &functions).map_err(invalid)?;
+        check_tables(module, &header.tables, &functions).map_err(invalid)?;
         check_segments(module, &header).map_err(invalid)?;
         let image = SnapshotImage {
             memories,
@@ -411,7 +415,22 @@ fn check_memory(
     Ok(ranges)
 }
 
-fn check_globals(module: &Module, globals: &[(u32, GlobalValue)]) -> Result<(), String> {
+/// The functions a snapshot of `module` can hold references to.
+fn referenceable(module: &Module) -> HashSet<u32> {
+    module
+        .inner
+        .hooks
+        .functions
+        .iter()
+        .map(|(i, _)| *i)
+        .collect()
+}
+
+fn check_globals(
+    module: &Module,
+    globals: &[(u32, GlobalValue)],
+    referenceable: &HashSet<u32>,
+) -> Result<(), String> {
     let inner = &module.inner;
     if globals.len() != inner.hooks.globals.len() {
         return Err(format!(
@@ -436,7 +455,7 @@ fn check_globals(module: &Module, globals: &[(u32, GlobalValue)]) -> Result<(), 
             | (GlobalValue::V128(_), Some(ValType::V128))
             | (GlobalValue::FuncRef(None), Some(ValType::FuncRef))
             | (GlobalValue::NullRef, Some(ValType::OtherRef)) => true,
-            (GlobalValue::FuncRef(Some(f)), Some(ValType::FuncRef)) => referenceable(module, *f),
+            (GlobalValue::FuncRef(Some(f)), Some(ValType::FuncRef)) => referenceable.contains(f),
             _ => false,
         };
         if !fits {
@@ -448,7 +467,11 @@ fn check_globals(module: &Module, globals: &[(u32, GlobalValue)]) -> Result<(), 
     Ok(())
 }
 
-fn check_tables(module: &Module, tables: &[Vec<Option<u32>>]) -> Result<(), String> {
+fn check_tables(
+    module: &Module,
+    tables: &[Vec<Option<u32>>],
+    referenceable: &HashSet<u32>,
+) -> Result<(), String> {
     let layout = &module.inner.layout.tables;
     if tables.len() != layout.len() {
         return Err(format!(
@@ -466,7 +489,7 @@ fn check_tables(module: &Module, tables: &[Vec<Option<u32>>]) -> Result<(), Stri
         }
         for (slot, element) in elements.iter().enumerate() {
             if let Some(f) = element
-                && !(table.funcref && referenceable(module, *f))
+                && !(table.funcref && referenceable.contains(f))
             {
                 return Err(format!(
                     "table {i} slot {slot} holds function {f}, which it cannot"
@@ -477,11 +500,6 @@ fn check_tables(module: &Module, tables: &[Vec<Option<u32>>]) -> Result<(), Stri
     Ok(())
 }
 
-/// Whether a snapshot of `module` can hold a reference to function `f`.
-fn referenceable(module: &Module, f: u32) -> bool {
-    module.inner.hooks.functions.iter().any(|(i, _)| *i == f)
-}
-
 fn check_segments(module: &Module, header: &Header) -> Result<(), String> {
     let hooks = &module.inner.hooks;
     let known = |segments: &[SegmentHooks], dropped: &[u32]| {
@@ -489,9 +507,11 @@ fn check_segments(module: &Module, header: &Header) -> Result<(), String> {
         unique.sort_unstable();
         unique.dedup();
         unique.len() == dropped.len()
-            && dropped
-                .iter()
-                .all(|d| segments.iter().any(|s| s.segment == *d && s.probe.is_some()))
+            && dropped.iter().all(|d| {
+                segments
+                    .iter()
+                    .any(|s| s.segment == *d && s.probe.is_some())
+            })
     };
     if !known(&hooks.data_segments, &header.dropped_data)
         || !known(&hooks.element_segments, &header.dropped_elements)
@@ -557,7 +577,11 @@ mod tests {
     /// A well-framed file (right magic, version, module and digest) around
     /// whatever `edit` makes of the header of `module`'s fresh snapshot.
     fn framed(module: &Module, edit: impl FnOnce(&mut Header)) -> Vec<u8> {
-        let snapshot = Sandbox::builder(module).build().unwrap().snapshot().unwrap();
+        let snapshot = Sandbox::builder(module)
+            .build()
+            .unwrap()
+            .snapshot()
+            .unwrap();
         let mut file = Vec::new();
         snapshot.write_to(&mut file).unwrap();
         let len = u64::from_le_bytes(file[16..24].try_into().unwrap()) as usize;
@@ -595,7 +619,10 @@ mod tests {
         let sizes: [u64; 3] = [0, 5 << 16, (1 << 16) + 4096];
         for len in sizes {
             let file = framed(&module, |h| {
-                h.memories[0] = MemoryHeader { len, populated: vec![] }
+                h.memories[0] = MemoryHeader {
+                    len,
+                    populated: vec![],
+                }
             });
             refused(&module, &file, "does not allow");
         }
@@ -623,7 +650,10 @@ mod tests {
         let module = module();
         let cases: [Vec<(u32, GlobalValue)>; 4] = [
             vec![(0, GlobalValue::I64(1)), (1, GlobalValue::FuncRef(None))],
-            vec![(0, GlobalValue::I32(1)), (1, GlobalValue::FuncRef(Some(99)))],
+            vec![
+                (0, GlobalValue::I32(1)),
+                (1, GlobalValue::FuncRef(Some(99))),
+            ],
             vec![(1, GlobalValue::I32(1)), (0, GlobalValue::FuncRef(None))],
             vec![(0, GlobalValue::I32(1))],
         ];
@@ -632,7 +662,10 @@ mod tests {
             refused(&module, &file, "global");
         }
         let file = framed(&module, |h| {
-            h.globals = vec![(0, GlobalValue::I32(-3)), (1, GlobalValue::FuncRef(Some(0)))]
+            h.globals = vec![
+                (0, GlobalValue::I32(-3)),
+                (1, GlobalValue::FuncRef(Some(0))),
+            ]
         });
         Snapshot::read_from(&module, &file[..]).unwrap();
     }
