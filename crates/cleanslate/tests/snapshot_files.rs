@@ -228,6 +228,19 @@ fn a_failed_save_leaves_no_file_behind() {
         .unwrap_err();
     assert_eq!(err.kind(), ErrorKind::InvalidSnapshot, "{err}");
     assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 0);
+    // The file is written, then cannot be renamed over a folder: the
+    // written file is removed.
+    let occupied = dir.join("occupied");
+    std::fs::create_dir(&occupied).unwrap();
+    std::fs::write(occupied.join("x"), b"").unwrap();
+    let err = snapshot.save(&occupied).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidSnapshot, "{err}");
+    let names: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(names, ["occupied"], "the partial file is removed");
+    std::fs::remove_dir_all(&occupied).unwrap();
     // Saving over a file replaces it whole.
     std::fs::write(dir.join("s"), b"old").unwrap();
     snapshot.save(dir.join("s")).unwrap();

@@ -358,6 +358,9 @@ impl Sandbox {
     ///
     /// - [`ErrorKind::InvalidArguments`] when `snapshot` comes from a sandbox
     ///   of another module; the sandbox is unchanged.
+    /// - [`ErrorKind::InvalidSnapshot`] when `snapshot` (loaded from a file)
+    ///   holds contents for a table no instruction of the module writes
+    ///   other than every instance has; the sandbox is unchanged.
     /// - [`ErrorKind::Unrecoverable`] when the sandbox is already
     ///   [`Status::Unrecoverable`]: restoring does not revive it.
     /// - Any other error means the reset to `snapshot` failed (mostly
@@ -513,6 +516,22 @@ impl SandboxCore {
             return Err(Error::new(
                 ErrorKind::InvalidArguments,
                 "the snapshot belongs to a sandbox of another module and cannot be restored here",
+            ));
+        }
+        // A table no instruction writes is never restored (every instance
+        // holds the same there): a snapshot that says otherwise (one loaded
+        // from a file can) would be restored only in part.
+        let layout = &self.module.inner.layout;
+        let fixed = (0..snapshot.image.tables.len()).find(|&i| {
+            !layout.table_writable(i)
+                && self.baseline.image.tables.get(i) != snapshot.image.tables.get(i)
+        });
+        if let Some(i) = fixed {
+            return Err(Error::new(
+                ErrorKind::InvalidSnapshot,
+                format!(
+                    "the snapshot holds other contents for table {i} than the module ever has (no instruction writes it)"
+                ),
             ));
         }
         let verify = self.verify.next_is_due();

@@ -8,9 +8,13 @@
 //! MAGIC                      16 bytes
 //! header length              u64, little endian
 //! header                     postcard: Header
+//! header digest              BLAKE3 of the header, 32 bytes
 //! memory bytes               each memory's populated ranges, in order
 //! digest                     BLAKE3 of everything before it, 32 bytes
 //! ```
+//!
+//! The header has a digest of its own so that nothing it says (a memory's
+//! length, which sizes an allocation) is used before it is known whole.
 //!
 //! Only the populated ranges are stored (a memory's untouched pages are
 //! zero), so a 64 MiB memory that holds 20 MiB of data takes 20 MiB.
@@ -45,8 +49,9 @@ use crate::value::ValType;
 const MAGIC: &[u8; 16] = b"cleanslate-snap\x01";
 const DIGEST_LEN: usize = 32;
 /// Far more than any real header (a table of a million elements is about
-/// 3 MB); a larger length is a damaged file, not an allocation to try.
-const MAX_HEADER: u64 = 1 << 30;
+/// 3 MB, 8 MB decoded); a larger length is a damaged file, not an
+/// allocation to try.
+const MAX_HEADER: u64 = 64 << 20;
 
 /// Everything but the memory bytes.
 #[derive(Serialize, Deserialize)]
@@ -122,12 +127,12 @@ impl Snapshot {
                 "the path names no file",
             ))
         })?;
-        let mut partial = name.to_os_string();
-        partial.push(format!(".partial-{}", std::process::id()));
-        let partial = path.with_file_name(partial);
+        let partial = path.with_file_name(partial_name(name));
         let written = (|| -> Result<(), Error> {
             let mut options = std::fs::OpenOptions::new();
-            options.write(true).create(true).truncate(true);
+            // A name no one else uses (another thread saving to the same
+            // path included), created afresh: so the mode applies too.
+            options.write(true).create_new(true);
             #[cfg(unix)]
             std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
             let file = options.open(&partial).map_err(failed)?;
@@ -218,6 +223,7 @@ impl Snapshot {
             out.write_all(MAGIC)?;
             out.write_all(&(encoded.len() as u64).to_le_bytes())?;
             out.write_all(&encoded)?;
+            out.write_all(blake3::hash(&encoded).as_bytes())?;
             for memory in &image.memories {
                 for range in &memory.populated {
                     out.write_all(&memory.bytes[range.clone()])?;
@@ -277,6 +283,13 @@ impl Snapshot {
         if encoded.len() as u64 != len {
             return Err(invalid("the snapshot is truncated".into()));
         }
+        let mut header_digest = [0u8; DIGEST_LEN];
+        input.read_exact(&mut header_digest).map_err(truncated)?;
+        if blake3::hash(&encoded).as_bytes() != &header_digest {
+            return Err(invalid(
+                "the snapshot is damaged (its header's digest does not match)".into(),
+            ));
+        }
         let header: Header = postcard::from_bytes(&encoded)
             .map_err(|e| invalid(format!("the snapshot's header is damaged: {e}")))?;
         check_identity(module, &header)?;
@@ -290,15 +303,16 @@ impl Snapshot {
             )));
         }
         for (i, (memory, limit)) in header.memories.iter().zip(&limits).enumerate() {
-            let populated = check_memory(i, memory, limit).map_err(invalid)?;
+            let stored = check_memory(i, memory, limit).map_err(invalid)?;
             // Zeroed pages are not committed until written: only the
             // populated ranges cost memory.
             let mut bytes = vec![0u8; memory.len as usize];
-            for range in &populated {
+            for range in &stored {
                 input
                     .read_exact(&mut bytes[range.clone()])
                     .map_err(truncated)?;
             }
+            let populated = with_data_extent(module, i, stored, bytes.len());
             memories.push(MemoryImage::new(bytes, populated));
         }
         let computed = input.hasher.finalize();
@@ -352,6 +366,52 @@ fn check_identity(module: &Module, header: &Header) -> Result<(), Error> {
         ));
     }
     Ok(())
+}
+
+/// `stored` widened to every byte a fresh instance of `module` may hold
+/// non-zero in memory `i` (its data extent; all of it when unknown): the
+/// fresh-instance path compares a fresh instance with the image only
+/// inside the populated ranges, as a captured image always covers them.
+fn with_data_extent(
+    module: &Module,
+    i: usize,
+    stored: Vec<Range<usize>>,
+    len: usize,
+) -> Vec<Range<usize>> {
+    let data_extent = module
+        .inner
+        .layout
+        .memories
+        .get(i)
+        .and_then(|m| m.data_extent);
+    let extent = match data_extent {
+        Some(extent) => usize::try_from(extent)
+            .ok()
+            .and_then(|e| e.checked_next_multiple_of(HOST_PAGE))
+            .map_or(len, |e| e.min(len)),
+        None => len,
+    };
+    let mut merged: Vec<Range<usize>> = Vec::with_capacity(stored.len() + 1);
+    let head = (extent > 0).then_some(0..extent);
+    for range in head.into_iter().chain(stored) {
+        match merged.last_mut() {
+            Some(last) if range.start <= last.end => last.end = last.end.max(range.end),
+            _ => merged.push(range),
+        }
+    }
+    merged
+}
+
+/// A file name beside `name` that no other writer uses.
+fn partial_name(name: &std::ffi::OsStr) -> std::ffi::OsString {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let mut partial = name.to_os_string();
+    partial.push(format!(
+        ".partial-{}-{}",
+        std::process::id(),
+        NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    ));
+    partial
 }
 
 /// A defined memory's limits in bytes, and its page size.
@@ -502,16 +562,14 @@ fn check_tables(
 
 fn check_segments(module: &Module, header: &Header) -> Result<(), String> {
     let hooks = &module.inner.hooks;
+    // In the order a capture lists them (the hooks'), each once: the
+    // order is part of what comparing two snapshots compares.
     let known = |segments: &[SegmentHooks], dropped: &[u32]| {
-        let mut unique = dropped.to_vec();
-        unique.sort_unstable();
-        unique.dedup();
-        unique.len() == dropped.len()
-            && dropped.iter().all(|d| {
-                segments
-                    .iter()
-                    .any(|s| s.segment == *d && s.probe.is_some())
-            })
+        let mut observable = segments
+            .iter()
+            .filter(|s| s.probe.is_some())
+            .map(|s| s.segment);
+        dropped.iter().all(|d| observable.any(|s| s == *d))
     };
     if !known(&hooks.data_segments, &header.dropped_data)
         || !known(&hooks.element_segments, &header.dropped_elements)
@@ -567,9 +625,11 @@ mod tests {
                   (global (mut i32) (i32.const 0))
                   (global (mut funcref) (ref.null func))
                   (table 2 3 funcref) (elem declare func $f)
-                  (data $d "x")
+                  (data $d "x") (data $e "y")
                   (func $f)
-                  (func (export "probe") (memory.init $d (i32.const 0) (i32.const 0) (i32.const 1))))"#,
+                  (func (export "probe") (memory.init $d (i32.const 0) (i32.const 0) (i32.const 1))
+                    (memory.init $e (i32.const 0) (i32.const 0) (i32.const 1)))
+                  (func (export "drop") (data.drop $d) (data.drop $e)))"#,
             )
             .unwrap()
     }
@@ -591,6 +651,7 @@ mod tests {
         let mut out = Vec::from(&MAGIC[..]);
         out.extend_from_slice(&(encoded.len() as u64).to_le_bytes());
         out.extend_from_slice(&encoded);
+        out.extend_from_slice(blake3::hash(&encoded).as_bytes());
         for memory in &header.memories {
             for (start, end) in &memory.populated {
                 out.extend(std::iter::repeat_n(0u8, (end - start) as usize));
@@ -686,12 +747,17 @@ mod tests {
     }
 
     #[test]
-    fn unknown_or_repeated_dropped_segments_are_refused() {
+    fn unknown_repeated_or_reordered_dropped_segments_are_refused() {
         let module = module();
-        let cases: [Vec<u32>; 2] = [vec![5], vec![0, 0]];
+        let cases: [Vec<u32>; 4] = [vec![5], vec![0, 0], vec![1, 0], vec![0, 1, 1]];
         for dropped in cases {
             let file = framed(&module, |h| h.dropped_data = dropped);
             refused(&module, &file, "segments");
+        }
+        for dropped in [vec![0], vec![1], vec![0, 1]] {
+            let file = framed(&module, |h| h.dropped_data = dropped.clone());
+            let loaded = Snapshot::read_from(&module, &file[..]).unwrap();
+            assert_eq!(loaded.image.dropped_data, dropped);
         }
         let file = framed(&module, |h| h.dropped_elements = vec![0]);
         refused(&module, &file, "segments");
@@ -710,5 +776,62 @@ mod tests {
         let mut file = framed(&module, |_| {});
         file[16..24].copy_from_slice(&u64::MAX.to_le_bytes());
         refused(&module, &file, "impossible");
+    }
+
+    /// A memory length changed by a bit flip (still a page multiple the
+    /// type allows) must not size an allocation: the header's own digest
+    /// refuses it first.
+    #[test]
+    fn a_damaged_header_is_refused_before_its_lengths_are_used() {
+        let module = module();
+        let snapshot = Sandbox::builder(&module)
+            .build()
+            .unwrap()
+            .snapshot()
+            .unwrap();
+        let mut file = Vec::new();
+        snapshot.write_to(&mut file).unwrap();
+        let len = u64::from_le_bytes(file[16..24].try_into().unwrap()) as usize;
+        let mut header: Header = postcard::from_bytes(&file[24..24 + len]).unwrap();
+        header.memories[0].len = 4 << 16;
+        let encoded = postcard::to_allocvec(&header).unwrap();
+        assert_eq!(encoded.len(), len, "the edit keeps the header's length");
+        file[24..24 + len].copy_from_slice(&encoded);
+        refused(&module, &file, "header's digest");
+    }
+
+    /// The module's table is written by no instruction, so restores never
+    /// write it: a file that changes it loads (it fits the table's type)
+    /// but is refused by restore, which changes nothing.
+    #[test]
+    fn a_table_no_instruction_writes_cannot_be_restored_to_other_contents() {
+        let module = module();
+        let mut sandbox = Sandbox::builder(&module).build().unwrap();
+        let before = sandbox.snapshot().unwrap();
+        let file = framed(&module, |h| h.tables = vec![vec![None, Some(0)]]);
+        let loaded = Snapshot::read_from(&module, &file[..]).unwrap();
+        let err = sandbox.restore(&loaded).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::InvalidSnapshot, "{err}");
+        assert_eq!(
+            sandbox.snapshot().unwrap().differences(&before),
+            Vec::<String>::new()
+        );
+        let same = framed(&module, |_| {});
+        sandbox
+            .restore(&Snapshot::read_from(&module, &same[..]).unwrap())
+            .unwrap();
+    }
+
+    #[test]
+    fn stored_ranges_are_widened_to_the_data_extent() {
+        let module = Runtime::new()
+            .unwrap()
+            .load_bytes(r#"(module (memory 2) (data (i32.const 70000) "x"))"#)
+            .unwrap();
+        let widened = with_data_extent(&module, 0, vec![8192..12288], 2 << 16);
+        // 70001 rounded up to a host page: 73728.
+        assert_eq!(widened, vec![0..73728]);
+        let apart = with_data_extent(&module, 0, vec![81920..86016], 2 << 16);
+        assert_eq!(apart, vec![0..73728, 81920..86016]);
     }
 }
