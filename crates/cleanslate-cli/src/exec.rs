@@ -64,7 +64,8 @@ pub struct ExecOptions {
     /// store it. (By default a setup's snapshot is kept in
     /// ~/.cache/cleanslate/exec/setups and later processes with the same
     /// guest, setup, tools, environment and input folder restore it instead
-    /// of running the setup; a setup that calls a tool is never stored.)
+    /// of running the setup; a setup that calls a tool or leaves files in
+    /// /tmp is never stored.)
     #[arg(long)]
     pub no_setup_cache: bool,
 }

@@ -446,6 +446,7 @@ impl Shared {
                 .iter()
                 .map(|(name, (description, _))| (name.as_str(), description.as_str()))
                 .collect(),
+            preludes: self.guest.preludes(!config.tools.by_name.is_empty()),
             env: &config.env,
             input_dir: config.input_dir.as_deref(),
             output_mounted: config.output_files,
@@ -467,9 +468,23 @@ impl Shared {
         loaded: Duration,
         started: Instant,
     ) -> Result<CodeSandbox, ExecError> {
-        let scratch = Scratch::new(self.config.output_files)?;
-        let door = Door::new(self.config.tools.clone());
-        if door.has_tools() {
+        let config = &self.config;
+        let tools = !config.tools.by_name.is_empty();
+        let blocks = if tools {
+            config.max_tool_calls.max(1) + 1
+        } else {
+            0
+        };
+        let memory = snapshot.memory_sizes().first().copied().unwrap_or(0);
+        if !buffers.fit(memory, CODE_BUFFER, blocks, config.tool_answer_limit) {
+            return Err(ExecError::new(
+                ExecErrorKind::SetupFailed,
+                "the stored setup's buffers do not fit this configuration",
+            ));
+        }
+        let scratch = Scratch::new(config.output_files)?;
+        let door = Door::new(config.tools.clone());
+        if tools {
             door.set_blocks(buffers.blocks, buffers.block_size);
         }
         let mut sandbox = self.sandbox(&scratch, &door)?;

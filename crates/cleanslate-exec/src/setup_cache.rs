@@ -15,7 +15,10 @@
 //!
 //! An entry holds the guest's memory, and so whatever the setup put there
 //! (the environment's values too): files are readable by their owner only,
-//! in a folder only the owner can enter.
+//! in a folder only the owner can enter. An entry is used only if it and
+//! its folder belong to this user and no one else can write them, and only
+//! whole: the buffers' record has its own digest, the snapshot its own
+//! checks (`Snapshot::read_from`), and the buffers must lie in its memory.
 
 use std::fs;
 use std::io::{self, BufReader, BufWriter, Read, Write};
@@ -33,6 +36,9 @@ const KEEP: usize = 8;
 const MAX_LISTED: usize = 10_000;
 const MAGIC: &[u8; 16] = b"cleanslate-setup";
 
+/// Partial files older than this are litter of a writer that died.
+const PARTIAL_AGE: std::time::Duration = std::time::Duration::from_secs(600);
+
 /// What a setup leaves besides the snapshot: where its buffers are.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct SetupBuffers {
@@ -41,6 +47,26 @@ pub(crate) struct SetupBuffers {
     /// The tool answer blocks, and their size.
     pub blocks: Vec<u32>,
     pub block_size: u32,
+}
+
+impl SetupBuffers {
+    /// Whether the buffers are what this configuration reserves (`blocks`
+    /// blocks of `block_size` bytes, a code buffer of `code_size` bytes),
+    /// each inside a memory of `memory_size` bytes.
+    pub(crate) fn fit(
+        &self,
+        memory_size: usize,
+        code_size: u32,
+        blocks: usize,
+        block_size: u32,
+    ) -> bool {
+        let inside =
+            |at: u32, len: u32| at != 0 && (u64::from(at) + u64::from(len)) <= memory_size as u64;
+        inside(self.code_buffer, code_size)
+            && self.blocks.len() == blocks
+            && (blocks == 0 || self.block_size == block_size)
+            && self.blocks.iter().all(|b| inside(*b, self.block_size))
+    }
 }
 
 /// One setup's place in the cache.
@@ -54,6 +80,8 @@ pub(crate) struct SetupKey<'a> {
     pub guest: &'a Guest,
     pub setup: Option<&'a str>,
     pub tools: Vec<(&'a str, &'a str)>,
+    /// The turns run before the setup code.
+    pub preludes: Vec<(&'a str, &'a str)>,
     pub env: &'a [(String, String)],
     pub input_dir: Option<&'a Path>,
     pub output_mounted: bool,
@@ -66,6 +94,8 @@ impl SetupCache {
     /// keyed (a mounted folder too large to list, or unreadable).
     pub(crate) fn new(dir: &Path, key: &SetupKey<'_>) -> Option<SetupCache> {
         let mut hasher = blake3::Hasher::new_derive_key("cleanslate-exec setup snapshot key");
+        // Every item length-prefixed and every list counted, so that no
+        // two different keys make the same stream.
         let mut add = |bytes: &[u8]| {
             hasher.update(&(bytes.len() as u64).to_le_bytes());
             hasher.update(bytes);
@@ -73,25 +103,39 @@ impl SetupCache {
         add(env!("CARGO_PKG_VERSION").as_bytes());
         add(&key.module.digest());
         add(format!("{:?}", key.guest).as_bytes());
-        for dir in key.guest.mounted_dirs() {
+        // The interpreter's arguments, environment and mounts.
+        add(format!("{:?}", key.guest.wasi()).as_bytes());
+        let mounted = key.guest.mounted_dirs();
+        add(&(mounted.len() as u64).to_le_bytes());
+        for dir in mounted {
             add(&listing(dir)?);
         }
-        add(key.setup.unwrap_or("").as_bytes());
         add(&[u8::from(key.setup.is_some())]);
+        add(key.setup.unwrap_or("").as_bytes());
+        add(&(key.tools.len() as u64).to_le_bytes());
         for (name, description) in &key.tools {
             add(name.as_bytes());
             add(description.as_bytes());
         }
-        add(b"env");
+        add(&(key.preludes.len() as u64).to_le_bytes());
+        for (what, code) in &key.preludes {
+            add(what.as_bytes());
+            add(code.as_bytes());
+        }
+        add(&(key.env.len() as u64).to_le_bytes());
         for (name, value) in key.env {
             add(name.as_bytes());
             add(value.as_bytes());
         }
         match key.input_dir {
-            Some(input) => add(&listing(input)?),
+            Some(input) => {
+                add(b"input");
+                add(&listing(input)?);
+            }
             None => add(b"no input"),
         }
         add(&[u8::from(key.output_mounted)]);
+        add(&(key.shape.len() as u64).to_le_bytes());
         for n in &key.shape {
             add(&n.to_le_bytes());
         }
@@ -103,7 +147,7 @@ impl SetupCache {
 
     /// The stored setup, if there is one that loads for `module`.
     pub(crate) fn load(&self, module: &Module) -> Option<(Snapshot, SetupBuffers)> {
-        let file = fs::File::open(&self.path).ok()?;
+        let file = open_private(&self.path)?;
         let mut input = BufReader::with_capacity(1 << 20, file);
         let loaded = (|| -> Result<_, String> {
             let mut magic = [0u8; 16];
@@ -119,6 +163,11 @@ impl SetupCache {
             }
             let mut buffers = vec![0u8; len];
             input.read_exact(&mut buffers).map_err(|e| e.to_string())?;
+            let mut digest = [0u8; 32];
+            input.read_exact(&mut digest).map_err(|e| e.to_string())?;
+            if blake3::hash(&buffers).as_bytes() != &digest {
+                return Err("damaged".into());
+            }
             let buffers: SetupBuffers =
                 serde_json::from_slice(&buffers).map_err(|e| e.to_string())?;
             let snapshot = Snapshot::read_from(module, &mut input).map_err(|e| e.to_string())?;
@@ -150,12 +199,21 @@ impl SetupCache {
     pub(crate) fn store(&self, snapshot: &Snapshot, buffers: &SetupBuffers) -> io::Result<()> {
         let dir = self.path.parent().unwrap_or(Path::new("."));
         create_private_dir(dir)?;
-        let partial = self
-            .path
-            .with_extension(format!("partial-{}", std::process::id()));
+        if !private_dir(dir) {
+            return Err(io::Error::new(
+                io::ErrorKind::PermissionDenied,
+                format!("{} is not private to this user", dir.display()),
+            ));
+        }
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let partial = self.path.with_extension(format!(
+            "partial-{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        ));
         let written = (|| -> io::Result<()> {
             let mut options = fs::OpenOptions::new();
-            options.write(true).create(true).truncate(true);
+            options.write(true).create_new(true);
             #[cfg(unix)]
             std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
             let mut out = BufWriter::with_capacity(1 << 20, options.open(&partial)?);
@@ -163,6 +221,7 @@ impl SetupCache {
             out.write_all(MAGIC)?;
             out.write_all(&(encoded.len() as u32).to_le_bytes())?;
             out.write_all(&encoded)?;
+            out.write_all(blake3::hash(&encoded).as_bytes())?;
             snapshot
                 .write_to(&mut out)
                 .map_err(|e| io::Error::other(e.to_string()))?;
@@ -187,16 +246,73 @@ fn create_private_dir(dir: &Path) -> io::Result<()> {
     builder.create(dir)
 }
 
-/// Remove the least recently used entries beyond [`KEEP`].
+/// `path` opened for reading if it is a regular file (not a link) that
+/// this user owns and no one else can write, in a folder of which the same
+/// holds: else another user could have put guest state there.
+fn open_private(path: &Path) -> Option<fs::File> {
+    if !private_dir(path.parent()?) {
+        return None;
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        let file = fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
+            .open(path)
+            .ok()?;
+        let meta = file.metadata().ok()?;
+        (meta.is_file() && private(&meta)).then_some(file)
+    }
+    #[cfg(not(unix))]
+    {
+        fs::File::open(path).ok()
+    }
+}
+
+/// Whether `dir` is a folder (not a link) this user owns and no one else
+/// can write.
+fn private_dir(dir: &Path) -> bool {
+    fs::symlink_metadata(dir).is_ok_and(|meta| meta.is_dir() && private(&meta))
+}
+
+/// Owned by this user and writable by no one else.
+#[cfg(unix)]
+fn private(meta: &fs::Metadata) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    meta.uid() == rustix::process::geteuid().as_raw() && meta.mode() & 0o022 == 0
+}
+
+#[cfg(not(unix))]
+fn private(_: &fs::Metadata) -> bool {
+    true
+}
+
+/// Remove the least recently used entries beyond [`KEEP`], and partial
+/// files a writer that died left behind.
 fn evict(dir: &Path) {
     let Ok(entries) = fs::read_dir(dir) else {
         return;
     };
-    let mut setups: Vec<(std::time::SystemTime, PathBuf)> = entries
-        .filter_map(Result::ok)
-        .filter(|e| e.path().extension().is_some_and(|x| x == "setup"))
-        .filter_map(|e| Some((e.metadata().ok()?.modified().ok()?, e.path())))
-        .collect();
+    let now = std::time::SystemTime::now();
+    let mut setups: Vec<(std::time::SystemTime, PathBuf)> = Vec::new();
+    for entry in entries.filter_map(Result::ok) {
+        let path = entry.path();
+        let Some(modified) = entry.metadata().ok().and_then(|m| m.modified().ok()) else {
+            continue;
+        };
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if name.ends_with(".setup") {
+            setups.push((modified, path));
+        } else if name.contains(".partial-")
+            && now
+                .duration_since(modified)
+                .is_ok_and(|age| age > PARTIAL_AGE)
+        {
+            let _ = fs::remove_file(&path);
+        }
+    }
     if setups.len() <= KEEP {
         return;
     }
@@ -265,7 +381,7 @@ mod tests {
     }
 
     #[test]
-    fn only_the_most_recently_used_entries_are_kept() {
+    fn only_the_most_recently_used_entries_and_fresh_partial_files_are_kept() {
         let dir = std::env::temp_dir().join(format!("cleanslate-evict-{}", std::process::id()));
         let _ = fs::remove_dir_all(&dir);
         fs::create_dir_all(&dir).unwrap();
@@ -278,6 +394,15 @@ mod tests {
                 .unwrap();
         }
         fs::write(dir.join("other"), b"").unwrap();
+        let stale = dir.join("00.partial-1-0");
+        fs::write(&stale, b"").unwrap();
+        fs::File::options()
+            .write(true)
+            .open(&stale)
+            .unwrap()
+            .set_modified(start)
+            .unwrap();
+        fs::write(dir.join("00.partial-2-0"), b"being written").unwrap();
         evict(&dir);
         let mut left: Vec<String> = fs::read_dir(&dir)
             .unwrap()
@@ -286,6 +411,7 @@ mod tests {
         left.sort();
         let mut expected: Vec<String> = (3..KEEP + 3).map(|i| format!("{i:02}.setup")).collect();
         expected.push("other".into());
+        expected.insert(0, "00.partial-2-0".into());
         assert_eq!(left, expected);
         fs::remove_dir_all(&dir).unwrap();
     }

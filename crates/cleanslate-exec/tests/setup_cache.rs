@@ -153,11 +153,24 @@ fn a_damaged_entry_is_rebuilt() {
         .unwrap()
         .path();
     let bytes = std::fs::read(&entry).unwrap();
-    for damage in [bytes[..bytes.len() / 2].to_vec(), {
-        let mut flipped = bytes.clone();
-        flipped[bytes.len() - 1000] ^= 1;
-        flipped
-    }] {
+    // A digit of the buffers' record (which says where runs' code goes)
+    // changed into another digit: still a well-formed record.
+    let digit = 20 + bytes[20..].iter().position(u8::is_ascii_digit).unwrap();
+    let mut moved_buffer = bytes.clone();
+    moved_buffer[digit] = if bytes[digit] == b'9' {
+        b'8'
+    } else {
+        bytes[digit] + 1
+    };
+    for damage in [
+        bytes[..bytes.len() / 2].to_vec(),
+        {
+            let mut flipped = bytes.clone();
+            flipped[bytes.len() - 1000] ^= 1;
+            flipped
+        },
+        moved_buffer,
+    ] {
         std::fs::write(&entry, damage).unwrap();
         let mut rebuilt = builder.clone().build().unwrap();
         assert!(!rebuilt.setup_from_cache());
@@ -168,6 +181,60 @@ fn a_damaged_entry_is_rebuilt() {
         assert_eq!(seen, expected);
         assert!(builder.clone().build().unwrap().setup_from_cache());
     }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn tools_and_environment_never_share_a_key() {
+    let Some((builder, dir)) = builder("collide") else {
+        return;
+    };
+    // A tool named "env" described "A" beside GREETING=hi (the helper's),
+    // against the variables A=env then GREETING=hi: the same strings in the
+    // same order unless the key counts its lists.
+    let tool = builder.tool("env", "A", |_| Ok(serde_json::json!(1)));
+    tool.clone().build().unwrap();
+    assert!(tool.build().unwrap().setup_from_cache());
+    let mut env = common::builder()
+        .unwrap()
+        .cache_dir(&dir)
+        .setup(SETUP)
+        .env("A", "env")
+        .env("GREETING", "hi")
+        .build()
+        .unwrap();
+    assert!(!env.setup_from_cache(), "the tool's setup was restored");
+    let result = env.run("import os; print(os.environ['A'])").unwrap();
+    assert_eq!(common::out(&result), "env\n");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[cfg(unix)]
+#[test]
+fn an_entry_someone_else_could_write_is_not_used() {
+    use std::os::unix::fs::PermissionsExt;
+    let Some((builder, dir)) = builder("shared") else {
+        return;
+    };
+    builder.clone().build().unwrap();
+    let setups = dir.join("setups");
+    std::fs::set_permissions(&setups, std::fs::Permissions::from_mode(0o777)).unwrap();
+    assert!(!builder.clone().build().unwrap().setup_from_cache());
+    std::fs::set_permissions(&setups, std::fs::Permissions::from_mode(0o700)).unwrap();
+    // An entry that is a link to a file elsewhere is not followed.
+    let entry = std::fs::read_dir(&setups)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let elsewhere = dir.join("elsewhere");
+    std::fs::rename(&entry, &elsewhere).unwrap();
+    std::os::unix::fs::symlink(&elsewhere, &entry).unwrap();
+    assert!(!builder.clone().build().unwrap().setup_from_cache());
+    // The link was replaced by a stored entry of its own.
+    assert!(builder.build().unwrap().setup_from_cache());
+    assert!(!std::fs::symlink_metadata(&entry).unwrap().is_symlink());
     std::fs::remove_dir_all(&dir).unwrap();
 }
 

@@ -210,7 +210,7 @@ impl PyCodeSandbox {
     ///         folder and restore it in later processes with the same
     ///         guest, setup, tools, environment and input folder instead of
     ///         running the setup again (default True). A setup that calls
-    ///         a tool is never stored.
+    ///         a tool or leaves files in /tmp is never stored.
     ///
     /// Example::
     ///

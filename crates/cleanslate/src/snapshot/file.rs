@@ -823,6 +823,7 @@ mod tests {
     }
 
     #[test]
+    #[allow(clippy::single_range_in_vec_init)] // lists of one range each
     fn stored_ranges_are_widened_to_the_data_extent() {
         let module = Runtime::new()
             .unwrap()
