@@ -22,6 +22,8 @@ use crate::{EXIT_CALL_FAILED, EXIT_OK};
   cleanslate run summarise.wasm summarise --input @order.json --json
   cleanslate run tool.wasm _start --arg tool --arg -v --stdin input.txt --dir ./data::/data:ro
   cleanslate run own_abi.wasm go --stub env.log=0 --stub env.abort=trap
+  cleanslate run guest.wasm --init setup --save-snapshot setup.snapshot
+  cleanslate run guest.wasm --snapshot setup.snapshot f:1 f:2
 
 Exit status: 0 when every call succeeded, 1 when some call failed,
 2 for bad usage or a module that does not load.")]
@@ -42,6 +44,17 @@ pub struct RunArgs {
     /// Print one JSON object per call per line.
     #[arg(long)]
     pub json: bool,
+    /// Start from a snapshot saved with --save-snapshot (by any process,
+    /// from a module with the same bytes) instead of the state the sandbox
+    /// was built in: every call then starts from it.
+    #[arg(long, value_name = "FILE")]
+    pub snapshot: Option<PathBuf>,
+    /// Save the clean slate (after --init, or the --snapshot restored) to
+    /// FILE before the calls, for --snapshot in later runs. With it, no
+    /// CALL is needed. The file holds the guest's memory: it is readable by
+    /// its owner only.
+    #[arg(long, value_name = "FILE")]
+    pub save_snapshot: Option<PathBuf>,
     #[command(flatten)]
     pub sandbox: SandboxOptions,
 }
@@ -68,6 +81,7 @@ pub fn run(args: RunArgs) -> Result<u8, crate::CliError> {
         .chain(file_calls.into_iter().flatten())
         .peekable();
     match calls.peek() {
+        None if args.save_snapshot.is_some() => {}
         None => {
             return Err(
                 "no calls given: name at least one CALL (FUNC or FUNC:ARG,...) or use --calls FILE"
@@ -79,6 +93,19 @@ pub fn run(args: RunArgs) -> Result<u8, crate::CliError> {
     }
     let io = args.io.read()?;
     let (module, mut sandbox) = args.sandbox.load_and_build(&args.module)?;
+    if let Some(path) = &args.snapshot {
+        let snapshot = cleanslate::Snapshot::load(&module, path)
+            .map_err(|e| crate::CliError::library("cannot load the snapshot: ", &e))?;
+        sandbox
+            .restore(&snapshot)
+            .map_err(|e| crate::CliError::library("cannot restore the snapshot: ", &e))?;
+    }
+    if let Some(path) = &args.save_snapshot {
+        sandbox
+            .snapshot()
+            .and_then(|snapshot| snapshot.save(path))
+            .map_err(|e| crate::CliError::library("cannot save the snapshot: ", &e))?;
+    }
 
     let stdout = std::io::stdout();
     let mut out = stdout.lock();

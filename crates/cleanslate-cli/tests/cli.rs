@@ -884,3 +884,88 @@ fn calls_file_json_lines_take_args_and_input() {
     assert_eq!(records[0]["output"], "PER CALL");
     assert_eq!(records[1]["output"], "SHARED");
 }
+
+#[test]
+fn a_saved_snapshot_is_the_clean_slate_of_a_later_run() {
+    let dir = std::env::temp_dir().join(format!("cleanslate-snap-cli-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let module = dir.join("counter.wat");
+    std::fs::write(
+        &module,
+        r#"(module (memory 1) (global $n (mut i32) (i32.const 0))
+          (func (export "setup") (global.set $n (i32.const 40)) (i32.store (i32.const 8) (i32.const 2)))
+          (func (export "get") (result i32) (i32.add (global.get $n) (i32.load (i32.const 8))))
+          (func (export "bump") (result i32)
+            (global.set $n (i32.add (global.get $n) (i32.const 1))) (i32.store (i32.const 8) (i32.const 0))
+            (global.get $n)))"#,
+    )
+    .unwrap();
+    let module = module.to_str().unwrap();
+    let snapshot = dir.join("setup.snapshot");
+    let snapshot = snapshot.to_str().unwrap();
+    // Saving needs no call.
+    let out = cleanslate(&[
+        "run",
+        module,
+        "--init",
+        "setup",
+        "--save-snapshot",
+        snapshot,
+    ]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Without the snapshot the state is the module's; with it, the setup's,
+    // and every call starts from it.
+    let plain = json_lines(&cleanslate(&["run", module, "--json", "get"]));
+    assert_eq!(plain[0]["results"], serde_json::json!([0]));
+    let out = cleanslate(&[
+        "run",
+        module,
+        "--snapshot",
+        snapshot,
+        "--json",
+        "get",
+        "bump",
+        "get",
+    ]);
+    let records = json_lines(&out);
+    let results: Vec<&Value> = records.iter().map(|r| &r["results"]).collect();
+    assert_eq!(
+        results,
+        [
+            &serde_json::json!([42]),
+            &serde_json::json!([41]),
+            &serde_json::json!([42])
+        ]
+    );
+
+    // Another module, or a damaged file: exit 2, one line naming the kind.
+    let other = dir.join("other.wat");
+    std::fs::write(
+        &other,
+        r#"(module (func (export "get") (result i32) (i32.const 1)))"#,
+    )
+    .unwrap();
+    let mut damaged = std::fs::read(snapshot).unwrap();
+    let last = damaged.len() - 1;
+    damaged[last] ^= 1;
+    std::fs::write(dir.join("damaged"), damaged).unwrap();
+    for (module, file) in [
+        (other.to_str().unwrap(), snapshot),
+        (module, dir.join("damaged").to_str().unwrap()),
+        (module, dir.join("missing").to_str().unwrap()),
+    ] {
+        let out = cleanslate(&["run", module, "--snapshot", file, "get"]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{stderr}");
+        assert!(stderr.contains("cannot load the snapshot"), "{stderr}");
+        assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+        assert!(out.stdout.is_empty());
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
