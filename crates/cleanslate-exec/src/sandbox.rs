@@ -388,15 +388,15 @@ impl CodeSandboxBuilder {
         let mut sandbox = shared.sandbox(&scratch, &door)?;
         let (snapshot, buffers) = set_up(&shared, &mut sandbox, &door)?;
         let mut code_sandbox = CodeSandbox {
-            shared,
-            sandbox,
-            door,
-            scratch,
-            snapshot: Arc::new(snapshot),
-            code_buffer: buffers.code_buffer,
-            setup_time: Duration::ZERO,
             load_time: loaded,
-            setup_from_cache: false,
+            ..CodeSandbox::new(
+                shared,
+                sandbox,
+                door,
+                scratch,
+                snapshot,
+                buffers.code_buffer,
+            )
         };
         code_sandbox
             .sandbox
@@ -492,15 +492,9 @@ impl Shared {
             .restore(&snapshot)
             .map_err(|e| ExecError::sandbox("cannot restore the stored setup", e))?;
         let mut code_sandbox = CodeSandbox {
-            shared: self,
-            sandbox,
-            door,
-            scratch,
-            snapshot: Arc::new(snapshot),
-            code_buffer: buffers.code_buffer,
-            setup_time: Duration::ZERO,
             load_time: loaded,
             setup_from_cache: true,
+            ..CodeSandbox::new(self, sandbox, door, scratch, snapshot, buffers.code_buffer)
         };
         code_sandbox.warm_up()?;
         code_sandbox.setup_time = started.elapsed();
@@ -705,6 +699,29 @@ pub struct CodeSandbox {
 }
 
 impl CodeSandbox {
+    /// A sandbox of `shared` whose clean slate is `snapshot`, made by its
+    /// own setup (times zero until measured).
+    fn new(
+        shared: Arc<Shared>,
+        sandbox: Sandbox,
+        door: Door,
+        scratch: Scratch,
+        snapshot: Snapshot,
+        code_buffer: u32,
+    ) -> CodeSandbox {
+        CodeSandbox {
+            shared,
+            sandbox,
+            door,
+            scratch,
+            snapshot: Arc::new(snapshot),
+            code_buffer,
+            setup_time: Duration::ZERO,
+            load_time: Duration::ZERO,
+            setup_from_cache: false,
+        }
+    }
+
     /// Start configuring a sandbox.
     pub fn builder() -> CodeSandboxBuilder {
         CodeSandboxBuilder::default()

@@ -59,6 +59,16 @@ fn probe(sandbox: &mut CodeSandbox) -> serde_json::Value {
     serde_json::from_slice(&result.stdout).unwrap()
 }
 
+/// The one entry of the setup cache in `dir`.
+fn only_entry(dir: &std::path::Path) -> PathBuf {
+    let entries: Vec<PathBuf> = std::fs::read_dir(dir.join("setups"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(entries.len(), 1, "{entries:?}");
+    entries.into_iter().next().unwrap()
+}
+
 fn entries(dir: &std::path::Path) -> usize {
     std::fs::read_dir(dir.join("setups")).map_or(0, |d| d.count())
 }
@@ -146,12 +156,7 @@ fn a_damaged_entry_is_rebuilt() {
         return;
     };
     let expected = probe(&mut builder.clone().build().unwrap());
-    let entry = std::fs::read_dir(dir.join("setups"))
-        .unwrap()
-        .next()
-        .unwrap()
-        .unwrap()
-        .path();
+    let entry = only_entry(&dir);
     let bytes = std::fs::read(&entry).unwrap();
     // A digit of the buffers' record (which says where runs' code goes)
     // changed into another digit: still a well-formed record.
@@ -222,12 +227,7 @@ fn an_entry_someone_else_could_write_is_not_used() {
     assert!(!builder.clone().build().unwrap().setup_from_cache());
     std::fs::set_permissions(&setups, std::fs::Permissions::from_mode(0o700)).unwrap();
     // An entry that is a link to a file elsewhere is not followed.
-    let entry = std::fs::read_dir(&setups)
-        .unwrap()
-        .next()
-        .unwrap()
-        .unwrap()
-        .path();
+    let entry = only_entry(&dir);
     let elsewhere = dir.join("elsewhere");
     std::fs::rename(&entry, &elsewhere).unwrap();
     std::os::unix::fs::symlink(&elsewhere, &entry).unwrap();

@@ -634,9 +634,8 @@ mod tests {
             .unwrap()
     }
 
-    /// A well-framed file (right magic, version, module and digest) around
-    /// whatever `edit` makes of the header of `module`'s fresh snapshot.
-    fn framed(module: &Module, edit: impl FnOnce(&mut Header)) -> Vec<u8> {
+    /// The file of `module`'s fresh snapshot, and its decoded header.
+    fn saved(module: &Module) -> (Vec<u8>, Header) {
         let snapshot = Sandbox::builder(module)
             .build()
             .unwrap()
@@ -645,7 +644,14 @@ mod tests {
         let mut file = Vec::new();
         snapshot.write_to(&mut file).unwrap();
         let len = u64::from_le_bytes(file[16..24].try_into().unwrap()) as usize;
-        let mut header: Header = postcard::from_bytes(&file[24..24 + len]).unwrap();
+        let header = postcard::from_bytes(&file[24..24 + len]).unwrap();
+        (file, header)
+    }
+
+    /// A well-framed file (right magic, version, module and digest) around
+    /// whatever `edit` makes of the header of `module`'s fresh snapshot.
+    fn framed(module: &Module, edit: impl FnOnce(&mut Header)) -> Vec<u8> {
+        let (_, mut header) = saved(module);
         edit(&mut header);
         let encoded = postcard::to_allocvec(&header).unwrap();
         let mut out = Vec::from(&MAGIC[..]);
@@ -784,15 +790,8 @@ mod tests {
     #[test]
     fn a_damaged_header_is_refused_before_its_lengths_are_used() {
         let module = module();
-        let snapshot = Sandbox::builder(&module)
-            .build()
-            .unwrap()
-            .snapshot()
-            .unwrap();
-        let mut file = Vec::new();
-        snapshot.write_to(&mut file).unwrap();
+        let (mut file, mut header) = saved(&module);
         let len = u64::from_le_bytes(file[16..24].try_into().unwrap()) as usize;
-        let mut header: Header = postcard::from_bytes(&file[24..24 + len]).unwrap();
         header.memories[0].len = 4 << 16;
         let encoded = postcard::to_allocvec(&header).unwrap();
         assert_eq!(encoded.len(), len, "the edit keeps the header's length");
