@@ -28,6 +28,7 @@
 #![deny(missing_docs)]
 #![warn(clippy::missing_errors_doc)]
 
+mod cache_dir;
 mod error;
 mod files;
 mod guest;
@@ -38,8 +39,7 @@ mod sandbox;
 mod setup_cache;
 mod tools;
 
-use std::path::PathBuf;
-
+pub use cache_dir::default_cache_dir;
 pub use error::{ExecError, ExecErrorKind};
 pub use files::OutputFile;
 pub use guest::{Guest, JavaScriptGuest, PythonGuest};
@@ -48,19 +48,3 @@ pub use pool::CodeSandboxPool;
 pub use result::{RunError, RunErrorKind, RunResult, reset_json};
 pub use sandbox::{CodeSandbox, CodeSandboxBuilder};
 pub use tools::{ToolCall, ToolFn};
-
-/// The exec layer's cache folder (unpacked wheels, the stdlib link):
-/// `$XDG_CACHE_HOME/cleanslate/exec`, else `~/.cache/cleanslate/exec`, else
-/// a folder under the system temp folder.
-pub fn default_cache_dir() -> PathBuf {
-    let base = std::env::var_os("XDG_CACHE_HOME")
-        .filter(|v| !v.is_empty())
-        .map(PathBuf::from)
-        .or_else(|| {
-            std::env::var_os("HOME")
-                .filter(|v| !v.is_empty())
-                .map(|home| PathBuf::from(home).join(".cache"))
-        })
-        .unwrap_or_else(std::env::temp_dir);
-    base.join("cleanslate").join("exec")
-}

@@ -83,7 +83,7 @@ impl Default for CodeSandboxBuilder {
             language: Language::Python,
             guest: None,
             guest_path: None,
-            cache_dir: crate::default_cache_dir(),
+            cache_dir: crate::cache_dir::default_cache_dir(),
             module_cache: ModuleCache::UserDir,
             runtime: None,
             setup: None,
@@ -149,7 +149,7 @@ impl CodeSandboxBuilder {
     }
 
     /// Where a wheel is unpacked and the stdlib linked (default:
-    /// [`default_cache_dir`](crate::default_cache_dir)).
+    /// [`default_cache_dir`](crate::cache_dir::default_cache_dir)).
     pub fn cache_dir(mut self, dir: impl Into<PathBuf>) -> Self {
         self.cache_dir = dir.into();
         self

