@@ -24,11 +24,15 @@ pub enum ExecErrorKind {
     /// unrecoverable: build a new one); [`ExecError::sandbox_error`] has the
     /// library's error.
     Sandbox,
+    /// A [`CodeSession`](crate::CodeSession) run was refused: an earlier
+    /// run of the session did not complete (its state is unknown), or the
+    /// session has finished. Start another session.
+    SessionEnded,
 }
 
 impl ExecErrorKind {
     /// The snake_case name: `guest_not_found`, `invalid_arguments`,
-    /// `setup_failed`, `io`, `sandbox`.
+    /// `setup_failed`, `io`, `sandbox`, `session_ended`.
     pub fn as_str(self) -> &'static str {
         match self {
             ExecErrorKind::GuestNotFound => "guest_not_found",
@@ -36,6 +40,7 @@ impl ExecErrorKind {
             ExecErrorKind::SetupFailed => "setup_failed",
             ExecErrorKind::Io => "io",
             ExecErrorKind::Sandbox => "sandbox",
+            ExecErrorKind::SessionEnded => "session_ended",
         }
     }
 }

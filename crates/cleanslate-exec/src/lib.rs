@@ -36,6 +36,7 @@ mod language;
 mod pool;
 mod result;
 mod sandbox;
+mod session;
 mod setup_cache;
 mod tools;
 
@@ -47,4 +48,5 @@ pub use language::Language;
 pub use pool::CodeSandboxPool;
 pub use result::{RunError, RunErrorKind, RunResult, reset_json};
 pub use sandbox::{CodeSandbox, CodeSandboxBuilder};
+pub use session::CodeSession;
 pub use tools::{ToolCall, ToolFn};

@@ -300,6 +300,16 @@ impl CodeSandboxBuilder {
         self
     }
 
+    /// Each run's time limit.
+    pub(crate) fn run_timeout(&self) -> Duration {
+        self.timeout
+    }
+
+    /// The most bytes a run's /output files may hold together.
+    pub(crate) fn files_limit(&self) -> u64 {
+        self.files_limit
+    }
+
     fn validate(&self) -> Result<(), ExecError> {
         if self.timeout.is_zero() {
             return Err(ExecError::invalid("a timeout of zero refuses every run"));
@@ -422,13 +432,102 @@ impl CodeSandboxBuilder {
 }
 
 /// What every sandbox of one setup shares.
-struct Shared {
+pub(crate) struct Shared {
     module: Module,
     guest: Guest,
-    config: CodeSandboxBuilder,
+    pub(crate) config: CodeSandboxBuilder,
 }
 
 impl Shared {
+    /// What a run's outcome was, as a result (its files and reset not yet
+    /// in it); an error only for an outcome no run of guest code explains.
+    pub(crate) fn result_of(
+        &self,
+        outcome: Result<CallResult, cleanslate::Error>,
+        has_output: bool,
+    ) -> Result<RunResult, ExecError> {
+        let limit = self.config.output_limit;
+        let clip = |bytes: &[u8]| bytes[..bytes.len().min(limit)].to_vec();
+        let mut result = RunResult {
+            stdout: Vec::new(),
+            stderr: Vec::new(),
+            exit_code: None,
+            error: None,
+            files: Vec::new(),
+            has_output,
+            duration: Duration::ZERO,
+            reset: None,
+        };
+        match outcome {
+            Ok(call) => {
+                result.stdout = clip(call.stdout());
+                result.stderr = clip(call.stderr());
+                let exit = exit_code_of(&call);
+                result.exit_code = Some(exit);
+                // The interpreter turns a refused allocation into a
+                // MemoryError; uncaught, it is the run running out of memory.
+                if exit == 1
+                    && let Some(line) = self.guest.out_of_memory(&result.stderr)
+                {
+                    result.exit_code = None;
+                    result.error = Some(RunError {
+                        kind: RunErrorKind::OutOfMemory,
+                        message: format!(
+                            "the run ran out of memory (limit {} bytes): {line}",
+                            self.config.memory_limit,
+                        ),
+                    });
+                }
+            }
+            Err(e) => {
+                result.stdout = clip(e.stdout());
+                result.stderr = clip(e.stderr());
+                let kind = match e.kind() {
+                    ErrorKind::Timeout => RunErrorKind::Timeout,
+                    ErrorKind::OutOfMemory => RunErrorKind::OutOfMemory,
+                    ErrorKind::OutputTooLarge => RunErrorKind::OutputTooLarge,
+                    ErrorKind::Cancelled => RunErrorKind::Cancelled,
+                    ErrorKind::StackOverflow => RunErrorKind::StackOverflow,
+                    kind if kind.is_guest_failure() => RunErrorKind::Trap,
+                    _ => return Err(ExecError::sandbox("the run failed", e)),
+                };
+                result.error = Some(RunError {
+                    kind,
+                    message: e.message().to_string(),
+                });
+            }
+        }
+        Ok(result)
+    }
+
+    /// Put the files a run left in /output into its result (and the
+    /// caller's output folder), or make it `output_too_large`.
+    pub(crate) fn hand_over_files(
+        &self,
+        result: &mut RunResult,
+        collected: Collected,
+    ) -> Result<(), ExecError> {
+        match collected {
+            Collected::Files(files) => {
+                if let Some(dir) = &self.config.output_dir {
+                    write_files(dir, &files)?;
+                }
+                result.files = files;
+            }
+            Collected::TooLarge(total) => {
+                result.exit_code = None;
+                result.error = Some(RunError {
+                    kind: RunErrorKind::OutputTooLarge,
+                    message: format!(
+                        "the files in /output hold {total} bytes, over the {}-byte limit",
+                        self.config.files_limit
+                    ),
+                });
+            }
+        }
+        Ok(())
+    }
+
     /// The setup's entry in the setup cache, unless caching is off or the
     /// setup cannot be keyed.
     fn setup_cache(&self) -> Option<SetupCache> {
@@ -634,8 +733,19 @@ fn setup_turn(session: &mut Session<'_>, what: &str, code: &str) -> Result<(), E
     }
 }
 
+/// Refuse code larger than the guest's `turn` takes.
+pub(crate) fn check_code(code: &str) -> Result<(), ExecError> {
+    if code.len() > MAX_CODE {
+        return Err(ExecError::invalid(format!(
+            "the code is {} bytes; the interpreter takes at most {MAX_CODE}",
+            code.len()
+        )));
+    }
+    Ok(())
+}
+
 /// Put `code` in guest memory and call `turn(ptr, len)` in the session.
-fn turn(
+pub(crate) fn turn(
     session: &mut Session<'_>,
     code: &[u8],
     buffer: Option<u32>,
@@ -687,12 +797,12 @@ fn exit_code_of(result: &CallResult) -> i32 {
 /// # Ok::<(), cleanslate_exec::ExecError>(())
 /// ```
 pub struct CodeSandbox {
-    shared: Arc<Shared>,
-    sandbox: Sandbox,
-    door: Door,
-    scratch: Scratch,
+    pub(crate) shared: Arc<Shared>,
+    pub(crate) sandbox: Sandbox,
+    pub(crate) door: Door,
+    pub(crate) scratch: Scratch,
     snapshot: Arc<Snapshot>,
-    code_buffer: u32,
+    pub(crate) code_buffer: u32,
     setup_time: Duration,
     load_time: Duration,
     setup_from_cache: bool,
@@ -774,12 +884,7 @@ impl CodeSandbox {
         code: &str,
         cancel: Option<&CancelToken>,
     ) -> Result<RunResult, ExecError> {
-        if code.len() > MAX_CODE {
-            return Err(ExecError::invalid(format!(
-                "the code is {} bytes; the interpreter takes at most {MAX_CODE}",
-                code.len()
-            )));
-        }
+        check_code(code)?;
         let config = &self.shared.config;
         let started = Instant::now();
         self.door.start_run(Some(started + config.timeout));
@@ -798,85 +903,12 @@ impl CodeSandbox {
         let collected = self.scratch.take_output(config.files_limit);
         self.scratch.reset_tmp()?;
         reset.map_err(|e| ExecError::sandbox("the reset after the run failed", e))?;
-        let mut result = self.result_of(outcome)?;
-        match collected? {
-            Collected::Files(files) => {
-                if let Some(dir) = &config.output_dir {
-                    write_files(dir, &files)?;
-                }
-                result.files = files;
-            }
-            Collected::TooLarge(total) => {
-                result.exit_code = None;
-                result.error = Some(RunError {
-                    kind: RunErrorKind::OutputTooLarge,
-                    message: format!(
-                        "the files in /output hold {total} bytes, over the {}-byte limit",
-                        config.files_limit
-                    ),
-                });
-            }
-        }
+        let mut result = self
+            .shared
+            .result_of(outcome, self.scratch.output.is_some())?;
+        self.shared.hand_over_files(&mut result, collected?)?;
         result.reset = self.sandbox.last_reset().cloned();
         result.duration = started.elapsed();
-        Ok(result)
-    }
-
-    fn result_of(
-        &self,
-        outcome: Result<CallResult, cleanslate::Error>,
-    ) -> Result<RunResult, ExecError> {
-        let limit = self.shared.config.output_limit;
-        let clip = |bytes: &[u8]| bytes[..bytes.len().min(limit)].to_vec();
-        let mut result = RunResult {
-            stdout: Vec::new(),
-            stderr: Vec::new(),
-            exit_code: None,
-            error: None,
-            files: Vec::new(),
-            has_output: self.scratch.output.is_some(),
-            duration: Duration::ZERO,
-            reset: None,
-        };
-        match outcome {
-            Ok(call) => {
-                result.stdout = clip(call.stdout());
-                result.stderr = clip(call.stderr());
-                let exit = exit_code_of(&call);
-                result.exit_code = Some(exit);
-                // The interpreter turns a refused allocation into a
-                // MemoryError; uncaught, it is the run running out of memory.
-                if exit == 1
-                    && let Some(line) = self.shared.guest.out_of_memory(&result.stderr)
-                {
-                    result.exit_code = None;
-                    result.error = Some(RunError {
-                        kind: RunErrorKind::OutOfMemory,
-                        message: format!(
-                            "the run ran out of memory (limit {} bytes): {line}",
-                            self.shared.config.memory_limit,
-                        ),
-                    });
-                }
-            }
-            Err(e) => {
-                result.stdout = clip(e.stdout());
-                result.stderr = clip(e.stderr());
-                let kind = match e.kind() {
-                    ErrorKind::Timeout => RunErrorKind::Timeout,
-                    ErrorKind::OutOfMemory => RunErrorKind::OutOfMemory,
-                    ErrorKind::OutputTooLarge => RunErrorKind::OutputTooLarge,
-                    ErrorKind::Cancelled => RunErrorKind::Cancelled,
-                    ErrorKind::StackOverflow => RunErrorKind::StackOverflow,
-                    kind if kind.is_guest_failure() => RunErrorKind::Trap,
-                    _ => return Err(ExecError::sandbox("the run failed", e)),
-                };
-                result.error = Some(RunError {
-                    kind,
-                    message: e.message().to_string(),
-                });
-            }
-        }
         Ok(result)
     }
 
