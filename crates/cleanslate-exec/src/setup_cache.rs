@@ -31,6 +31,12 @@ use crate::guest::Guest;
 
 /// Entries kept; the least recently used beyond these are removed.
 const KEEP: usize = 8;
+/// Bytes the entries may hold together (beyond, the least recently used
+/// go, though never the one just stored).
+const KEEP_BYTES: u64 = 4 << 30;
+/// An input folder whose files hold more bytes than this is not keyed (its
+/// contents are digested for the key): the setup is then not cached.
+const MAX_INPUT_BYTES: u64 = 256 << 20;
 /// A listing of more entries than this is not fingerprinted: the setup is
 /// then not cached.
 const MAX_LISTED: usize = 10_000;
@@ -72,6 +78,16 @@ impl SetupBuffers {
 /// One setup's place in the cache.
 pub(crate) struct SetupCache {
     path: PathBuf,
+    /// The key, also stored in the entry: an entry copied or renamed to
+    /// another key's name is not that key's.
+    key: String,
+}
+
+/// The entry's record before the snapshot.
+#[derive(Serialize, Deserialize)]
+struct Record {
+    key: String,
+    buffers: SetupBuffers,
 }
 
 /// What the key is made of (see the module's documentation).
@@ -108,7 +124,7 @@ impl SetupCache {
         let mounted = key.guest.mounted_dirs();
         add(&(mounted.len() as u64).to_le_bytes());
         for dir in mounted {
-            add(&listing(dir)?);
+            add(&listing(dir, false)?);
         }
         add(&[u8::from(key.setup.is_some())]);
         add(key.setup.unwrap_or("").as_bytes());
@@ -130,7 +146,7 @@ impl SetupCache {
         match key.input_dir {
             Some(input) => {
                 add(b"input");
-                add(&listing(input)?);
+                add(&listing(input, true)?);
             }
             None => add(b"no input"),
         }
@@ -139,9 +155,10 @@ impl SetupCache {
         for n in &key.shape {
             add(&n.to_le_bytes());
         }
-        let name = format!("{}.setup", hasher.finalize().to_hex());
+        let key = hasher.finalize().to_hex().to_string();
         Some(SetupCache {
-            path: dir.join(name),
+            path: dir.join(format!("{key}.setup")),
+            key,
         })
     }
 
@@ -168,16 +185,18 @@ impl SetupCache {
             if blake3::hash(&buffers).as_bytes() != &digest {
                 return Err("damaged".into());
             }
-            let buffers: SetupBuffers =
-                serde_json::from_slice(&buffers).map_err(|e| e.to_string())?;
+            let record: Record = serde_json::from_slice(&buffers).map_err(|e| e.to_string())?;
+            if record.key != self.key {
+                return Err("stored for another key".into());
+            }
+            let buffers = record.buffers;
             let snapshot = Snapshot::read_from(module, &mut input).map_err(|e| e.to_string())?;
             Ok((snapshot, buffers))
         })();
         match loaded {
             Ok(found) => {
                 // Used now: the last to be evicted.
-                let _ = fs::File::open(&self.path)
-                    .and_then(|f| f.set_modified(std::time::SystemTime::now()));
+                let _ = input.get_ref().set_modified(std::time::SystemTime::now());
                 Some(found)
             }
             Err(_) => {
@@ -217,7 +236,11 @@ impl SetupCache {
             #[cfg(unix)]
             std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
             let mut out = BufWriter::with_capacity(1 << 20, options.open(&partial)?);
-            let encoded = serde_json::to_vec(buffers).map_err(io::Error::other)?;
+            let record = Record {
+                key: self.key.clone(),
+                buffers: buffers.clone(),
+            };
+            let encoded = serde_json::to_vec(&record).map_err(io::Error::other)?;
             out.write_all(MAGIC)?;
             out.write_all(&(encoded.len() as u32).to_le_bytes())?;
             out.write_all(&encoded)?;
@@ -232,7 +255,7 @@ impl SetupCache {
             let _ = fs::remove_file(&partial);
         }
         written?;
-        evict(dir);
+        evict(dir, &self.path);
         Ok(())
     }
 }
@@ -258,7 +281,11 @@ fn open_private(path: &Path) -> Option<fs::File> {
         use std::os::unix::fs::OpenOptionsExt;
         let file = fs::OpenOptions::new()
             .read(true)
-            .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
+            // Not a link; and a FIFO put there does not block the open
+            // (it is refused below as not a regular file).
+            .custom_flags(
+                (rustix::fs::OFlags::NOFOLLOW | rustix::fs::OFlags::NONBLOCK).bits() as i32,
+            )
             .open(path)
             .ok()?;
         let meta = file.metadata().ok()?;
@@ -288,24 +315,30 @@ fn private(_: &fs::Metadata) -> bool {
     true
 }
 
-/// Remove the least recently used entries beyond [`KEEP`], and partial
-/// files a writer that died left behind.
-fn evict(dir: &Path) {
+/// Remove the least recently used entries beyond [`KEEP`] or
+/// [`KEEP_BYTES`] (never `stored`, the one just written), and partial files
+/// a writer that died left behind. A time in the future counts as now, so
+/// that entries stamped ahead by a skewed clock cannot crowd out new ones.
+fn evict(dir: &Path, stored: &Path) {
     let Ok(entries) = fs::read_dir(dir) else {
         return;
     };
     let now = std::time::SystemTime::now();
-    let mut setups: Vec<(std::time::SystemTime, PathBuf)> = Vec::new();
+    let mut setups: Vec<(std::time::SystemTime, u64, PathBuf)> = Vec::new();
     for entry in entries.filter_map(Result::ok) {
         let path = entry.path();
-        let Some(modified) = entry.metadata().ok().and_then(|m| m.modified().ok()) else {
+        let Ok(meta) = entry.metadata() else {
+            continue;
+        };
+        let Ok(modified) = meta.modified() else {
             continue;
         };
         let name = entry.file_name();
         let name = name.to_string_lossy();
-        if name.ends_with(".setup") {
-            setups.push((modified, path));
+        if name.ends_with(".setup") && meta.is_file() && path != stored {
+            setups.push((modified.min(now), meta.len(), path));
         } else if name.contains(".partial-")
+            && meta.is_file()
             && now
                 .duration_since(modified)
                 .is_ok_and(|age| age > PARTIAL_AGE)
@@ -313,21 +346,29 @@ fn evict(dir: &Path) {
             let _ = fs::remove_file(&path);
         }
     }
-    if setups.len() <= KEEP {
-        return;
-    }
-    setups.sort();
-    for (_, path) in &setups[..setups.len() - KEEP] {
-        let _ = fs::remove_file(path);
+    let stored_bytes = fs::metadata(stored).map_or(0, |m| m.len());
+    // Newest first: keep while within both limits.
+    setups.sort_by(|a, b| b.0.cmp(&a.0));
+    let mut kept = 1;
+    let mut bytes = stored_bytes;
+    for (_, len, path) in setups {
+        if kept < KEEP && bytes + len <= KEEP_BYTES {
+            kept += 1;
+            bytes += len;
+        } else {
+            let _ = fs::remove_file(path);
+        }
     }
 }
 
-/// A folder's listing (relative names, kinds, sizes, modification times),
-/// as bytes; `None` when it cannot be read or is too large.
-fn listing(root: &Path) -> Option<Vec<u8>> {
+/// A folder's listing (relative names, kinds, sizes, modification times,
+/// and with `contents` the BLAKE3 digest of every file's bytes), as bytes;
+/// `None` when it cannot be read or is too large.
+fn listing(root: &Path, contents: bool) -> Option<Vec<u8>> {
     let mut out = Vec::new();
     let mut pending = vec![PathBuf::new()];
     let mut listed = 0;
+    let mut digested = 0u64;
     while let Some(relative) = pending.pop() {
         let mut entries: Vec<fs::DirEntry> = fs::read_dir(root.join(&relative))
             .ok()?
@@ -353,6 +394,16 @@ fn listing(root: &Path) -> Option<Vec<u8>> {
             out.push(u8::from(meta.is_dir()));
             if meta.is_dir() {
                 pending.push(name);
+            } else if contents && meta.is_file() {
+                digested += meta.len();
+                if digested > MAX_INPUT_BYTES {
+                    return None;
+                }
+                let mut hasher = blake3::Hasher::new();
+                hasher
+                    .update_reader(fs::File::open(root.join(&name)).ok()?)
+                    .ok()?;
+                out.extend_from_slice(hasher.finalize().as_bytes());
             }
         }
     }
@@ -369,14 +420,34 @@ mod tests {
         let _ = fs::remove_dir_all(&dir);
         fs::create_dir_all(dir.join("sub")).unwrap();
         fs::write(dir.join("sub/a"), b"one").unwrap();
-        let before = listing(&dir).unwrap();
-        assert_eq!(listing(&dir).unwrap(), before, "a listing is stable");
+        let before = listing(&dir, true).unwrap();
+        assert_eq!(listing(&dir, true).unwrap(), before, "a listing is stable");
         fs::write(dir.join("sub/a"), b"three").unwrap();
-        assert_ne!(listing(&dir).unwrap(), before, "a file's size is in it");
+        assert_ne!(
+            listing(&dir, true).unwrap(),
+            before,
+            "a file's size is in it"
+        );
+        // The same size and modification time, other bytes: only the
+        // contents tell them apart.
+        let same_size = listing(&dir, true).unwrap();
+        let time = fs::metadata(dir.join("sub/a")).unwrap().modified().unwrap();
+        fs::write(dir.join("sub/a"), b"THREE").unwrap();
+        fs::File::options()
+            .write(true)
+            .open(dir.join("sub/a"))
+            .unwrap()
+            .set_modified(time)
+            .unwrap();
+        assert_ne!(
+            listing(&dir, true).unwrap(),
+            same_size,
+            "contents are in it"
+        );
         for i in 0..MAX_LISTED {
             fs::write(dir.join(format!("f{i}")), b"").unwrap();
         }
-        assert_eq!(listing(&dir), None);
+        assert_eq!(listing(&dir, false), None);
         fs::remove_dir_all(&dir).unwrap();
     }
 
@@ -403,7 +474,7 @@ mod tests {
             .set_modified(start)
             .unwrap();
         fs::write(dir.join("00.partial-2-0"), b"being written").unwrap();
-        evict(&dir);
+        evict(&dir, &dir.join(format!("{:02}.setup", KEEP + 2)));
         let mut left: Vec<String> = fs::read_dir(&dir)
             .unwrap()
             .map(|e| e.unwrap().file_name().into_string().unwrap())
@@ -413,6 +484,34 @@ mod tests {
         expected.push("other".into());
         expected.insert(0, "00.partial-2-0".into());
         assert_eq!(left, expected);
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// Entries stamped in the future (a skewed clock, or on purpose) count
+    /// as used now: the entry just stored is never the one evicted.
+    #[test]
+    fn entries_from_the_future_do_not_crowd_out_the_one_just_stored() {
+        let dir = std::env::temp_dir().join(format!("cleanslate-future-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).unwrap();
+        let future = std::time::SystemTime::now() + std::time::Duration::from_secs(1 << 28);
+        for i in 0..KEEP {
+            let path = dir.join(format!("junk{i}.setup"));
+            fs::write(&path, b"j").unwrap();
+            let file = fs::File::options().write(true).open(&path).unwrap();
+            file.set_modified(future).unwrap();
+        }
+        // A folder with the suffix is no entry (and cannot be removed).
+        fs::create_dir(dir.join("folder.setup")).unwrap();
+        let stored = dir.join("stored.setup");
+        fs::write(&stored, b"s").unwrap();
+        evict(&dir, &stored);
+        assert!(stored.exists(), "the entry just stored was evicted");
+        let entries = fs::read_dir(&dir)
+            .unwrap()
+            .filter(|e| e.as_ref().unwrap().path().is_file())
+            .count();
+        assert_eq!(entries, KEEP);
         fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -266,3 +266,52 @@ fn entries_are_readable_by_their_owner_only() {
     }
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn an_entry_copied_to_another_setups_name_is_not_used() {
+    let Some((builder, dir)) = builder("copied") else {
+        return;
+    };
+    let first = builder.clone().setup("x = 'A'");
+    first.clone().build().unwrap();
+    let entry_a = only_entry(&dir);
+    let second = builder.setup("x = 'B'\ny = 1");
+    second.build().unwrap();
+    let entry_b = std::fs::read_dir(dir.join("setups"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| *p != entry_a)
+        .unwrap();
+    std::fs::copy(&entry_b, &entry_a).unwrap();
+    let mut sandbox = first.build().unwrap();
+    assert!(!sandbox.setup_from_cache(), "B's entry was restored for A");
+    let result = sandbox.run("print(x, globals().get('y'))").unwrap();
+    assert_eq!(common::out(&result), "A None\n");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[cfg(unix)]
+#[test]
+fn a_fifo_in_place_of_an_entry_does_not_block_the_build() {
+    let Some((builder, dir)) = builder("fifo") else {
+        return;
+    };
+    builder.clone().build().unwrap();
+    let entry = only_entry(&dir);
+    std::fs::remove_file(&entry).unwrap();
+    let made = std::process::Command::new("mkfifo")
+        .arg(&entry)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let (done, finished) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let sandbox = builder.build().unwrap();
+        let _ = done.send(sandbox.setup_from_cache());
+    });
+    let from_cache = finished
+        .recv_timeout(std::time::Duration::from_secs(120))
+        .expect("the build blocked on the FIFO");
+    assert!(!from_cache);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
