@@ -104,6 +104,7 @@ impl ExecLimits {
   cleanslate exec python --json --output-dir out 'open(\"/output/a.txt\", \"w\").write(\"hi\")'
   cleanslate exec python --tool add='jq \".a + .b\"' 'print(call_tool(\"add\", a=2, b=3))'
   cleanslate exec javascript --setup 'var n = 40' 'console.log(n + 2)'
+  cleanslate exec python --session 'rows = [3, 1, 2]' 'print(sorted(rows))'
 
 With --json, one object per run: {\"ok\",\"stdout\",\"stderr\",\"exit_code\",
 \"error\"?,\"files\"?,\"micros\",\"reset\"}; error kinds: timeout, out_of_memory,
@@ -123,6 +124,12 @@ pub struct ExecArgs {
     /// Print one JSON object per run.
     #[arg(long)]
     pub json: bool,
+    /// Run the CODEs in one session: each sees what the earlier ones left
+    /// (variables, imports, /tmp), as notebook cells do; the sandbox is
+    /// reset once, after the last. A run that does not complete (timeout,
+    /// out of memory) ends the session: later CODEs are not run (exit 1).
+    #[arg(long)]
+    pub session: bool,
     #[command(flatten)]
     pub load: crate::load::LoadOptions,
 }
@@ -137,9 +144,31 @@ pub fn exec(args: ExecArgs) -> Result<u8, CliError> {
         .limits
         .apply(args.exec.builder(args.language, &args.load)?);
     let mut sandbox = build(args.language, builder)?;
+    // Each CODE from the setup snapshot, or all of them in one session.
+    enum Runs<'a> {
+        Apart(&'a mut cleanslate_exec::CodeSandbox),
+        Session(cleanslate_exec::CodeSession<'a>),
+    }
+    let mut runs = if args.session {
+        Runs::Session(sandbox.session())
+    } else {
+        Runs::Apart(&mut sandbox)
+    };
     let mut status = EXIT_OK;
     for (i, code) in codes.iter().enumerate() {
-        let result = sandbox.run(code).map_err(|e| exec_error(&e))?;
+        let outcome = match &mut runs {
+            Runs::Apart(sandbox) => sandbox.run(code),
+            Runs::Session(session) => session.run(code),
+        };
+        let result = match outcome {
+            Ok(result) => result,
+            Err(e) if e.kind() == cleanslate_exec::ExecErrorKind::SessionEnded => {
+                eprintln!("cleanslate: run {} not run: {e}", i + 1);
+                status = EXIT_CALL_FAILED;
+                break;
+            }
+            Err(e) => return Err(exec_error(&e)),
+        };
         if !result.ok() {
             status = EXIT_CALL_FAILED;
         }
@@ -158,6 +187,9 @@ pub fn exec(args: ExecArgs) -> Result<u8, CliError> {
                 );
             }
         }
+    }
+    if let Runs::Session(session) = runs {
+        session.finish().map_err(|e| exec_error(&e))?;
     }
     Ok(status)
 }

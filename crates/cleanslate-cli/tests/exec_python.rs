@@ -299,3 +299,30 @@ fn a_setup_is_kept_for_the_next_process_unless_no_setup_cache() {
     assert_eq!(used.ino(), stored.ino(), "the entry was not written again");
     std::fs::remove_dir_all(&xdg).unwrap();
 }
+
+#[test]
+fn a_session_shares_state_between_its_runs_and_stops_after_one_that_did_not_complete() {
+    let Some(artifacts) = artifacts() else { return };
+    let output = cleanslate(&artifacts)
+        .args(["--session", "--json", "--timeout", "2s"])
+        .args(["rows = [3, 1, 2]", "print(sorted(rows))"])
+        .args(["while True: pass", "print(rows)"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let runs: Vec<Value> = String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(runs.len(), 3, "the fourth run is not run: {stderr}");
+    assert_eq!(runs[1]["stdout"], "[1, 2, 3]\n");
+    assert_eq!(runs[2]["error"]["kind"], "timeout");
+    assert!(stderr.contains("run 4 not run"), "{stderr}");
+    assert_eq!(output.status.code(), Some(1));
+    // Without --session each run starts from the setup.
+    let output = cleanslate(&artifacts)
+        .args(["rows = 1", "print('rows' in dir())"])
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&output.stdout), "False\n");
+}
