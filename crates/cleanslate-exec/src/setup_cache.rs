@@ -348,7 +348,7 @@ fn evict(dir: &Path, stored: &Path) {
     }
     let stored_bytes = fs::metadata(stored).map_or(0, |m| m.len());
     // Newest first: keep while within both limits.
-    setups.sort_by(|a, b| b.0.cmp(&a.0));
+    setups.sort_by_key(|entry| std::cmp::Reverse(entry.0));
     let mut kept = 1;
     let mut bytes = stored_bytes;
     for (_, len, path) in setups {
