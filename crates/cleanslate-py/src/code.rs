@@ -42,6 +42,16 @@ enum Runner {
 }
 
 impl Runner {
+    fn setup_from_cache(&self) -> bool {
+        match self {
+            Runner::Single(sandbox) => sandbox
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .setup_from_cache(),
+            Runner::Pool(pool) => pool.setup_from_cache(),
+        }
+    }
+
     fn run(&self, code: &str) -> Result<RunResult, ExecError> {
         match self {
             Runner::Single(sandbox) => sandbox
@@ -462,6 +472,22 @@ impl PyCodeSandbox {
     #[getter]
     fn started(&self, py: Python<'_>) -> bool {
         py.detach(|| lock(&self.state).runner.is_some())
+    }
+
+    /// Whether the running interpreter's setup was restored from the setup
+    /// cache (``True``) or run by this start (``False``); ``None`` before
+    /// the start.
+    ///
+    /// Example::
+    ///
+    ///     sb = cleanslate.CodeSandbox(setup="import json").start()
+    ///     print(sb.setup_from_cache)  # True once another start stored it
+    #[getter]
+    fn setup_from_cache(&self, py: Python<'_>) -> Option<bool> {
+        py.detach(|| {
+            let runner = lock(&self.state).runner.as_ref().map(|(_, r)| r.clone());
+            runner.map(|runner| runner.setup_from_cache())
+        })
     }
 
     fn __enter__(slf: Bound<'_, Self>) -> Bound<'_, Self> {

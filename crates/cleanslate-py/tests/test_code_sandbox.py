@@ -228,7 +228,9 @@ def test_setup_cache_stores_the_setup_unless_turned_off(make_sandbox, tmp_path, 
     with make_sandbox(setup=setup, setup_cache=False) as sb:
         assert sb.run("print(stored)").stdout == '{"n": 3}\n'
     assert not setups.exists() or list(setups.iterdir()) == []
-    for _ in range(2):
+    for restored in (False, True):
         with make_sandbox(setup=setup) as sb:
+            assert sb.setup_from_cache is None
             assert sb.run("print(stored)").stdout == '{"n": 3}\n'
+            assert sb.setup_from_cache is restored
     assert len(list(setups.iterdir())) == 1
