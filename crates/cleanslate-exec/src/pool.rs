@@ -109,6 +109,20 @@ impl CodeSandboxPool {
         self.setup_time
     }
 
+    /// Another sandbox of the pool's setup, not a member: forked from its
+    /// snapshot, as members are (for a caller that needs a sandbox of its
+    /// own for a while, e.g. for a [`session`](CodeSandbox::session)).
+    ///
+    /// # Errors
+    ///
+    /// Those of [`CodeSandbox::fork`].
+    pub fn fork(&self) -> Result<CodeSandbox, ExecError> {
+        self.template
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .fork()
+    }
+
     /// Whether the pool's setup came from the setup cache
     /// ([`CodeSandbox::setup_from_cache`]).
     pub fn setup_from_cache(&self) -> bool {

@@ -9,13 +9,16 @@ mod code;
 mod convert;
 mod core;
 mod errors;
+mod run_result;
+mod session;
 
 use pyo3::prelude::*;
 
 #[pymodule]
 fn _cleanslate(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<code::PyCodeSandbox>()?;
-    m.add_class::<code::PyRunResult>()?;
+    m.add_class::<run_result::PyRunResult>()?;
+    m.add_class::<session::PyCodeSession>()?;
     m.add_class::<core::PySandbox>()?;
     m.add_class::<core::PySession>()?;
     errors::register(m)?;

@@ -234,3 +234,33 @@ def test_setup_cache_stores_the_setup_unless_turned_off(make_sandbox, tmp_path, 
             assert sb.run("print(stored)").stdout == '{"n": 3}\n'
             assert sb.setup_from_cache is restored
     assert len(list(setups.iterdir())) == 1
+
+
+def test_a_session_shares_state_until_it_closes(make_sandbox):
+    with make_sandbox(setup="base = 1", timeout=2, setup_cache=False) as sb:
+        clean = sb.run("print(sorted(k for k in globals() if not k.startswith('_')))").stdout
+        with sb.session() as s:
+            assert s.run("rows = [3, 1, 2]\nopen('/tmp/kept', 'w').write('x')").ok
+            r = s.run("print(sorted(rows), base, open('/tmp/kept').read())")
+            assert r.stdout == "[1, 2, 3] 1 x\n", r.stderr
+            # The sandbox's own runs go on beside the session, unseen by it.
+            assert sb.run("print('rows' in dir())").stdout == "False\n"
+            assert s.run("raise ValueError('no')").exit_code == 1
+            assert s.run("print(rows[0])").stdout == "3\n"
+        with pytest.raises(cleanslate.Error) as closed:
+            s.run("print(1)")
+        assert closed.value.kind == "session_ended"
+        assert sb.run("print(sorted(k for k in globals() if not k.startswith('_')))").stdout == clean
+
+
+def test_a_run_that_does_not_complete_ends_the_session(make_sandbox):
+    with make_sandbox(timeout=1, setup_cache=False) as sb:
+        s = sb.session()
+        s.run("x = 1")
+        assert s.run("while True: pass").error_kind == "timeout"
+        with pytest.raises(cleanslate.Error) as ended:
+            s.run("print(x)")
+        assert ended.value.kind == "session_ended"
+        assert "timeout" in str(ended.value)
+        s.close()
+        s.close()

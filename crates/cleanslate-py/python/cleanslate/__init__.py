@@ -25,6 +25,7 @@ in the :class:`RunResult`.
 
 from ._cleanslate import (
     CodeSandbox,
+    CodeSession,
     Error,
     FunctionNotFoundError,
     GuestError,
@@ -45,6 +46,7 @@ from ._cleanslate import (
 
 __all__ = [
     "CodeSandbox",
+    "CodeSession",
     "Error",
     "FunctionNotFoundError",
     "GuestError",

@@ -8,6 +8,7 @@ from typing import Any, final, Callable, Dict, List, Literal, Mapping, Optional,
 __version__: str
 __all__ = [
     "CodeSandbox",
+    "CodeSession",
     "RunResult",
     "Sandbox",
     "Session",
@@ -54,6 +55,18 @@ class InvalidArgumentsError(Error): ...
 class SetupFailedError(Error): ...
 
 _RunErrorKind = Literal["timeout", "out_of_memory", "output_too_large", "cancelled", "stack_overflow", "trap"]
+
+@final
+class CodeSession:
+    def run(self, code: str) -> RunResult: ...
+    def close(self) -> None: ...
+    def __enter__(self) -> "CodeSession": ...
+    def __exit__(
+        self,
+        exc_type: Optional[Type[BaseException]],
+        exc: Optional[BaseException],
+        tb: Optional[TracebackType],
+    ) -> bool: ...
 
 @final
 class RunResult:
@@ -118,6 +131,7 @@ class CodeSandbox:
     def started(self) -> bool: ...
     @property
     def setup_from_cache(self) -> Optional[bool]: ...
+    def session(self) -> "CodeSession": ...
     def __enter__(self) -> "CodeSandbox": ...
     def __exit__(
         self,
