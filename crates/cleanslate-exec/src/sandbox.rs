@@ -300,6 +300,12 @@ impl CodeSandboxBuilder {
         self
     }
 
+    /// The tool answer blocks a setup reserves for the runs: one per call
+    /// allowed, and one that answers `budget_exceeded`.
+    pub(crate) fn answer_blocks(&self) -> usize {
+        self.max_tool_calls.max(1) + 1
+    }
+
     /// Each run's time limit.
     pub(crate) fn run_timeout(&self) -> Duration {
         self.timeout
@@ -569,11 +575,7 @@ impl Shared {
     ) -> Result<CodeSandbox, ExecError> {
         let config = &self.config;
         let tools = !config.tools.by_name.is_empty();
-        let blocks = if tools {
-            config.max_tool_calls.max(1) + 1
-        } else {
-            0
-        };
+        let blocks = if tools { config.answer_blocks() } else { 0 };
         let memory = snapshot.memory_sizes().first().copied().unwrap_or(0);
         if !buffers.fit(memory, CODE_BUFFER, blocks, config.tool_answer_limit) {
             return Err(ExecError::new(
@@ -671,7 +673,7 @@ fn set_up(
         block_size,
     };
     if tools {
-        buffers.blocks = allocate(&mut session, config.max_tool_calls.max(1) + 1, block_size)?;
+        buffers.blocks = allocate(&mut session, config.answer_blocks(), block_size)?;
         door.set_blocks(buffers.blocks.clone(), block_size);
     }
     let snapshot = session

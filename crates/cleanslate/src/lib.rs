@@ -31,6 +31,7 @@
 // The layers, lowest first; each module imports only from those above it
 // in this list (ARCHITECTURE.md).
 mod abi;
+mod atomic_file;
 mod error;
 mod value;
 

@@ -37,10 +37,10 @@
 use std::fmt;
 use std::fs;
 use std::hash::{Hash, Hasher};
-use std::io::Write;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+
+use crate::atomic_file::write_atomically;
 
 /// The first bytes of every entry file (the trailing digits are the
 /// format; format 01 was one framed file keyed by the rewritten module).
@@ -261,8 +261,8 @@ impl CacheEntry {
         entry[MAGIC.len()..MAGIC.len() + DIGEST_LEN].copy_from_slice(digest.as_bytes());
         // The code first: an entry is only ever seen with the code it names
         // in place (or with another writer's, which its digest refuses).
-        write_atomically(&self.code, code)?;
-        write_atomically(&self.path, &entry)
+        write_file(&self.code, code)?;
+        write_file(&self.path, &entry)
     }
 
     /// The entry file (the code file sits next to it, `.cwasm`).
@@ -271,33 +271,10 @@ impl CacheEntry {
     }
 }
 
-/// Write `bytes` to a private temporary file in `path`'s directory and
-/// rename it to `path`.
-fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), String> {
-    let dir = path.parent().ok_or("the cache path has no directory")?;
-    static NEXT: AtomicU64 = AtomicU64::new(0);
-    let temporary = dir.join(format!(
-        ".{}.{}.{}.tmp",
-        path.file_name()
-            .and_then(|n| n.to_str())
-            .unwrap_or("module"),
-        std::process::id(),
-        NEXT.fetch_add(1, Ordering::Relaxed)
-    ));
-    let result = (|| {
-        let mut file = fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&temporary)?;
-        file.write_all(bytes)?;
-        file.sync_all()?;
-        fs::rename(&temporary, path)
-    })();
-    result.map_err(|e| {
-        let _ = fs::remove_file(&temporary);
-        format!("cannot write {}: {e}", path.display())
-    })
+/// `bytes` as the file `path`, whole or not at all.
+fn write_file(path: &Path, bytes: &[u8]) -> Result<(), String> {
+    write_atomically(path, |out| out.write_all(bytes))
+        .map_err(|e| format!("cannot write {}: {e}", path.display()))
 }
 
 /// A digest of the source code that decides what an entry's record says

@@ -121,31 +121,11 @@ impl Snapshot {
                 format!("cannot save the snapshot to {}: {e}", path.display()),
             )
         };
-        let name = path.file_name().ok_or_else(|| {
-            failed(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                "the path names no file",
-            ))
-        })?;
-        let partial = path.with_file_name(partial_name(name));
-        let written = (|| -> Result<(), Error> {
-            let mut options = std::fs::OpenOptions::new();
-            // A name no one else uses (another thread saving to the same
-            // path included), created afresh: so the mode applies too.
-            options.write(true).create_new(true);
-            #[cfg(unix)]
-            std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-            let file = options.open(&partial).map_err(failed)?;
-            let mut out = io::BufWriter::with_capacity(1 << 20, file);
-            self.write_to(&mut out)?;
-            let file = out.into_inner().map_err(|e| failed(e.into_error()))?;
-            file.sync_all().map_err(failed)?;
-            std::fs::rename(&partial, path).map_err(failed)
-        })();
-        if written.is_err() {
-            let _ = std::fs::remove_file(&partial);
-        }
-        written
+        crate::atomic_file::write_atomically(path, |out| {
+            self.write_to(out)
+                .map_err(|e| io::Error::other(e.message().to_string()))
+        })
+        .map_err(failed)
     }
 
     /// Load a snapshot [`save`](Snapshot::save)d from a sandbox of a module
@@ -400,18 +380,6 @@ fn with_data_extent(
         }
     }
     merged
-}
-
-/// A file name beside `name` that no other writer uses.
-fn partial_name(name: &std::ffi::OsStr) -> std::ffi::OsString {
-    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-    let mut partial = name.to_os_string();
-    partial.push(format!(
-        ".partial-{}-{}",
-        std::process::id(),
-        NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
-    ));
-    partial
 }
 
 /// A defined memory's limits in bytes, and its page size.
